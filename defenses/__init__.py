@@ -1,0 +1,1 @@
+"""Built-in defense plugins: one module per defense, each registered with ``@register_defense``."""

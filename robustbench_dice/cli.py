@@ -1,0 +1,169 @@
+"""Command line: ``robustbench-dice simulate | list | download``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tomllib
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import ConfigError, DatasetNotFoundError
+from .scenario import Scenario
+
+_LIST_FIELDS = {"hidden"}
+_TABLE_FIELDS = {"attack_params", "defense_params"}
+
+
+def _parse_literal(text: str) -> Any:
+    """A TOML literal (number, bool, string, array); bare words are strings. Never eval."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _param_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = _parse_literal(value.strip())
+    return out
+
+
+def _add_scenario_flags(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(Scenario):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (default: {f.default if f.default is not dataclasses.MISSING else '{}'})"
+        if f.name in _TABLE_FIELDS:
+            parser.add_argument(flag[:-1], dest=f.name, action="append", default=None, metavar="KEY=VALUE",
+                                help=f"{f.metadata['help']}; repeatable, VALUE is a TOML literal")
+        elif f.name in _LIST_FIELDS:
+            parser.add_argument(flag, dest=f.name, type=int, nargs="+", default=None, help=help_text)
+        else:
+            ann = str(f.type)
+            kind = int if ann.startswith("int") else float if ann.startswith("float") else str
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    """The TOML config (if any) with every flag given on the command line laid over it."""
+    base = Scenario.from_toml(args.config).to_dict() if args.config else {}
+    for f in dataclasses.fields(Scenario):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if f.name in _TABLE_FIELDS:
+            value = {**base.get(f.name, {}), **_param_pairs(value, "--" + f.name[:-1].replace("_", "-"))}
+        base[f.name] = value
+    return Scenario.from_dict(base)
+
+
+def _progress_bar(total_label: str) -> Any:
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=total_label, unit="round", leave=False)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .engine import simulate
+
+    scenario = scenario_from_args(args)
+    result = simulate(scenario, progress=None if args.quiet else _progress_bar("simulate"))
+    if args.json:
+        result.write_json(args.json)
+    if result.status != "ok":
+        print(f"{result.status}: {result.reason}")
+        return 0
+    s = scenario
+    print(f"{s.dataset}/{s.model} on {s.topology} ({s.nodes} nodes, {len(result.byzantine)} Byzantine,"
+          f" attack={s.attack}, defense={s.defense}), {s.rounds} rounds, seed {s.seed}")
+    print(f"  final honest test accuracy: mean {result.final_accuracy_mean:.4f}, worst node {result.final_accuracy_worst:.4f}")
+    print(f"  time per round: {1e3 * result.timings['seconds_per_round']:.2f} ms"
+          f" (spectral gap {result.topology['spectral_gap']:.4f})")
+    if result.diverged:
+        print("  warning: some honest models have non-finite parameters (diverged)")
+    if args.json:
+        print(f"  result written to {args.json}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .datasets import DATASETS
+    from .mixing import MIXING_RULES
+    from .models import MODELS
+    from .registry import ATTACKS, DEFENSES, load_builtin_plugins
+    from .topology import TOPOLOGIES
+
+    load_builtin_plugins()
+    groups: dict[str, Any] = {
+        "attacks": ATTACKS, "defenses": DEFENSES, "topologies": TOPOLOGIES, "mixing": MIXING_RULES,
+        "datasets": DATASETS, "models": MODELS,
+    }
+    for group in [args.what] if args.what else list(groups):
+        print(f"{group}:")
+        entries = groups[group]
+        for name in sorted(entries):
+            if isinstance(entries, dict):
+                cls = entries[name]
+                params = ", ".join(f"{f.name}: {getattr(f.type, '__name__', f.type)} = {f.default!r}"
+                                   for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else ""
+                print(f"  {name:<22} {cls.description()}" + (f"  [{params}]" if params else ""))
+            else:
+                print(f"  {name}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .datasets import download
+
+    download(args.dataset, args.data_root)
+    print(f"{args.dataset} downloaded under {args.data_root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustbench-dice", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="run one scenario and print its summary")
+    sim.add_argument("--config", help="scenario TOML file; flags override its values")
+    sim.add_argument("--json", metavar="OUT", help="write the RunResult as JSON to OUT")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_scenario_flags(sim)
+    sim.set_defaults(func=cmd_simulate)
+
+    lst = sub.add_parser("list", help="list attacks, defenses, topologies, mixing rules, datasets, models")
+    lst.add_argument("what", nargs="?", choices=["attacks", "defenses", "topologies", "mixing", "datasets", "models"])
+    lst.set_defaults(func=cmd_list)
+
+    dl = sub.add_parser("download", help="download a torchvision dataset (needs internet)")
+    dl.add_argument("dataset", choices=["mnist", "fashion-mnist", "cifar10"])
+    dl.add_argument("--data-root", required=True)
+    dl.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, DatasetNotFoundError) as exc:
+        print(f"robustbench-dice: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,156 @@
+"""Datasets: a train pool and a held-out global test set, as float32 / int64 tensors.
+
+``digits`` (scikit-learn's bundled 8x8 handwritten digits) and ``mnist1d``
+(generated locally by the ``mnist1d`` package) work offline. ``mnist``,
+``fashion-mnist`` and ``cifar10`` are read by torchvision from ``data_root``;
+``robustbench-dice download NAME --data-root DIR`` fetches them where online.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, DatasetNotFoundError, check_choice
+from .io import atomic_write_bytes
+
+DATASETS = ("digits", "mnist1d", "mnist", "fashion-mnist", "cifar10")
+TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+_NORMALISATION = {  # per-channel mean, std of the training images in [0, 1]
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+DIGITS_TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Shapes: ``x_train (n, *input_shape)`` float32, ``y_train (n,)`` int64; same for test."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def load_dataset(name: str, data_root: str | None = None, *, mnist1d_samples: int = 5000) -> Dataset:
+    """Load ``name``; the test split is fixed (independent of the scenario seed)."""
+    check_choice("dataset", name, DATASETS)
+    if name == "digits":
+        return _load_digits()
+    if name == "mnist1d":
+        return _load_mnist1d(mnist1d_samples)
+    return _load_torchvision(name, data_root)
+
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(np.float32)
+    y = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=DIGITS_TEST_FRACTION, random_state=0, stratify=y)
+    return Dataset("digits", *map(torch.from_numpy, (x_tr, y_tr, x_te, y_te)), num_classes=10)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("ROBUSTBENCH_DICE_CACHE", Path.home() / ".cache" / "robustbench_dice"))
+
+
+def _load_mnist1d(num_samples: int) -> Dataset:
+    """MNIST-1D (Greydanus 2020) generated with the package defaults; cached as a pickle-free .npz."""
+    if num_samples < 100:
+        raise ConfigError(f"mnist1d_samples must be >= 100, got {num_samples}")
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    settings = {k: v for k, v in vars(args).items() if k != "url"}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = _cache_dir() / f"mnist1d-{key}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+    else:
+        state = np.random.get_state()  # make_dataset reseeds numpy's global generator
+        try:
+            generated = make_dataset(args)
+        finally:
+            np.random.set_state(state)
+        arrays = {k: np.asarray(generated[k]) for k in ("x", "y", "x_test", "y_test")}
+        import io as _io
+
+        buffer = _io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(path, buffer.getvalue())
+    mean, std = arrays["x"].mean(), arrays["x"].std()
+    x_tr = ((arrays["x"] - mean) / std).astype(np.float32)
+    x_te = ((arrays["x_test"] - mean) / std).astype(np.float32)
+    return Dataset(
+        "mnist1d",
+        torch.from_numpy(x_tr),
+        torch.from_numpy(arrays["y"].astype(np.int64)),
+        torch.from_numpy(x_te),
+        torch.from_numpy(arrays["y_test"].astype(np.int64)),
+        num_classes=10,
+    )
+
+
+def how_to_get(name: str, data_root: str | None) -> str:
+    root = data_root or "DATA_ROOT"
+    return f"robustbench-dice download {name} --data-root {root}   (needs internet once)"
+
+
+def _load_torchvision(name: str, data_root: str | None) -> Dataset:
+    if data_root is None:
+        raise ConfigError(f"dataset {name!r} needs data_root (a folder holding it); get it with: {how_to_get(name, None)}")
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"data_root {str(root)!r} does not exist; get {name} with: {how_to_get(name, data_root)}")
+    import torchvision
+
+    cls = getattr(torchvision.datasets, TORCHVISION_DATASETS[name])
+    try:
+        train = cls(str(root), train=True, download=False)
+        test = cls(str(root), train=False, download=False)
+    except RuntimeError as exc:
+        raise DatasetNotFoundError(
+            f"{name} not found (or corrupted) under {str(root)!r}: {exc}. Get it with: {how_to_get(name, data_root)}"
+        ) from exc
+    mean, std = _NORMALISATION[name]
+
+    def to_tensor(data: object, targets: object) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.as_tensor(np.asarray(data), dtype=torch.float32) / 255.0
+        images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+        m = torch.tensor(mean).view(1, -1, 1, 1)
+        s = torch.tensor(std).view(1, -1, 1, 1)
+        return ((images - m) / s).contiguous(), torch.as_tensor(np.asarray(targets), dtype=torch.long)
+
+    x_tr, y_tr = to_tensor(train.data, train.targets)
+    x_te, y_te = to_tensor(test.data, test.targets)
+    return Dataset(name, x_tr, y_tr, x_te, y_te, num_classes=10)
+
+
+def download(name: str, data_root: str) -> None:
+    """Fetch a torchvision dataset into ``data_root`` (needs internet)."""
+    check_choice("downloadable dataset", name, TORCHVISION_DATASETS)
+    import torchvision
+
+    cls = getattr(torchvision.datasets, TORCHVISION_DATASETS[name])
+    Path(data_root).mkdir(parents=True, exist_ok=True)
+    for train in (True, False):
+        cls(data_root, train=train, download=True)

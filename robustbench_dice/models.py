@@ -1,0 +1,205 @@
+"""Models as pure functions of a flat parameter vector, batched over nodes.
+
+Every model keeps N parameter sets stacked as rows of ``theta`` with shape
+``(N, P)``. :meth:`Model.forward` evaluates all N models at once with batched
+layers (``matmul`` over the node dimension, grouped convolutions), so one
+autograd call yields every node's gradient. :meth:`Model.forward_single` is
+the same network for one node written with plain ``torch.nn.functional``
+calls; the per-node reference engine uses it, and tests check the two agree.
+No BatchNorm: a node's output depends on its own parameters and inputs only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError, check_choice
+
+MODELS = ("logreg", "mlp", "cnn")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    shape: tuple[int, ...]
+    fan_in: int
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+class Model:
+    """Base class: subclasses set ``specs`` and implement the two forwards."""
+
+    name = "model"
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int):
+        self.input_shape = tuple(input_shape)
+        self.num_classes = int(num_classes)
+        self.specs: tuple[ParamSpec, ...] = ()
+
+    @property
+    def num_params(self) -> int:
+        return sum(s.size for s in self.specs)
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Views of ``theta (..., P)`` as named tensors ``(..., *shape)``."""
+        out, offset = {}, 0
+        lead = theta.shape[:-1]
+        for s in self.specs:
+            out[s.name] = theta[..., offset : offset + s.size].reshape(*lead, *s.shape)
+            offset += s.size
+        return out
+
+    def init(self, n_nodes: int, generator: torch.Generator, same: bool = True) -> torch.Tensor:
+        """``(N, P)`` initial parameters, PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) per tensor.
+
+        ``same=True`` gives every node the same initial model (the usual
+        decentralized-learning start); otherwise each node draws its own.
+        """
+        rows = 1 if same else n_nodes
+        parts = []
+        for s in self.specs:
+            bound = 1.0 / math.sqrt(s.fan_in)
+            parts.append((torch.rand(rows, s.size, generator=generator) * 2 - 1) * bound)
+        theta = torch.cat(parts, dim=1)
+        return theta.expand(n_nodes, -1).clone() if same else theta
+
+    def forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, B, C)`` from ``theta (N, P)`` and ``x (N, B, *input_shape)`` or shared ``x (B, *input_shape)``."""
+        raise NotImplementedError
+
+    def forward_single(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C)`` of one node: ``theta (P,)``, ``x (B, *input_shape)``."""
+        raise NotImplementedError
+
+
+def _dense_specs(sizes: list[int]) -> tuple[ParamSpec, ...]:
+    specs = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        specs += [ParamSpec(f"w{i}", (fan_out, fan_in), fan_in), ParamSpec(f"b{i}", (fan_out,), fan_in)]
+    return tuple(specs)
+
+
+def _dense_stack(params: dict[str, torch.Tensor], h: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """Batched dense layers with ReLU between; ``h (N, B, d)`` or shared ``(B, d)``."""
+    for i in range(n_layers):
+        h = torch.matmul(h, params[f"w{i}"].transpose(-1, -2)) + params[f"b{i}"].unsqueeze(-2)
+        if i < n_layers - 1:
+            h = torch.relu(h)
+    return h
+
+
+def _dense_single(params: dict[str, torch.Tensor], h: torch.Tensor, n_layers: int) -> torch.Tensor:
+    for i in range(n_layers):
+        h = F.linear(h, params[f"w{i}"], params[f"b{i}"])
+        if i < n_layers - 1:
+            h = F.relu(h)
+    return h
+
+
+class MLP(Model):
+    """Fully connected ReLU network; ``hidden=()`` is multinomial logistic regression."""
+
+    name = "mlp"
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (64,)):
+        super().__init__(input_shape, num_classes)
+        self.hidden = tuple(hidden)
+        self.specs = _dense_specs([math.prod(self.input_shape), *self.hidden, num_classes])
+        self.n_layers = len(self.hidden) + 1
+
+    def _flatten(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(*x.shape[: x.dim() - len(self.input_shape)], -1)
+
+    def forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return _dense_stack(self.unflatten(theta), self._flatten(x), self.n_layers)
+
+    def forward_single(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return _dense_single(self.unflatten(theta), self._flatten(x), self.n_layers)
+
+
+class LogisticRegression(MLP):
+    name = "logreg"
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__(input_shape, num_classes, hidden=())
+
+
+class CNN(Model):
+    """Two 3x3 conv + ReLU + 2x2 max-pool blocks (16, 32 channels), then dense 64 -> classes.
+
+    Works on any image ``(C, H, W)`` with H, W >= 4: 28x28 (MNIST), 32x32
+    (CIFAR-10), 8x8 (digits). Batched over nodes with grouped convolutions.
+    """
+
+    name = "cnn"
+    channels = (16, 32)
+    dense = 64
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__(input_shape, num_classes)
+        if len(self.input_shape) == 1 and math.isqrt(self.input_shape[0]) ** 2 == self.input_shape[0]:
+            side = math.isqrt(self.input_shape[0])  # flat square images (digits) are viewed as 1 x side x side
+            self.image_shape = (1, side, side)
+        elif len(self.input_shape) == 3:
+            self.image_shape = self.input_shape
+        else:
+            raise ConfigError(f"model 'cnn' needs image inputs (C, H, W) or flat square images; got input shape {self.input_shape}")
+        c, h, w = self.image_shape
+        if h < 4 or w < 4:
+            raise ConfigError(f"model 'cnn' needs images of at least 4x4, got {h}x{w}")
+        c1, c2 = self.channels
+        flat = c2 * (h // 4) * (w // 4)
+        self.specs = (
+            ParamSpec("conv0", (c1, c, 3, 3), c * 9), ParamSpec("cb0", (c1,), c * 9),
+            ParamSpec("conv1", (c2, c1, 3, 3), c1 * 9), ParamSpec("cb1", (c2,), c1 * 9),
+            *_dense_specs([flat, self.dense, num_classes]),
+        )
+
+    def forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        p = self.unflatten(theta)
+        n = theta.shape[0]
+        c, h, w = self.image_shape
+        if x.dim() == len(self.input_shape) + 1:  # one input batch shared by all nodes: N x C_out filters
+            b = x.shape[0]
+            z = F.conv2d(x.reshape(b, c, h, w), p["conv0"].flatten(0, 1), p["cb0"].flatten(), padding=1)
+        else:  # per-node inputs: nodes become channel groups
+            b = x.shape[1]
+            z = x.reshape(n, b, c, h, w).transpose(0, 1).reshape(b, n * c, h, w)
+            z = F.conv2d(z, p["conv0"].flatten(0, 1), p["cb0"].flatten(), padding=1, groups=n)
+        z = F.max_pool2d(F.relu(z), 2)
+        z = F.conv2d(z, p["conv1"].flatten(0, 1), p["cb1"].flatten(), padding=1, groups=n)
+        z = F.max_pool2d(F.relu(z), 2)
+        z = z.reshape(b, n, -1).transpose(0, 1)  # (N, B, features)
+        return _dense_stack(p, z, 2)
+
+    def forward_single(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        p = self.unflatten(theta)
+        z = x.reshape(x.shape[0], *self.image_shape)
+        z = F.max_pool2d(F.relu(F.conv2d(z, p["conv0"], p["cb0"], padding=1)), 2)
+        z = F.max_pool2d(F.relu(F.conv2d(z, p["conv1"], p["cb1"], padding=1)), 2)
+        return _dense_single(p, z.flatten(1), 2)
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (64,)) -> Model:
+    check_choice("model", name, MODELS)
+    if name == "logreg":
+        return LogisticRegression(input_shape, num_classes)
+    if name == "mlp":
+        if not hidden or any(int(h) < 1 for h in hidden):
+            raise ConfigError(f"mlp hidden sizes must be positive integers, got {hidden}")
+        return MLP(input_shape, num_classes, tuple(int(h) for h in hidden))
+    return CNN(input_shape, num_classes)
+
+
+def per_node_loss(model: Model, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each node on its own batch: ``(N,)`` from ``x (N, B, ...)``, ``y (N, B)``."""
+    logits = model.forward(theta, x)
+    n, b, c = logits.shape
+    return F.cross_entropy(logits.reshape(n * b, c), y.reshape(n * b), reduction="none").view(n, b).mean(dim=1)

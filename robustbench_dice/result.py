@@ -1,0 +1,54 @@
+"""RunResult: everything one run reports, as plain JSON-able data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_json
+
+
+@dataclass
+class CurvePoint:
+    round: int
+    accuracy_mean: float
+    accuracy_worst: float
+    loss_mean: float
+    consensus_distance: float  # mean over honest j of ||theta_j - mean_honest(theta)||^2
+
+
+@dataclass
+class RunResult:
+    """Outcome of one Scenario. ``suspicion`` lists ``[j, k, s_jk]`` for honest receivers j, in-neighbours k."""
+
+    scenario: dict[str, Any]
+    status: str = "ok"  # ok | skipped | failed
+    reason: str | None = None
+    byzantine: list[int] = field(default_factory=list)
+    final_accuracy_mean: float | None = None
+    final_accuracy_worst: float | None = None
+    node_accuracy: dict[str, float] = field(default_factory=dict)  # honest node -> final test accuracy
+    curve: list[CurvePoint] = field(default_factory=list)
+    suspicion: list[list[float]] = field(default_factory=list)
+    diverged: bool = False
+    topology: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        data = dict(data)
+        data["curve"] = [CurvePoint(**p) for p in data.get("curve", [])]
+        return cls(**data)
+
+    def write_json(self, path: str | Path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> RunResult:
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,171 @@
+"""The Scenario: one validated, serialisable description of a run.
+
+Load one from TOML with :meth:`Scenario.from_toml`, override fields with
+:meth:`Scenario.replace`; every field is checked on construction and a bad
+value raises :class:`~robustbench_dice.errors.ConfigError` naming the field,
+the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .datasets import DATASETS
+from .errors import ConfigError, check_choice, closest
+from .mixing import MIXING_RULES
+from .models import MODELS
+from .partition import PARTITIONS
+from .topology import TOPOLOGIES
+
+PLACEMENTS = ("random", "degree")
+INITS = ("same", "independent")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One decentralized-training run: data, model, graph, adversary, defense, optimiser, seed."""
+
+    dataset: str = _f("digits", f"dataset, one of {', '.join(DATASETS)}")
+    data_root: str | None = _f(None, "folder holding torchvision datasets (mnist, fashion-mnist, cifar10)")
+    mnist1d_samples: int = _f(5000, "number of MNIST-1D samples generated (80% train pool, 20% test)")
+    partition: str = _f("iid", f"how the train pool is split across nodes: {', '.join(PARTITIONS)}")
+    dirichlet_alpha: float = _f(0.5, "concentration of the Dirichlet label partition (smaller = more skewed)")
+    shards_per_node: int = _f(2, "label-sorted shards per node for partition 'shards'")
+    samples_per_node: int | None = _f(None, "samples each node draws for partition 'replicated'")
+    val_fraction: float = _f(0.2, "fraction of each node's data held out as its local validation set z'")
+    model: str = _f("mlp", f"model, one of {', '.join(MODELS)}")
+    hidden: tuple[int, ...] = _f((64,), "hidden layer widths of the mlp")
+    init: str = _f("same", "initial parameters: 'same' for every node or 'independent' per node")
+    topology: str = _f("ring", f"communication graph, one of {', '.join(TOPOLOGIES)}")
+    edge_probability: float = _f(0.3, "edge probability of the erdos_renyi graph")
+    small_world_k: int = _f(4, "each node's ring neighbours in the small_world graph (even)")
+    small_world_p: float = _f(0.2, "rewiring probability of the small_world graph")
+    torus_rows: int | None = _f(None, "rows of the torus (default: the most square factorisation)")
+    adjacency_file: str | None = _f(None, "adjacency matrix (.npy/.csv/.txt, row = receiver) for topology 'file'")
+    mixing: str = _f("metropolis_hastings", f"mixing rule, one of {', '.join(MIXING_RULES)}")
+    nodes: int = _f(16, "number of nodes N")
+    byzantine: int = _f(0, "number of Byzantine nodes (or use byzantine_fraction)")
+    byzantine_fraction: float | None = _f(None, "fraction of Byzantine nodes, rounded down; overrides byzantine")
+    byzantine_placement: str = _f("random", "where Byzantine nodes sit: 'random' or 'degree' (highest first)")
+    attack: str = _f("none", "attack plugin name")
+    attack_params: dict[str, Any] = _f({}, "parameters of the attack plugin")
+    defense: str = _f("gossip", "defense plugin name")
+    defense_params: dict[str, Any] = _f({}, "parameters of the defense plugin")
+    rounds: int = _f(200, "communication rounds T (one local step + one gossip each)")
+    batch_size: int = _f(32, "minibatch size of each node's local step")
+    lr: float = _f(0.1, "learning rate eta")
+    momentum: float = _f(0.9, "heavy-ball momentum of the local SGD step (0 = plain SGD)")
+    weight_decay: float = _f(0.0, "L2 weight decay added to the local gradient")
+    eval_every: int = _f(10, "evaluate test accuracy every this many rounds (and at the end)")
+    seed: int = _f(0, "seed of everything random in the run")
+    device: str = _f("cpu", "'cpu', 'cuda' or 'auto' (cuda when available)")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "attack_params", dict(self.attack_params))
+        object.__setattr__(self, "defense_params", dict(self.defense_params))
+        self._check_types()
+        self._check_values()
+
+    # -- validation -------------------------------------------------------
+    def _check_types(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            ann = str(f.type)
+            if value is None and "None" in ann:
+                continue
+            if ann.startswith("int") and not (isinstance(value, int) and not isinstance(value, bool)):
+                raise ConfigError(f"{f.name} must be an integer, got {value!r}")
+            if ann.startswith("float") and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+                raise ConfigError(f"{f.name} must be a number, got {value!r}")
+            if ann.startswith("str") and not isinstance(value, str):
+                raise ConfigError(f"{f.name} must be a string, got {value!r}")
+            if ann.startswith("dict") and not isinstance(value, dict):
+                raise ConfigError(f"{f.name} must be a table of parameters, got {value!r}")
+        if not all(isinstance(h, int) and not isinstance(h, bool) for h in self.hidden):
+            raise ConfigError(f"hidden must be a list of integers, got {list(self.hidden)!r}")
+
+    def _check_values(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("partition", self.partition, PARTITIONS)
+        check_choice("model", self.model, MODELS)
+        check_choice("topology", self.topology, TOPOLOGIES)
+        check_choice("mixing rule", self.mixing, MIXING_RULES)
+        check_choice("byzantine_placement", self.byzantine_placement, PLACEMENTS)
+        check_choice("init", self.init, INITS)
+        check_choice("device", self.device, DEVICES)
+        if self.nodes < 2:
+            raise ConfigError(f"nodes must be >= 2, got {self.nodes}")
+        if self.byzantine_fraction is not None and not 0.0 <= self.byzantine_fraction < 1.0:
+            raise ConfigError(f"byzantine_fraction must be in [0, 1), got {self.byzantine_fraction}")
+        if not 0 <= self.n_byzantine < self.nodes:
+            raise ConfigError(
+                f"byzantine must satisfy 0 <= byzantine < nodes={self.nodes}, got {self.n_byzantine}"
+                " (at least one honest node is needed)"
+            )
+        for name in ("rounds", "batch_size", "eval_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+
+    @property
+    def n_byzantine(self) -> int:
+        if self.byzantine_fraction is not None:
+            return int(self.byzantine_fraction * self.nodes)
+        return self.byzantine
+
+    # -- (de)serialisation ------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scenario:
+        unknown = [k for k in data if k not in cls.field_names()]
+        if unknown:
+            key = unknown[0]
+            hint = closest(key, cls.field_names())
+            raise ConfigError(f"unknown scenario key {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+        return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Scenario:
+        """Read a scenario from TOML: top-level keys are fields; ``[attack_params]`` / ``[defense_params]`` tables."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"malformed TOML in {str(path)!r}: {exc}") from exc
+        if "scenario" in data and isinstance(data["scenario"], dict):
+            data = data["scenario"]
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    def replace(self, **changes: Any) -> Scenario:
+        return self.from_dict({**self.to_dict(), **changes})

@@ -1,0 +1,173 @@
+"""Everything a run needs before its first round, built once from a Scenario.
+
+Both engines (vectorised and per-node reference) start from the same
+:class:`RunSetup`, so they see the same data, graph, Byzantine set, initial
+parameters and minibatch stream.
+
+Randomness: the scenario seed feeds a ``numpy.random.SeedSequence`` whose
+children seed, independently, the partition, the topology, the Byzantine
+placement, the initial parameters, the minibatch sampler and the attack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .datasets import Dataset, load_dataset
+from .errors import ConfigError
+from .mixing import MixingSchedule
+from .models import Model, build_model
+from .partition import partition_indices, split_validation
+from .scenario import Scenario
+from .topology import Graph, build_topology
+
+STREAMS = ("partition", "topology", "byzantine", "init", "sampler", "attack")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch.cuda.is_available() is False; use device='cpu' or 'auto'")
+    return torch.device(name)
+
+
+def seed_streams(seed: int) -> dict[str, int]:
+    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
+    return {name: int(child.generate_state(1)[0]) for name, child in zip(STREAMS, children)}
+
+
+def choose_byzantine(graph: Graph, count: int, placement: str, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``count`` Byzantine nodes: uniformly at random, or highest total degree first (ties random)."""
+    n = graph.n_nodes
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    if placement == "random":
+        chosen = rng.choice(n, size=count, replace=False)
+    else:
+        degree = graph.in_degree + graph.out_degree
+        tie_break = rng.permutation(n)
+        chosen = np.lexsort((tie_break, -degree))[:count]
+    return np.sort(chosen).astype(np.int64)
+
+
+def _padded(rows: list[np.ndarray], fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(1, max(r.size for r in rows))
+    table = np.full((len(rows), width), fill, dtype=np.int64)
+    for i, r in enumerate(rows):
+        table[i, : r.size] = r
+    return torch.from_numpy(table), torch.tensor([r.size for r in rows], dtype=torch.long)
+
+
+@dataclass(eq=False)
+class NodeData:
+    """Per-node index tables into a shared pool; padded slots repeat index 0 and are never sampled.
+
+    Shapes: ``train_index``, ``train_labels`` ``(N, n_max)``; ``train_count`` ``(N,)``;
+    ``val_x (N, v_max, *input_shape)``, ``val_y``, ``val_mask`` ``(N, v_max)``.
+    """
+
+    pool_x: torch.Tensor
+    train_index: torch.Tensor
+    train_labels: torch.Tensor
+    train_count: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    val_mask: torch.Tensor
+
+    def batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (N, B, *input_shape)``, ``y (N, B)`` at ``positions (N, B)`` of each node's table."""
+        index = self.train_index.gather(1, positions)
+        return self.pool_x[index], self.train_labels.gather(1, positions)
+
+
+def sample_positions(generator: torch.Generator, count: torch.Tensor, width: int, batch_size: int) -> torch.Tensor:
+    """``(N, B)`` distinct positions per node, uniform without replacement below ``count[k]``."""
+    keys = torch.rand(count.shape[0], width, generator=generator)
+    keys.masked_fill_(torch.arange(width) >= count.unsqueeze(1), 2.0)
+    return keys.topk(batch_size, dim=1, largest=False).indices
+
+
+def validation_loss(model: Model, data: NodeData, theta: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` mean cross-entropy of row j of ``theta`` on node j's local validation set z'_j."""
+    logits = model.forward(theta, data.val_x)
+    n, v, c = logits.shape
+    per_sample = F.cross_entropy(logits.reshape(n * v, c), data.val_y.reshape(-1), reduction="none").view(n, v)
+    mask = data.val_mask.to(per_sample.dtype)
+    return (per_sample * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+@dataclass(eq=False)
+class RunSetup:
+    scenario: Scenario
+    device: torch.device
+    dataset: Dataset
+    model: Model
+    mixing: MixingSchedule
+    byzantine: np.ndarray
+    data: NodeData
+    theta0: torch.Tensor
+    seeds: dict[str, int]
+
+    @property
+    def n_nodes(self) -> int:
+        return self.scenario.nodes
+
+    @property
+    def honest(self) -> np.ndarray:
+        return np.setdiff1d(np.arange(self.n_nodes), self.byzantine)
+
+    def sampler(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seeds["sampler"])
+
+
+def prepare(scenario: Scenario) -> RunSetup:
+    """Build data, graph, Byzantine set, model and initial parameters; ConfigError on impossible requests."""
+    s = scenario
+    device = resolve_device(s.device)
+    seeds = seed_streams(s.seed)
+    dataset = load_dataset(s.dataset, s.data_root, mnist1d_samples=s.mnist1d_samples)
+    model = build_model(s.model, dataset.input_shape, dataset.num_classes, s.hidden)
+
+    schedule = build_topology(
+        s.topology, s.nodes, seed=seeds["topology"], edge_probability=s.edge_probability,
+        small_world_k=s.small_world_k, small_world_p=s.small_world_p, torus_rows=s.torus_rows,
+        adjacency_file=s.adjacency_file,
+    )
+    mixing = MixingSchedule(schedule, s.mixing)
+    byzantine = choose_byzantine(schedule.union(), s.n_byzantine, s.byzantine_placement,
+                                 np.random.default_rng(seeds["byzantine"]))
+
+    rng = np.random.default_rng(seeds["partition"])
+    min_samples = int(np.ceil(s.batch_size / (1.0 - s.val_fraction))) + (1 if s.val_fraction > 0 else 0)
+    parts = partition_indices(
+        dataset.y_train.numpy(), s.nodes, s.partition, rng, min_samples=min_samples,
+        dirichlet_alpha=s.dirichlet_alpha, shards_per_node=s.shards_per_node, samples_per_node=s.samples_per_node,
+    )
+    splits = [split_validation(p, s.val_fraction, rng) for p in parts]
+    train_rows = [t for t, _ in splits]
+    smallest = min(r.size for r in train_rows)
+    if smallest < s.batch_size:
+        raise ConfigError(
+            f"batch_size={s.batch_size} is larger than a node's training data ({smallest} samples);"
+            " lower batch_size or nodes, or use partition='replicated' with samples_per_node"
+        )
+    train_index, train_count = _padded(train_rows, 0)
+    val_index, val_count = _padded([v for _, v in splits], 0)
+    labels = dataset.y_train
+    val_mask = torch.arange(val_index.shape[1]) < val_count.unsqueeze(1)
+    data = NodeData(
+        pool_x=dataset.x_train.to(device),
+        train_index=train_index.to(device),
+        train_labels=labels[train_index].to(device),
+        train_count=train_count,
+        val_x=dataset.x_train[val_index].to(device),
+        val_y=labels[val_index].to(device),
+        val_mask=val_mask.to(device),
+    )
+    theta0 = model.init(s.nodes, torch.Generator().manual_seed(seeds["init"]), same=s.init == "same").to(device)
+    return RunSetup(s, device, dataset, model, mixing, byzantine, data, theta0, seeds)
