@@ -66,6 +66,7 @@ class Simulation:
     attack: Attack
     defense: Defense
     progress: ProgressCallback | None = None
+    final_theta: torch.Tensor | None = None  # (N, P) after :meth:`run`
     _mixing_cache: dict[int, _RoundMixing] = field(default_factory=dict)
 
     @classmethod
@@ -129,6 +130,7 @@ class Simulation:
             if self.progress is not None:
                 self.progress(t + 1, s.rounds)
         train_s = time.perf_counter() - t_train - eval_s
+        self.final_theta = theta
         return self._result(theta, curve, suspicion, honest, t_start, train_s, eval_s)
 
     def _check_aggregation(self, agg: Aggregation, shape: torch.Size, nb: Neighbourhood) -> None:

@@ -17,6 +17,7 @@ Rules (``d_in(j)``: number of in-neighbours of ``j``; ``d_out(k)`` likewise):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -139,7 +140,11 @@ class MixingMatrix:
         if sparse is None:
             sparse = self.density < SPARSE_DENSITY
         dense = torch.tensor(self.weights, dtype=dtype)
-        return (dense.to_sparse_csr() if sparse else dense).to(device)
+        if not sparse:
+            return dense.to(device)
+        with warnings.catch_warnings():  # CSR is marked beta; sparse @ dense is all we use of it
+            warnings.simplefilter("ignore", UserWarning)
+            return dense.to_sparse_csr().to(device)
 
     def neighbourhood(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Neighbourhood:
         n = self.n_nodes

@@ -143,7 +143,7 @@ def prepare(scenario: Scenario) -> RunSetup:
                                  np.random.default_rng(seeds["byzantine"]))
 
     rng = np.random.default_rng(seeds["partition"])
-    min_samples = int(np.ceil(s.batch_size / (1.0 - s.val_fraction))) + (1 if s.val_fraction > 0 else 0)
+    min_samples = int(np.ceil(s.batch_size / (1.0 - s.val_fraction)))
     parts = partition_indices(
         dataset.y_train.numpy(), s.nodes, s.partition, rng, min_samples=min_samples,
         dirichlet_alpha=s.dirichlet_alpha, shards_per_node=s.shards_per_node, samples_per_node=s.samples_per_node,

@@ -1,0 +1,42 @@
+import json
+import subprocess
+import sys
+
+from robustbench_dice.cli import main
+
+
+def test_simulate_writes_json_and_summary(tmp_path, capsys):
+    out = tmp_path / "out.json"
+    code = main(["simulate", "--nodes", "6", "--rounds", "4", "--eval-every", "2", "--json", str(out), "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "final honest test accuracy: mean" in text and "time per round" in text
+    data = json.loads(out.read_text())
+    assert data["scenario"]["nodes"] == 6 and data["status"] == "ok"
+
+
+def test_flags_override_config(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('nodes = 6\nrounds = 3\ntopology = "complete"\n[defense_params]\n')
+    out = tmp_path / "o.json"
+    assert main(["simulate", "--config", str(config), "--rounds", "2", "--json", str(out), "--quiet"]) == 0
+    scenario = json.loads(out.read_text())["scenario"]
+    assert scenario["rounds"] == 2 and scenario["nodes"] == 6 and scenario["topology"] == "complete"
+
+
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "never.json"
+    assert main(["simulate", "--topology", "torus", "--nodes", "13", "--json", str(out)]) == 2
+    assert "13 is not such a product" in capsys.readouterr().err
+    assert not out.exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rounds = [\n")
+    assert main(["simulate", "--config", str(bad)]) == 2
+    assert "malformed TOML" in capsys.readouterr().err
+    assert main(["simulate", "--attack-param", "noequals"]) == 2
+    assert "expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_list_and_module_entry_point():
+    done = subprocess.run([sys.executable, "-m", "robustbench_dice", "list", "topologies"], capture_output=True, text=True)
+    assert done.returncode == 0 and "one_peer_exponential" in done.stdout

@@ -1,0 +1,71 @@
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from robustbench_dice.datasets import load_dataset
+from robustbench_dice.errors import ConfigError, DatasetNotFoundError
+
+
+def test_digits_is_the_real_dataset():
+    ds = load_dataset("digits")
+    assert ds.x_train.shape == (1437, 64) and ds.x_test.shape == (360, 64)
+    assert ds.num_classes == 10 and 0.0 <= float(ds.x_train.min()) and float(ds.x_train.max()) <= 1.0
+    assert set(ds.y_test.tolist()) == set(range(10))
+
+
+def test_mnist1d_is_generated_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTBENCH_DICE_CACHE", str(tmp_path))
+    a = load_dataset("mnist1d", mnist1d_samples=500)
+    assert a.x_train.shape == (400, 40) and a.x_test.shape == (100, 40)
+    assert len(list(tmp_path.glob("mnist1d-*.npz"))) == 1
+    b = load_dataset("mnist1d", mnist1d_samples=500)
+    assert (a.x_train == b.x_train).all()
+
+
+def _write_idx(path, array, magic):
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_mnist_family_reads_real_idx_files(tmp_path, name, folder):
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("t10k", 5)):
+        _write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), 2051)
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", np.arange(n) % 10, 2049)
+    ds = load_dataset(name, str(tmp_path))
+    assert ds.x_train.shape == (12, 1, 28, 28) and ds.x_test.shape == (5, 1, 28, 28)
+    assert ds.y_train.tolist() == [i % 10 for i in range(12)]
+
+
+def test_cifar10_reads_real_python_batches(tmp_path, monkeypatch):
+    import torchvision
+
+    # torchvision checks each file's md5 against the official release before unpickling; tiny test files cannot match.
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        entry = {"data": rng.integers(0, 256, (3, 3072)).astype(np.uint8), "labels": [1, 2, 3]}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
+    ds = load_dataset("cifar10", str(tmp_path))
+    assert ds.x_train.shape == (15, 3, 32, 32) and ds.x_test.shape == (3, 3, 32, 32)
+
+
+def test_missing_datasets_say_how_to_get_them(tmp_path):
+    with pytest.raises(ConfigError, match="needs data_root"):
+        load_dataset("mnist")
+    with pytest.raises(DatasetNotFoundError, match="does not exist; get mnist with: robustbench-dice download mnist"):
+        load_dataset("mnist", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetNotFoundError, match="cifar10 not found .*robustbench-dice download cifar10"):
+        load_dataset("cifar10", str(tmp_path))
+    with pytest.raises(ConfigError, match="valid: cifar10, digits"):
+        load_dataset("svhn")

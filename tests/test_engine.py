@@ -1,0 +1,119 @@
+import json
+
+import pytest
+import torch
+
+from robustbench_dice import RunResult, Scenario, Simulation, simulate
+from robustbench_dice.plugins import Aggregation, Defense, DefenseView
+from robustbench_dice.reference import run_reference
+from robustbench_dice.setup import prepare, sample_positions
+
+TOPOLOGY_CASES = [
+    dict(topology="ring"),
+    dict(topology="torus"),
+    dict(topology="exponential"),
+    dict(topology="one_peer_exponential"),
+    dict(topology="complete", mixing="uniform"),
+    dict(topology="star", mixing="max_degree"),
+    dict(topology="erdos_renyi", edge_probability=0.4),
+    dict(topology="small_world", small_world_k=2),
+]
+
+
+def _small(**kw):
+    base = dict(nodes=8, rounds=6, batch_size=8, momentum=0.9, weight_decay=1e-3, eval_every=3)
+    return Scenario(**{**base, **kw})
+
+
+@pytest.mark.parametrize("case", TOPOLOGY_CASES, ids=lambda c: c["topology"])
+def test_vectorised_engine_equals_per_node_reference(case):
+    scenario = _small(**case)
+    sim = Simulation.from_scenario(scenario)
+    sim.run()
+    reference = run_reference(prepare(scenario))
+    assert not torch.equal(reference, prepare(scenario).theta0)  # training moved the models
+    torch.testing.assert_close(sim.final_theta, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["logreg", "cnn"])
+def test_reference_agreement_other_models(model):
+    scenario = _small(model=model, topology="one_peer_exponential", momentum=0.0, init="independent")
+    sim = Simulation.from_scenario(scenario)
+    sim.run()
+    torch.testing.assert_close(sim.final_theta, run_reference(prepare(scenario)), rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers():
+    a = simulate(_small(seed=3)).to_dict()
+    b = simulate(_small(seed=3)).to_dict()
+    c = simulate(_small(seed=4)).to_dict()
+    for key in ("curve", "node_accuracy", "byzantine", "final_accuracy_mean"):
+        assert a[key] == b[key]
+    assert a["curve"] != c["curve"]
+
+
+def test_sampler_draws_distinct_positions_below_each_count():
+    count = torch.tensor([5, 9, 20])
+    pos = sample_positions(torch.Generator().manual_seed(0), count, 20, 5)
+    assert pos.shape == (3, 5)
+    for k in range(3):
+        assert len(set(pos[k].tolist())) == 5 and pos[k].max() < count[k]
+
+
+def test_digits_ring_reaches_ninety_percent():
+    result = simulate(Scenario(dataset="digits", model="mlp", topology="ring", nodes=16, rounds=200, seed=0))
+    assert result.final_accuracy_mean >= 0.90
+    assert result.final_accuracy_worst <= result.final_accuracy_mean
+    assert [p.round for p in result.curve] == list(range(0, 201, 10))
+    assert result.curve[-1].accuracy_mean == pytest.approx(result.final_accuracy_mean)
+    assert result.curve[-1].consensus_distance < result.curve[5].consensus_distance or result.curve[5].consensus_distance == 0
+
+
+def test_byzantine_nodes_are_not_evaluated():
+    result = simulate(_small(byzantine=3, byzantine_placement="degree", topology="star"))
+    assert 0 in result.byzantine and len(result.byzantine) == 3
+    assert set(map(int, result.node_accuracy)) == set(range(8)) - set(result.byzantine)
+
+
+class _Recorder(Defense):
+    """Test double: plain averaging that records what it was given."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.views: list[DefenseView] = []
+
+    def aggregate(self, view):
+        self.views.append(view)
+        score = torch.where(view.neighbours.mask, view.neighbours.index.float(), torch.nan)
+        return Aggregation(theta=view.weights @ view.messages, suspicion=score)
+
+
+def test_defense_hook_never_sees_the_byzantine_set_and_scores_are_recorded():
+    scenario = _small(byzantine=2, rounds=2)
+    sim = Simulation.from_scenario(scenario)
+    sim.defense = _Recorder()
+    result = sim.run()
+    view = sim.defense.views[0]
+    fields = set(DefenseView.__dataclass_fields__)
+    assert not any("byz" in f or "honest" in f for f in fields)
+    assert view.messages.shape == (8, sim.setup.model.num_params)
+    honest = set(range(8)) - set(result.byzantine)
+    assert {int(j) for j, _, _ in result.suspicion} == honest
+    assert all(score == k for _, k, score in result.suspicion)
+
+
+def test_result_json_roundtrip(tmp_path):
+    result = simulate(_small())
+    path = tmp_path / "r.json"
+    result.write_json(path)
+    again = RunResult.read_json(path)
+    assert again.to_dict() == json.loads(path.read_text())
+    assert again.curve[-1].accuracy_mean == result.curve[-1].accuracy_mean
+    assert Scenario.from_dict(again.scenario) == _small()
+
+
+def test_replicated_partition_scales_nodes_past_the_dataset():
+    result = simulate(Scenario(nodes=128, topology="exponential", partition="replicated", samples_per_node=40,
+                               rounds=2, eval_every=2))
+    assert len(result.node_accuracy) == 128 and result.topology["sparse_gossip"]

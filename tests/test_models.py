@@ -1,0 +1,57 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustbench_dice.engine import local_gradients
+from robustbench_dice.errors import ConfigError
+from robustbench_dice.models import build_model
+
+CASES = [("logreg", (64,)), ("mlp", (64,)), ("mlp", (40,)), ("cnn", (64,)), ("cnn", (1, 28, 28)), ("cnn", (3, 32, 32))]
+
+
+@pytest.mark.parametrize("name,shape", CASES)
+def test_batched_forward_equals_single_node_forward(name, shape):
+    torch.manual_seed(0)
+    model = build_model(name, shape, 10, hidden=(32, 16))
+    theta = model.init(5, torch.Generator().manual_seed(0), same=False)
+    x = torch.randn(5, 7, *shape)
+    batched = model.forward(theta, x)
+    assert batched.shape == (5, 7, 10)
+    for k in range(5):
+        torch.testing.assert_close(batched[k], model.forward_single(theta[k], x[k]), rtol=1e-5, atol=1e-5)
+    shared = model.forward(theta, x[0])
+    for k in range(5):
+        torch.testing.assert_close(shared[k], model.forward_single(theta[k], x[0]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,shape", CASES[:4])
+def test_one_backward_gives_every_nodes_gradient(name, shape):
+    model = build_model(name, shape, 10)
+    theta = model.init(4, torch.Generator().manual_seed(1), same=False)
+    x, y = torch.randn(4, 6, *shape), torch.randint(0, 10, (4, 6))
+    grads = local_gradients(model, theta, x, y)
+    for k in range(4):
+        leaf = theta[k].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model.forward_single(leaf, x[k]), y[k]), leaf)
+        torch.testing.assert_close(grads[k], g, rtol=1e-5, atol=1e-6)
+
+
+def test_parameter_counts_and_init():
+    assert build_model("logreg", (64,), 10).num_params == 650
+    assert build_model("mlp", (64,), 10, hidden=(64,)).num_params == 64 * 64 + 64 + 64 * 10 + 10
+    m = build_model("mlp", (64,), 10)
+    same = m.init(3, torch.Generator().manual_seed(0), same=True)
+    assert torch.equal(same[0], same[2])
+    indep = m.init(3, torch.Generator().manual_seed(0), same=False)
+    assert not torch.equal(indep[0], indep[2])
+    bound = 1 / 8  # fan_in 64
+    assert same[0, : 64 * 64].abs().max() <= bound
+
+
+def test_bad_models():
+    with pytest.raises(ConfigError, match="valid: cnn, logreg, mlp"):
+        build_model("resnet", (64,), 10)
+    with pytest.raises(ConfigError, match="needs image inputs"):
+        build_model("cnn", (40,), 10)
+    with pytest.raises(ConfigError, match="hidden sizes"):
+        build_model("mlp", (64,), 10, hidden=(0,))
