@@ -33,22 +33,30 @@ ProgressCallback = Callable[[int, int], None]
 
 
 def local_gradients(model: Model, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Every node's minibatch gradient, ``(N, P)``, in one backward pass (node losses are independent)."""
+    """Every node's minibatch gradient, ``(N, P)``, in one backward pass (node losses are independent).
+
+    Gradients are taken with respect to each named parameter tensor and then
+    concatenated: differentiating through slices of the flat ``theta`` would
+    make autograd build a zero-filled ``(N, P)`` tensor per slice.
+    """
     with torch.enable_grad():
-        leaf = theta.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(per_node_loss(model, leaf, x, y).sum(), leaf)
-    return grad
+        leaves = {k: v.detach().requires_grad_(True) for k, v in model.unflatten(theta).items()}
+        grads = torch.autograd.grad(per_node_loss(model, leaves, x, y).sum(), list(leaves.values()))
+    return torch.cat([g.reshape(theta.shape[0], -1) for g in grads], dim=1)
 
 
 def sgd_displacement(grad: torch.Tensor, theta: torch.Tensor, buffer: torch.Tensor | None,
                      lr: float, momentum: float, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(Delta, new_buffer)`` of one heavy-ball SGD step (PyTorch's convention, no dampening)."""
+    """``(Delta, new_buffer)`` of one heavy-ball SGD step (PyTorch's convention, no dampening).
+
+    ``grad`` and ``buffer`` are updated in place; ``Delta = -lr * (momentum * buffer + grad + weight_decay * theta)``.
+    """
     if weight_decay:
-        grad = grad + weight_decay * theta
+        grad.add_(theta, alpha=weight_decay)
     if momentum:
-        buffer = grad if buffer is None else momentum * buffer + grad
+        buffer = grad if buffer is None else buffer.mul_(momentum).add_(grad)
         grad = buffer
-    return -lr * grad, buffer
+    return grad * -lr, buffer
 
 
 @dataclass(eq=False)
@@ -167,7 +175,7 @@ class Simulation:
             diverged=not bool(torch.isfinite(theta[honest]).all()),
             topology={"spectral_gap": float(st.mixing.spectral_gap), "period": st.mixing.period,
                       "edges": int(sum(m.graph.n_edges for m in st.mixing.matrices)),
-                      "sparse_gossip": bool(m0.density < 0.1), "num_params": st.model.num_params},
+                      "sparse_gossip": m0.use_sparse, "num_params": st.model.num_params},
             timings={"total_s": time.perf_counter() - t_start, "train_s": train_s, "eval_s": eval_s,
                      "seconds_per_round": train_s / s.rounds},
             versions=versions(),

@@ -72,6 +72,10 @@ class Model:
 
     def forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, B, C)`` from ``theta (N, P)`` and ``x (N, B, *input_shape)`` or shared ``x (B, *input_shape)``."""
+        return self.apply(self.unflatten(theta), x)
+
+    def apply(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on named parameters ``(N, *shape)`` (lets autograd skip the flat slices)."""
         raise NotImplementedError
 
     def forward_single(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +93,11 @@ def _dense_specs(sizes: list[int]) -> tuple[ParamSpec, ...]:
 def _dense_stack(params: dict[str, torch.Tensor], h: torch.Tensor, n_layers: int) -> torch.Tensor:
     """Batched dense layers with ReLU between; ``h (N, B, d)`` or shared ``(B, d)``."""
     for i in range(n_layers):
-        h = torch.matmul(h, params[f"w{i}"].transpose(-1, -2)) + params[f"b{i}"].unsqueeze(-2)
+        w, b = params[f"w{i}"], params[f"b{i}"]
+        if h.dim() == 3 and w.dim() == 3:  # per-node inputs: one fused batched multiply-add
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        else:
+            h = torch.matmul(h, w.transpose(-1, -2)) + b.unsqueeze(-2)
         if i < n_layers - 1:
             h = torch.relu(h)
     return h
@@ -117,8 +125,8 @@ class MLP(Model):
     def _flatten(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(*x.shape[: x.dim() - len(self.input_shape)], -1)
 
-    def forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return _dense_stack(self.unflatten(theta), self._flatten(x), self.n_layers)
+    def apply(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return _dense_stack(params, self._flatten(x), self.n_layers)
 
     def forward_single(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return _dense_single(self.unflatten(theta), self._flatten(x), self.n_layers)
@@ -162,9 +170,9 @@ class CNN(Model):
             *_dense_specs([flat, self.dense, num_classes]),
         )
 
-    def forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        p = self.unflatten(theta)
-        n = theta.shape[0]
+    def apply(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        p = params
+        n = p["cb0"].shape[0]
         c, h, w = self.image_shape
         if x.dim() == len(self.input_shape) + 1:  # one input batch shared by all nodes: N x C_out filters
             b = x.shape[0]
@@ -198,8 +206,12 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, hidde
     return CNN(input_shape, num_classes)
 
 
-def per_node_loss(model: Model, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of each node on its own batch: ``(N,)`` from ``x (N, B, ...)``, ``y (N, B)``."""
-    logits = model.forward(theta, x)
+def per_node_loss(model: Model, theta: torch.Tensor | dict[str, torch.Tensor], x: torch.Tensor,
+                  y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each node on its own batch: ``(N,)`` from ``x (N, B, ...)``, ``y (N, B)``.
+
+    ``theta`` is the flat ``(N, P)`` tensor or its :meth:`Model.unflatten` dictionary.
+    """
+    logits = model.apply(theta, x) if isinstance(theta, dict) else model.forward(theta, x)
     n, b, c = logits.shape
     return F.cross_entropy(logits.reshape(n * b, c), y.reshape(n * b), reduction="none").view(n, b).mean(dim=1)

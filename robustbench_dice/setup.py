@@ -82,7 +82,8 @@ class NodeData:
     def batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (N, B, *input_shape)``, ``y (N, B)`` at ``positions (N, B)`` of each node's table."""
         index = self.train_index.gather(1, positions)
-        return self.pool_x[index], self.train_labels.gather(1, positions)
+        x = self.pool_x.index_select(0, index.flatten()).view(*index.shape, *self.pool_x.shape[1:])
+        return x, self.train_labels.gather(1, positions)
 
 
 def sample_positions(generator: torch.Generator, count: torch.Tensor, width: int, batch_size: int) -> torch.Tensor:

@@ -1,0 +1,116 @@
+"""Engine speed: vectorised rounds vs the per-node-loop reference, and vs the FLOP bound.
+
+Every ratio is taken in this one process. For each node count the script runs
+the same scenario (MLP on digits, batch 32, exponential graph, Metropolis-
+Hastings; ``partition='replicated'`` with 64 samples per node so that every N
+fits the 1,437-image training pool) through
+
+- the vectorised engine (:class:`robustbench_dice.Simulation`),
+- the per-node reference (:func:`robustbench_dice.reference.run_reference`),
+  skipped above ``--max-reference-nodes``,
+
+and converts the round's FLOPs (forward + backward = 6 x MACs per sample,
+plus 2 x nnz(W) x P for gossip) to seconds at the dense float32 matmul rate
+measured here. ``speedup`` = reference / vectorised seconds per round; each time is the best of
+``--repeats`` runs, as timeit recommends, so background noise does not pick the ratio.
+
+Usage: ``python benchmarks/engine.py [--json] [--nodes 16 64 256 1024]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from robustbench_dice import Scenario, Simulation
+from robustbench_dice.reference import run_reference
+from robustbench_dice.setup import prepare
+
+
+def matmul_flops_per_second(size: int = 1024, repeats: int = 5) -> float:
+    """Best-of-``repeats`` dense float32 matmul rate in this process."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def scenario(n_nodes: int, rounds: int) -> Scenario:
+    return Scenario(dataset="digits", model="mlp", nodes=n_nodes, topology="exponential", batch_size=32,
+                    partition="replicated", samples_per_node=64, rounds=rounds, eval_every=rounds, seed=0)
+
+
+def round_flops(sim: Simulation) -> float:
+    model, s = sim.setup.model, sim.setup.scenario
+    macs_per_sample = sum(spec.size for spec in model.specs if spec.name.startswith("w"))
+    nnz = np.count_nonzero(sim.setup.mixing.at(0).weights)
+    return 6.0 * macs_per_sample * s.batch_size * s.nodes + 2.0 * nnz * model.num_params
+
+
+def vectorised_seconds_per_round(n_nodes: int, rounds: int, repeats: int) -> tuple[float, Simulation]:
+    """Best of ``repeats`` runs (after a warm-up) of the engine's training time per round."""
+    Simulation.from_scenario(scenario(n_nodes, 2)).run()
+    best, sim = float("inf"), None
+    for _ in range(repeats):
+        sim = Simulation.from_scenario(scenario(n_nodes, rounds))
+        best = min(best, sim.run().timings["seconds_per_round"])
+    assert sim is not None
+    return best, sim
+
+
+def reference_seconds_per_round(n_nodes: int, rounds: int, repeats: int) -> float:
+    """Best of ``repeats`` runs (after a warm-up) of the per-node loop's time per round."""
+    run_reference(prepare(scenario(n_nodes, 1)))
+    best = float("inf")
+    for _ in range(repeats):
+        setup = prepare(scenario(n_nodes, rounds))
+        start = time.perf_counter()
+        run_reference(setup)
+        best = min(best, (time.perf_counter() - start) / rounds)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="one JSON object per node count on stdout")
+    parser.add_argument("--nodes", type=int, nargs="+", default=[16, 64, 256, 1024])
+    parser.add_argument("--rounds", type=int, default=60, help="timed vectorised rounds per run")
+    parser.add_argument("--reference-rounds", type=int, default=5, help="timed reference rounds per run")
+    parser.add_argument("--repeats", type=int, default=3, help="report the best of this many timed runs")
+    parser.add_argument("--max-reference-nodes", type=int, default=256,
+                        help="omit the reference above this many nodes (it would take too long)")
+    args = parser.parse_args()
+    rate = matmul_flops_per_second()
+    for n in args.nodes:
+        vec, sim = vectorised_seconds_per_round(n, args.rounds, args.repeats)
+        row: dict[str, object] = {
+            "n_nodes": n,
+            "vectorised_s_per_round": vec,
+            "rounds_per_s": 1.0 / vec,
+            "flop_bound_s_per_round": round_flops(sim) / rate,
+            "matmul_gflops": rate / 1e9,
+            "threads": torch.get_num_threads(),
+        }
+        if n <= args.max_reference_nodes:
+            ref = reference_seconds_per_round(n, args.reference_rounds, args.repeats)
+            row["reference_s_per_round"] = ref
+            row["speedup"] = ref / vec
+        row["vectorised_vs_flop_bound"] = vec / row["flop_bound_s_per_round"]
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            ref_text = f"{row['reference_s_per_round'] * 1e3:9.2f} ms  x{row['speedup']:6.1f}" if "speedup" in row else " " * 20
+            print(f"N={n:5d}  vectorised {vec * 1e3:8.2f} ms/round  reference{ref_text}"
+                  f"  FLOP bound {row['flop_bound_s_per_round'] * 1e3:7.2f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
