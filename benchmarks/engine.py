@@ -44,8 +44,18 @@ def matmul_flops_per_second(size: int = 1024, repeats: int = 5) -> float:
 
 
 def scenario(n_nodes: int, rounds: int) -> Scenario:
-    return Scenario(dataset="digits", model="mlp", nodes=n_nodes, topology="exponential", batch_size=32,
-                    partition="replicated", samples_per_node=64, rounds=rounds, eval_every=rounds, seed=0)
+    return Scenario(
+        dataset="digits",
+        model="mlp",
+        nodes=n_nodes,
+        topology="exponential",
+        batch_size=32,
+        partition="replicated",
+        samples_per_node=64,
+        rounds=rounds,
+        eval_every=rounds,
+        seed=0,
+    )
 
 
 def round_flops(sim: Simulation) -> float:
@@ -85,8 +95,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60, help="timed vectorised rounds per run")
     parser.add_argument("--reference-rounds", type=int, default=5, help="timed reference rounds per run")
     parser.add_argument("--repeats", type=int, default=3, help="report the best of this many timed runs")
-    parser.add_argument("--max-reference-nodes", type=int, default=256,
-                        help="omit the reference above this many nodes (it would take too long)")
+    parser.add_argument(
+        "--max-reference-nodes",
+        type=int,
+        default=256,
+        help="omit the reference above this many nodes (it would take too long)",
+    )
     args = parser.parse_args()
     rate = matmul_flops_per_second()
     for n in args.nodes:
@@ -107,9 +121,16 @@ def main() -> None:
         if args.json:
             print(json.dumps(row), flush=True)
         else:
-            ref_text = f"{row['reference_s_per_round'] * 1e3:9.2f} ms  x{row['speedup']:6.1f}" if "speedup" in row else " " * 20
-            print(f"N={n:5d}  vectorised {vec * 1e3:8.2f} ms/round  reference{ref_text}"
-                  f"  FLOP bound {row['flop_bound_s_per_round'] * 1e3:7.2f} ms", flush=True)
+            ref_text = (
+                f"{row['reference_s_per_round'] * 1e3:9.2f} ms  x{row['speedup']:6.1f}"
+                if "speedup" in row
+                else " " * 20
+            )
+            print(
+                f"N={n:5d}  vectorised {vec * 1e3:8.2f} ms/round  reference{ref_text}"
+                f"  FLOP bound {row['flop_bound_s_per_round'] * 1e3:7.2f} ms",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

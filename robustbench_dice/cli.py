@@ -37,10 +37,18 @@ def _param_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
 def _add_scenario_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(Scenario):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} (default: {f.default if f.default is not dataclasses.MISSING else '{}'})"
+        help_text = (
+            f"{f.metadata.get('help', '')} (default: {f.default if f.default is not dataclasses.MISSING else '{}'})"
+        )
         if f.name in _TABLE_FIELDS:
-            parser.add_argument(flag[:-1], dest=f.name, action="append", default=None, metavar="KEY=VALUE",
-                                help=f"{f.metadata['help']}; repeatable, VALUE is a TOML literal")
+            parser.add_argument(
+                flag[:-1],
+                dest=f.name,
+                action="append",
+                default=None,
+                metavar="KEY=VALUE",
+                help=f"{f.metadata['help']}; repeatable, VALUE is a TOML literal",
+            )
         elif f.name in _LIST_FIELDS:
             parser.add_argument(flag, dest=f.name, type=int, nargs="+", default=None, help=help_text)
         else:
@@ -91,11 +99,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"{result.status}: {result.reason}")
         return 0
     s = scenario
-    print(f"{s.dataset}/{s.model} on {s.topology} ({s.nodes} nodes, {len(result.byzantine)} Byzantine,"
-          f" attack={s.attack}, defense={s.defense}), {s.rounds} rounds, seed {s.seed}")
-    print(f"  final honest test accuracy: mean {result.final_accuracy_mean:.4f}, worst node {result.final_accuracy_worst:.4f}")
-    print(f"  time per round: {1e3 * result.timings['seconds_per_round']:.2f} ms"
-          f" (spectral gap {result.topology['spectral_gap']:.4f})")
+    print(
+        f"{s.dataset}/{s.model} on {s.topology} ({s.nodes} nodes, {len(result.byzantine)} Byzantine,"
+        f" attack={s.attack}, defense={s.defense}), {s.rounds} rounds, seed {s.seed}"
+    )
+    print(
+        f"  final honest test accuracy: mean {result.final_accuracy_mean:.4f}, worst node {result.final_accuracy_worst:.4f}"
+    )
+    print(
+        f"  time per round: {1e3 * result.timings['seconds_per_round']:.2f} ms"
+        f" (spectral gap {result.topology['spectral_gap']:.4f})"
+    )
     if result.diverged:
         print("  warning: some honest models have non-finite parameters (diverged)")
     if args.json:
@@ -112,8 +126,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     load_builtin_plugins()
     groups: dict[str, Any] = {
-        "attacks": ATTACKS, "defenses": DEFENSES, "topologies": TOPOLOGIES, "mixing": MIXING_RULES,
-        "datasets": DATASETS, "models": MODELS,
+        "attacks": ATTACKS,
+        "defenses": DEFENSES,
+        "topologies": TOPOLOGIES,
+        "mixing": MIXING_RULES,
+        "datasets": DATASETS,
+        "models": MODELS,
     }
     for group in [args.what] if args.what else list(groups):
         print(f"{group}:")
@@ -121,8 +139,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in sorted(entries):
             if isinstance(entries, dict):
                 cls = entries[name]
-                params = ", ".join(f"{f.name}: {getattr(f.type, '__name__', f.type)} = {f.default!r}"
-                                   for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else ""
+                params = (
+                    ", ".join(
+                        f"{f.name}: {getattr(f.type, '__name__', f.type)} = {f.default!r}"
+                        for f in dataclasses.fields(cls)
+                    )
+                    if dataclasses.is_dataclass(cls)
+                    else ""
+                )
                 print(f"  {name:<22} {cls.description()}" + (f"  [{params}]" if params else ""))
             else:
                 print(f"  {name}")

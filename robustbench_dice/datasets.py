@@ -64,7 +64,14 @@ def _load_digits() -> Dataset:
     x = (bunch.data / 16.0).astype(np.float32)
     y = bunch.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=DIGITS_TEST_FRACTION, random_state=0, stratify=y)
-    return Dataset("digits", *map(torch.from_numpy, (x_tr, y_tr, x_te, y_te)), num_classes=10)
+    return Dataset(
+        "digits",
+        torch.from_numpy(x_tr),
+        torch.from_numpy(y_tr),
+        torch.from_numpy(x_te),
+        torch.from_numpy(y_te),
+        num_classes=10,
+    )
 
 
 def _cache_dir() -> Path:
@@ -117,10 +124,14 @@ def how_to_get(name: str, data_root: str | None) -> str:
 
 def _load_torchvision(name: str, data_root: str | None) -> Dataset:
     if data_root is None:
-        raise ConfigError(f"dataset {name!r} needs data_root (a folder holding it); get it with: {how_to_get(name, None)}")
+        raise ConfigError(
+            f"dataset {name!r} needs data_root (a folder holding it); get it with: {how_to_get(name, None)}"
+        )
     root = Path(data_root)
     if not root.is_dir():
-        raise DatasetNotFoundError(f"data_root {str(root)!r} does not exist; get {name} with: {how_to_get(name, data_root)}")
+        raise DatasetNotFoundError(
+            f"data_root {str(root)!r} does not exist; get {name} with: {how_to_get(name, data_root)}"
+        )
     import torchvision
 
     cls = getattr(torchvision.datasets, TORCHVISION_DATASETS[name])

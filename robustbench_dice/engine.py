@@ -45,8 +45,14 @@ def local_gradients(model: Model, theta: torch.Tensor, x: torch.Tensor, y: torch
     return torch.cat([g.reshape(theta.shape[0], -1) for g in grads], dim=1)
 
 
-def sgd_displacement(grad: torch.Tensor, theta: torch.Tensor, buffer: torch.Tensor | None,
-                     lr: float, momentum: float, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+def sgd_displacement(
+    grad: torch.Tensor,
+    theta: torch.Tensor,
+    buffer: torch.Tensor | None,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(Delta, new_buffer)`` of one heavy-ball SGD step (PyTorch's convention, no dampening).
 
     ``grad`` and ``buffer`` are updated in place; ``Delta = -lr * (momentum * buffer + grad + weight_decay * theta)``.
@@ -99,8 +105,9 @@ class Simulation:
         honest = torch.as_tensor(st.honest, dtype=torch.long, device=dev)
         attack_gen = torch.Generator().manual_seed(st.seeds["attack"])
         if byz.numel():
-            self.attack.setup(AttackSetup(byz, st.data.train_labels, st.data.train_count,
-                                          st.dataset.num_classes, attack_gen))
+            self.attack.setup(
+                AttackSetup(byz, st.data.train_labels, st.data.train_count, st.dataset.num_classes, attack_gen)
+            )
         sampler = st.sampler()
         width = st.data.train_index.shape[1]
         theta = st.theta0.clone()
@@ -123,8 +130,9 @@ class Simulation:
             if byz.numel():
                 messages = half.clone()
                 messages[byz] = self.attack.messages(AttackView(t, byz, theta, half, delta, rm.matrix, attack_gen))
-            agg = self.defense.aggregate(DefenseView(t, messages, half, theta, rm.matrix, rm.weights,
-                                                     rm.neighbours, val_loss))
+            agg = self.defense.aggregate(
+                DefenseView(t, messages, half, theta, rm.matrix, rm.weights, rm.neighbours, val_loss)
+            )
             self._check_aggregation(agg, theta.shape, rm.neighbours)
             theta = agg.theta.detach()
             if agg.suspicion is not None:
@@ -144,10 +152,14 @@ class Simulation:
     def _check_aggregation(self, agg: Aggregation, shape: torch.Size, nb: Neighbourhood) -> None:
         name = self.defense.name
         if agg.theta.shape != shape:
-            raise RuntimeError(f"defense {name!r} returned theta of shape {tuple(agg.theta.shape)}, expected {tuple(shape)}")
+            raise RuntimeError(
+                f"defense {name!r} returned theta of shape {tuple(agg.theta.shape)}, expected {tuple(shape)}"
+            )
         if agg.suspicion is not None and agg.suspicion.shape != nb.index.shape:
-            raise RuntimeError(f"defense {name!r} returned suspicion of shape {tuple(agg.suspicion.shape)},"
-                               f" expected {tuple(nb.index.shape)}")
+            raise RuntimeError(
+                f"defense {name!r} returned suspicion of shape {tuple(agg.suspicion.shape)},"
+                f" expected {tuple(nb.index.shape)}"
+            )
 
     @torch.no_grad()
     def evaluate(self, theta: torch.Tensor, round_index: int, honest: torch.Tensor) -> CurvePoint:
@@ -156,33 +168,53 @@ class Simulation:
         consensus = ((h - h.mean(0, keepdim=True)) ** 2).sum(1).mean().item()
         return CurvePoint(round_index, float(acc.mean()), float(acc.min()), float(loss.mean()), float(consensus))
 
-    def _result(self, theta: torch.Tensor, curve: list[CurvePoint], suspicion: torch.Tensor, honest: torch.Tensor,
-                t_start: float, train_s: float, eval_s: float) -> RunResult:
+    def _result(
+        self,
+        theta: torch.Tensor,
+        curve: list[CurvePoint],
+        suspicion: torch.Tensor,
+        honest: torch.Tensor,
+        t_start: float,
+        train_s: float,
+        eval_s: float,
+    ) -> RunResult:
         st, s = self.setup, self.setup.scenario
         acc, _ = honest_test_metrics(st, theta[honest])
         honest_list = honest.tolist()
         sus = suspicion[honest].cpu().numpy()
-        edges = [[j, int(k), float(sus[i, k])] for i, j in enumerate(honest_list) for k in np.flatnonzero(~np.isnan(sus[i]))]
+        edges = [
+            [j, int(k), float(sus[i, k])] for i, j in enumerate(honest_list) for k in np.flatnonzero(~np.isnan(sus[i]))
+        ]
         m0 = st.mixing.at(0)
         return RunResult(
             scenario=s.to_dict(),
             byzantine=[int(b) for b in st.byzantine],
             final_accuracy_mean=float(acc.mean()),
             final_accuracy_worst=float(acc.min()),
-            node_accuracy={str(j): float(a) for j, a in zip(honest_list, acc.tolist())},
+            node_accuracy={str(j): float(a) for j, a in zip(honest_list, acc.tolist(), strict=True)},
             curve=curve,
             suspicion=edges,
             diverged=not bool(torch.isfinite(theta[honest]).all()),
-            topology={"spectral_gap": float(st.mixing.spectral_gap), "period": st.mixing.period,
-                      "edges": int(sum(m.graph.n_edges for m in st.mixing.matrices)),
-                      "sparse_gossip": m0.use_sparse, "num_params": st.model.num_params},
-            timings={"total_s": time.perf_counter() - t_start, "train_s": train_s, "eval_s": eval_s,
-                     "seconds_per_round": train_s / s.rounds},
+            topology={
+                "spectral_gap": float(st.mixing.spectral_gap),
+                "period": st.mixing.period,
+                "edges": int(sum(m.graph.n_edges for m in st.mixing.matrices)),
+                "sparse_gossip": m0.use_sparse,
+                "num_params": st.model.num_params,
+            },
+            timings={
+                "total_s": time.perf_counter() - t_start,
+                "train_s": train_s,
+                "eval_s": eval_s,
+                "seconds_per_round": train_s / s.rounds,
+            },
             versions=versions(),
         )
 
 
-def honest_test_metrics(setup: RunSetup, theta: torch.Tensor, test_batch: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+def honest_test_metrics(
+    setup: RunSetup, theta: torch.Tensor, test_batch: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Test accuracy and mean loss ``(n,)`` of each row of ``theta (n, P)`` on the global test set."""
     ds, dev = setup.dataset, setup.device
     # nodes per chunk keep the activations near 2^24 floats
@@ -227,6 +259,7 @@ def simulate(scenario: Scenario, progress: ProgressCallback | None = None) -> Ru
     for plugin in (sim.attack, sim.defense):
         reason = plugin.skip(scenario)
         if reason:
-            return RunResult(scenario=scenario.to_dict(), status="skipped", reason=f"{plugin.name}: {reason}",
-                             versions=versions())
+            return RunResult(
+                scenario=scenario.to_dict(), status="skipped", reason=f"{plugin.name}: {reason}", versions=versions()
+            )
     return sim.run()

@@ -142,8 +142,9 @@ class MixingMatrix:
     def spectral_gap(self) -> float:
         return 1.0 - self.slem
 
-    def to_torch(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 sparse: bool | None = None) -> torch.Tensor:
+    def to_torch(
+        self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, sparse: bool | None = None
+    ) -> torch.Tensor:
         """W as a torch tensor; sparse CSR when ``sparse``, or when ``sparse=None`` and :attr:`use_sparse`."""
         if sparse is None:
             sparse = self.use_sparse

@@ -85,7 +85,7 @@ class Model:
 
 def _dense_specs(sizes: list[int]) -> tuple[ParamSpec, ...]:
     specs = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         specs += [ParamSpec(f"w{i}", (fan_out, fan_in), fan_in), ParamSpec(f"b{i}", (fan_out,), fan_in)]
     return tuple(specs)
 
@@ -158,15 +158,19 @@ class CNN(Model):
         elif len(self.input_shape) == 3:
             self.image_shape = self.input_shape
         else:
-            raise ConfigError(f"model 'cnn' needs image inputs (C, H, W) or flat square images; got input shape {self.input_shape}")
+            raise ConfigError(
+                f"model 'cnn' needs image inputs (C, H, W) or flat square images; got input shape {self.input_shape}"
+            )
         c, h, w = self.image_shape
         if h < 4 or w < 4:
             raise ConfigError(f"model 'cnn' needs images of at least 4x4, got {h}x{w}")
         c1, c2 = self.channels
         flat = c2 * (h // 4) * (w // 4)
         self.specs = (
-            ParamSpec("conv0", (c1, c, 3, 3), c * 9), ParamSpec("cb0", (c1,), c * 9),
-            ParamSpec("conv1", (c2, c1, 3, 3), c1 * 9), ParamSpec("cb1", (c2,), c1 * 9),
+            ParamSpec("conv0", (c1, c, 3, 3), c * 9),
+            ParamSpec("cb0", (c1,), c * 9),
+            ParamSpec("conv1", (c2, c1, 3, 3), c1 * 9),
+            ParamSpec("cb1", (c2,), c1 * 9),
             *_dense_specs([flat, self.dense, num_classes]),
         )
 
@@ -206,8 +210,9 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, hidde
     return CNN(input_shape, num_classes)
 
 
-def per_node_loss(model: Model, theta: torch.Tensor | dict[str, torch.Tensor], x: torch.Tensor,
-                  y: torch.Tensor) -> torch.Tensor:
+def per_node_loss(
+    model: Model, theta: torch.Tensor | dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     """Mean cross-entropy of each node on its own batch: ``(N,)`` from ``x (N, B, ...)``, ``y (N, B)``.
 
     ``theta`` is the flat ``(N, P)`` tensor or its :meth:`Model.unflatten` dictionary.

@@ -62,8 +62,9 @@ def partition_indices(
     return parts
 
 
-def _dirichlet(labels: np.ndarray, n_nodes: int, rng: np.random.Generator, alpha: float,
-               min_samples: int, max_tries: int) -> list[np.ndarray]:
+def _dirichlet(
+    labels: np.ndarray, n_nodes: int, rng: np.random.Generator, alpha: float, min_samples: int, max_tries: int
+) -> list[np.ndarray]:
     if not alpha > 0:
         raise ConfigError(f"dirichlet_alpha must be > 0, got {alpha}")
     classes = np.unique(labels)

@@ -17,8 +17,13 @@ from .errors import ConfigError
 from .setup import RunSetup, sample_positions
 
 
-def reference_round(setup: RunSetup, theta: list[torch.Tensor], buffers: list[torch.Tensor | None],
-                    positions: torch.Tensor, round_index: int) -> list[torch.Tensor]:
+def reference_round(
+    setup: RunSetup,
+    theta: list[torch.Tensor],
+    buffers: list[torch.Tensor | None],
+    positions: torch.Tensor,
+    round_index: int,
+) -> list[torch.Tensor]:
     """One round for every node separately; updates ``buffers`` in place, returns the new models."""
     s, data, model = setup.scenario, setup.data, setup.model
     half = []
@@ -31,8 +36,9 @@ def reference_round(setup: RunSetup, theta: list[torch.Tensor], buffers: list[to
         if s.weight_decay:
             grad = grad + s.weight_decay * theta_k
         if s.momentum:
-            buffers[k] = grad if buffers[k] is None else s.momentum * buffers[k] + grad
-            grad = buffers[k]
+            previous = buffers[k]
+            grad = grad if previous is None else s.momentum * previous + grad
+            buffers[k] = grad
         half.append(theta_k - s.lr * grad)
     w = setup.mixing.at(round_index).weights
     new = []

@@ -38,7 +38,7 @@ def resolve_device(name: str) -> torch.device:
 
 def seed_streams(seed: int) -> dict[str, int]:
     children = np.random.SeedSequence(seed).spawn(len(STREAMS))
-    return {name: int(child.generate_state(1)[0]) for name, child in zip(STREAMS, children)}
+    return {name: int(child.generate_state(1)[0]) for name, child in zip(STREAMS, children, strict=True)}
 
 
 def choose_byzantine(graph: Graph, count: int, placement: str, rng: np.random.Generator) -> np.ndarray:
@@ -135,19 +135,31 @@ def prepare(scenario: Scenario) -> RunSetup:
     model = build_model(s.model, dataset.input_shape, dataset.num_classes, s.hidden)
 
     schedule = build_topology(
-        s.topology, s.nodes, seed=seeds["topology"], edge_probability=s.edge_probability,
-        small_world_k=s.small_world_k, small_world_p=s.small_world_p, torus_rows=s.torus_rows,
+        s.topology,
+        s.nodes,
+        seed=seeds["topology"],
+        edge_probability=s.edge_probability,
+        small_world_k=s.small_world_k,
+        small_world_p=s.small_world_p,
+        torus_rows=s.torus_rows,
         adjacency_file=s.adjacency_file,
     )
     mixing = MixingSchedule(schedule, s.mixing)
-    byzantine = choose_byzantine(schedule.union(), s.n_byzantine, s.byzantine_placement,
-                                 np.random.default_rng(seeds["byzantine"]))
+    byzantine = choose_byzantine(
+        schedule.union(), s.n_byzantine, s.byzantine_placement, np.random.default_rng(seeds["byzantine"])
+    )
 
     rng = np.random.default_rng(seeds["partition"])
     min_samples = int(np.ceil(s.batch_size / (1.0 - s.val_fraction)))
     parts = partition_indices(
-        dataset.y_train.numpy(), s.nodes, s.partition, rng, min_samples=min_samples,
-        dirichlet_alpha=s.dirichlet_alpha, shards_per_node=s.shards_per_node, samples_per_node=s.samples_per_node,
+        dataset.y_train.numpy(),
+        s.nodes,
+        s.partition,
+        rng,
+        min_samples=min_samples,
+        dirichlet_alpha=s.dirichlet_alpha,
+        shards_per_node=s.shards_per_node,
+        samples_per_node=s.samples_per_node,
     )
     splits = [split_validation(p, s.val_fraction, rng) for p in parts]
     train_rows = [t for t, _ in splits]

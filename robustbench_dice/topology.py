@@ -117,9 +117,7 @@ def torus_sides(n: int, rows: int | None = None) -> tuple[int, int]:
     """Rows x cols with rows * cols == n, both >= 2; the most square one unless ``rows`` is given."""
     if rows is not None:
         if rows < 2 or n % rows or n // rows < 2:
-            raise ConfigError(
-                f"torus_rows={rows} does not divide nodes={n} into rows x cols with both sides >= 2"
-            )
+            raise ConfigError(f"torus_rows={rows} does not divide nodes={n} into rows x cols with both sides >= 2")
         return rows, n // rows
     for r in range(math.isqrt(n), 1, -1):
         if n % r == 0 and n // r >= 2:
@@ -257,9 +255,7 @@ def build_topology(
             raise ConfigError("topology 'file' needs adjacency_file (a .npy, .csv or .txt matrix)")
         adjacency = load_adjacency(adjacency_file)
         if adjacency.shape[0] != n_nodes:
-            raise ConfigError(
-                f"adjacency file {adjacency_file!r} has {adjacency.shape[0]} nodes but nodes={n_nodes}"
-            )
+            raise ConfigError(f"adjacency file {adjacency_file!r} has {adjacency.shape[0]} nodes but nodes={n_nodes}")
     elif name == "ring":
         adjacency = ring(n_nodes)
     elif name == "torus":

@@ -38,5 +38,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
 
 
 def test_list_and_module_entry_point():
-    done = subprocess.run([sys.executable, "-m", "robustbench_dice", "list", "topologies"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "robustbench_dice", "list", "topologies"], capture_output=True, text=True
+    )
     assert done.returncode == 0 and "one_peer_exponential" in done.stdout

@@ -66,7 +66,10 @@ def test_digits_ring_reaches_ninety_percent():
     assert result.final_accuracy_worst <= result.final_accuracy_mean
     assert [p.round for p in result.curve] == list(range(0, 201, 10))
     assert result.curve[-1].accuracy_mean == pytest.approx(result.final_accuracy_mean)
-    assert result.curve[-1].consensus_distance < result.curve[5].consensus_distance or result.curve[5].consensus_distance == 0
+    assert (
+        result.curve[-1].consensus_distance < result.curve[5].consensus_distance
+        or result.curve[5].consensus_distance == 0
+    )
 
 
 def test_byzantine_nodes_are_not_evaluated():
@@ -114,6 +117,7 @@ def test_result_json_roundtrip(tmp_path):
 
 
 def test_replicated_partition_scales_nodes_past_the_dataset():
-    result = simulate(Scenario(nodes=128, topology="exponential", partition="replicated", samples_per_node=40,
-                               rounds=2, eval_every=2))
+    result = simulate(
+        Scenario(nodes=128, topology="exponential", partition="replicated", samples_per_node=40, rounds=2, eval_every=2)
+    )
     assert len(result.node_accuracy) == 128 and result.topology["sparse_gossip"]

@@ -27,8 +27,8 @@ def test_partitions_are_seeded():
     a = partition_indices(LABELS, 5, "dirichlet", np.random.default_rng(1))
     b = partition_indices(LABELS, 5, "dirichlet", np.random.default_rng(1))
     c = partition_indices(LABELS, 5, "dirichlet", np.random.default_rng(2))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 def test_shards_give_few_labels_per_node():

@@ -5,37 +5,46 @@ from robustbench_dice.errors import ConfigError
 from robustbench_dice.setup import prepare
 
 
-@pytest.mark.parametrize("changes,message", [
-    (dict(dataset="imagenet"), "unknown dataset 'imagenet'; valid: cifar10, digits, fashion-mnist, mnist, mnist1d"),
-    (dict(model="resnet"), "unknown model 'resnet'; valid: cnn, logreg, mlp"),
-    (dict(topology="rnig"), "unknown topology 'rnig' \\(did you mean 'ring'\\?\\); valid: complete"),
-    (dict(mixing="metropolis"), "unknown mixing rule 'metropolis'.*valid: max_degree, metropolis_hastings, uniform"),
-    (dict(nodes=1), "nodes must be >= 2, got 1"),
-    (dict(byzantine=16), "byzantine must satisfy 0 <= byzantine < nodes=16, got 16"),
-    (dict(byzantine=-1), "byzantine must satisfy 0 <= byzantine < nodes=16, got -1"),
-    (dict(byzantine_fraction=1.0), "byzantine_fraction must be in \\[0, 1\\)"),
-    (dict(lr=0.0), "lr must be > 0, got 0.0"),
-    (dict(lr=-1.0), "lr must be > 0"),
-    (dict(rounds=0), "rounds must be a positive integer, got 0"),
-    (dict(batch_size=-2), "batch_size must be a positive integer, got -2"),
-    (dict(eval_every=0), "eval_every must be a positive integer"),
-    (dict(momentum=1.0), "momentum must be in \\[0, 1\\)"),
-    (dict(rounds=2.5), "rounds must be an integer, got 2.5"),
-    (dict(lr="fast"), "lr must be a number, got 'fast'"),
-    (dict(device="tpu"), "unknown device 'tpu'"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(dataset="imagenet"), "unknown dataset 'imagenet'; valid: cifar10, digits, fashion-mnist, mnist, mnist1d"),
+        (dict(model="resnet"), "unknown model 'resnet'; valid: cnn, logreg, mlp"),
+        (dict(topology="rnig"), "unknown topology 'rnig' \\(did you mean 'ring'\\?\\); valid: complete"),
+        (
+            dict(mixing="metropolis"),
+            "unknown mixing rule 'metropolis'.*valid: max_degree, metropolis_hastings, uniform",
+        ),
+        (dict(nodes=1), "nodes must be >= 2, got 1"),
+        (dict(byzantine=16), "byzantine must satisfy 0 <= byzantine < nodes=16, got 16"),
+        (dict(byzantine=-1), "byzantine must satisfy 0 <= byzantine < nodes=16, got -1"),
+        (dict(byzantine_fraction=1.0), "byzantine_fraction must be in \\[0, 1\\)"),
+        (dict(lr=0.0), "lr must be > 0, got 0.0"),
+        (dict(lr=-1.0), "lr must be > 0"),
+        (dict(rounds=0), "rounds must be a positive integer, got 0"),
+        (dict(batch_size=-2), "batch_size must be a positive integer, got -2"),
+        (dict(eval_every=0), "eval_every must be a positive integer"),
+        (dict(momentum=1.0), "momentum must be in \\[0, 1\\)"),
+        (dict(rounds=2.5), "rounds must be an integer, got 2.5"),
+        (dict(lr="fast"), "lr must be a number, got 'fast'"),
+        (dict(device="tpu"), "unknown device 'tpu'"),
+    ],
+)
 def test_bad_scenarios_name_the_value_and_the_valid_ones(changes, message):
     with pytest.raises(ConfigError, match=message):
         Scenario(**changes)
 
 
-@pytest.mark.parametrize("changes,message", [
-    (dict(batch_size=500), "batch_size=500 is larger than a node's training data|too few for 16 nodes"),
-    (dict(nodes=64, batch_size=32), "too few for 64 nodes|larger than a node's training data"),
-    (dict(topology="torus", nodes=13), "13 is not such a product"),
-    (dict(topology="erdos_renyi", nodes=40, edge_probability=0.01), "disconnected in all"),
-    (dict(dataset="mnist", data_root="/nonexistent/data"), "does not exist; get mnist with"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(batch_size=500), "batch_size=500 is larger than a node's training data|too few for 16 nodes"),
+        (dict(nodes=64, batch_size=32), "too few for 64 nodes|larger than a node's training data"),
+        (dict(topology="torus", nodes=13), "13 is not such a product"),
+        (dict(topology="erdos_renyi", nodes=40, edge_probability=0.01), "disconnected in all"),
+        (dict(dataset="mnist", data_root="/nonexistent/data"), "does not exist; get mnist with"),
+    ],
+)
 def test_bad_setups_fail_before_training(changes, message):
     with pytest.raises((ConfigError, FileNotFoundError), match=message):
         prepare(Scenario(**changes))
@@ -51,7 +60,7 @@ def test_toml_roundtrip_and_errors(tmp_path):
     s = Scenario.from_toml(good)
     assert s.nodes == 8 and s.hidden == (32, 16) and s.attack_params == {"scale": -2.0}
     nested = tmp_path / "n.toml"
-    nested.write_text('[scenario]\nnodes = 6\n')
+    nested.write_text("[scenario]\nnodes = 6\n")
     assert Scenario.from_toml(nested).nodes == 6
     bad = tmp_path / "bad.toml"
     bad.write_text("nodes = = 3\n")
