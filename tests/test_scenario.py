@@ -77,3 +77,11 @@ def test_toml_roundtrip_and_errors(tmp_path):
 def test_replace_revalidates():
     with pytest.raises(ConfigError, match="nodes must be >= 2"):
         Scenario().replace(nodes=0)
+
+
+def test_documented_example_scenario_loads_and_prepares():
+    from pathlib import Path
+
+    s = Scenario.from_toml(Path(__file__).parents[1] / "docs" / "example-scenario.toml")
+    assert s.partition == "dirichlet" and s.topology == "torus"
+    prepare(s.replace(rounds=1))
