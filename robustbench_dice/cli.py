@@ -121,7 +121,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .datasets import DATASETS
     from .mixing import MIXING_RULES
     from .models import MODELS
-    from .registry import ATTACKS, DEFENSES, load_builtin_plugins
+    from .registry import ATTACKS, DEFENSES, load_builtin_plugins, parameters
     from .topology import TOPOLOGIES
 
     load_builtin_plugins()
@@ -139,13 +139,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in sorted(entries):
             if isinstance(entries, dict):
                 cls = entries[name]
-                params = (
-                    ", ".join(
-                        f"{f.name}: {getattr(f.type, '__name__', f.type)} = {f.default!r}"
-                        for f in dataclasses.fields(cls)
-                    )
-                    if dataclasses.is_dataclass(cls)
-                    else ""
+                params = ", ".join(
+                    f"{f.name}: {getattr(f.type, '__name__', f.type)} = {f.default!r}" for f in parameters(cls)
                 )
                 print(f"  {name:<22} {cls.description()}" + (f"  [{params}]" if params else ""))
             else:

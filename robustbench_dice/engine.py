@@ -4,10 +4,11 @@ One round (DESIGN.md section 2), with ``theta`` the ``(N, P)`` stacked models:
 
 1. local step for all nodes at once: ``g = grad L_k(theta_k; batch_k) + wd * theta_k``,
    ``buf = momentum * buf + g``, ``Delta = -lr * buf``, ``half = theta + Delta``;
-2. messages ``m = half``; the attack rewrites the Byzantine rows;
+2. messages ``m = half``; the attack rewrites the Byzantine rows (and what they report as Delta);
 3. the defense maps every node's received messages to its next ``theta`` and
-   emits suspicion scores;
-4. evaluation of honest nodes every ``eval_every`` rounds.
+   emits suspicion scores (and pruned edges);
+4. bookkeeping: evaluation of honest nodes every ``eval_every`` rounds, the
+   latest suspicion score of every edge, pruning-based time to detection.
 """
 
 from __future__ import annotations
@@ -21,28 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import metrics
+from .functional import per_node_grad
 from .mixing import MixingMatrix, Neighbourhood
-from .models import Model, per_node_loss
-from .plugins import Aggregation, Attack, AttackSetup, AttackView, Defense, DefenseView
+from .models import CNN, Model
+from .plugins import Aggregation, Attack, AttackSetup, AttackView, CellInfo, Defense, DefenseView
 from .registry import build_attack, build_defense
-from .result import CurvePoint, RunResult
+from .result import CurvePoint, RunResult, SuspicionPoint
 from .scenario import Scenario
-from .setup import RunSetup, prepare, sample_positions, validation_loss
+from .setup import RunSetup, prepare, sample_positions, validation_grad, validation_loss
 
 ProgressCallback = Callable[[int, int], None]
 
-
-def local_gradients(model: Model, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Every node's minibatch gradient, ``(N, P)``, in one backward pass (node losses are independent).
-
-    Gradients are taken with respect to each named parameter tensor and then
-    concatenated: differentiating through slices of the flat ``theta`` would
-    make autograd build a zero-filled ``(N, P)`` tensor per slice.
-    """
-    with torch.enable_grad():
-        leaves = {k: v.detach().requires_grad_(True) for k, v in model.unflatten(theta).items()}
-        grads = torch.autograd.grad(per_node_loss(model, leaves, x, y).sum(), list(leaves.values()))
-    return torch.cat([g.reshape(theta.shape[0], -1) for g in grads], dim=1)
+local_gradients = per_node_grad  # every node's minibatch gradient, (N, P), in one backward pass
 
 
 def sgd_displacement(
@@ -70,6 +62,55 @@ class _RoundMixing:
     matrix: MixingMatrix
     weights: torch.Tensor
     neighbours: Neighbourhood
+    receivers: torch.Tensor  # (N, D) row index of each neighbour slot
+
+
+@dataclass(eq=False)
+class _Detection:
+    """Engine-side bookkeeping of what the defense did; this is where the true Byzantine set is used."""
+
+    n: int
+    byzantine: torch.Tensor
+    honest: torch.Tensor
+    device: torch.device
+    suspicion: torch.Tensor = field(init=False)  # (N, N) latest s_jk, NaN where never scored
+    pruned: torch.Tensor | None = None  # (N, N) bool of the last round
+    caught_since: int | None = None  # start of the current streak of rounds with every Byzantine in-edge pruned
+    emits_pruning: bool = False
+
+    def __post_init__(self) -> None:
+        self.suspicion = torch.full((self.n, self.n), float("nan"), device=self.device)
+        self.is_byz = torch.zeros(self.n, dtype=torch.bool, device=self.device)
+        self.is_byz[self.byzantine] = True
+
+    def update(self, round_index: int, agg: Aggregation, rm: _RoundMixing) -> None:
+        mask = rm.neighbours.mask
+        rows, cols = rm.receivers[mask], rm.neighbours.index[mask]
+        if agg.suspicion is not None:
+            self.suspicion[rows, cols] = agg.suspicion[mask].float()
+        if agg.pruned is None:
+            return
+        self.emits_pruning = True
+        self.pruned = torch.zeros(self.n, self.n, dtype=torch.bool, device=self.device)
+        self.pruned[rows, cols] = agg.pruned[mask]
+        byz_edges = mask & self.is_byz[rm.neighbours.index] & ~self.is_byz[rm.receivers]
+        if (
+            not byz_edges.any()
+        ):  # a round of a time-varying graph without Byzantine edges neither breaks nor starts a streak
+            return
+        if not bool(agg.pruned[byz_edges].all()):
+            self.caught_since = None
+        elif self.caught_since is None:
+            self.caught_since = round_index + 1
+
+    def curve_point(self, round_index: int) -> SuspicionPoint:
+        sus = self.suspicion[self.honest]
+        scored = ~torch.isnan(sus)
+        means = []
+        for wanted in (False, True):
+            sel = scored & (self.is_byz.unsqueeze(0) == wanted)
+            means.append(float(sus[sel].mean()) if sel.any() else None)
+        return SuspicionPoint(round_index, means[0], means[1])
 
 
 @dataclass(eq=False)
@@ -89,18 +130,32 @@ class Simulation:
         defense = build_defense(scenario.defense, scenario.defense_params)
         return cls(prepare(scenario), attack, defense, progress)
 
+    def cell_info(self) -> CellInfo:
+        degrees = [m.graph.in_degree for m in self.setup.mixing.matrices]
+        return CellInfo(self.setup.scenario, int(min(d.min() for d in degrees)), int(max(d.max() for d in degrees)))
+
+    def skip_reason(self) -> str | None:
+        cell = self.cell_info()
+        for plugin in (self.attack, self.defense):
+            reason = plugin.skip(cell)
+            if reason:
+                return f"{plugin.name}: {reason}"
+        return None
+
     def mixing_at(self, round_index: int) -> _RoundMixing:
         key = round_index % self.setup.mixing.period
         if key not in self._mixing_cache:
             m = self.setup.mixing.at(key)
             dev = self.setup.device
-            self._mixing_cache[key] = _RoundMixing(m, m.to_torch(dev), m.neighbourhood(dev))
+            nb = m.neighbourhood(dev)
+            receivers = torch.arange(m.n_nodes, device=dev).unsqueeze(1).expand_as(nb.index)
+            self._mixing_cache[key] = _RoundMixing(m, m.to_torch(dev), nb, receivers)
         return self._mixing_cache[key]
 
     def run(self) -> RunResult:
         st, s = self.setup, self.setup.scenario
         t_start = time.perf_counter()
-        n, dev = s.nodes, st.device
+        dev = st.device
         byz = torch.as_tensor(st.byzantine, dtype=torch.long, device=dev)
         honest = torch.as_tensor(st.honest, dtype=torch.long, device=dev)
         attack_gen = torch.Generator().manual_seed(st.seeds["attack"])
@@ -112,42 +167,68 @@ class Simulation:
         width = st.data.train_index.shape[1]
         theta = st.theta0.clone()
         buffer: torch.Tensor | None = None
-        suspicion = torch.full((n, n), float("nan"), device=dev)
+        detection = _Detection(s.nodes, byz, honest, dev)
         curve = [self.evaluate(theta, 0, honest)]
+        suspicion_curve = [detection.curve_point(0)]
         eval_s, t_train = 0.0, time.perf_counter()
 
         def val_loss(params: torch.Tensor) -> torch.Tensor:
             return validation_loss(st.model, st.data, params)
+
+        def val_grad(params: torch.Tensor) -> torch.Tensor:
+            return validation_grad(st.model, st.data, params)
 
         for t in range(s.rounds):
             positions = sample_positions(sampler, st.data.train_count, width, s.batch_size).to(dev)
             x, y = st.data.batch(positions)
             grad = local_gradients(st.model, theta, x, y)
             delta, buffer = sgd_displacement(grad, theta, buffer, s.lr, s.momentum, s.weight_decay)
+            if byz.numel() and not self.attack.local_training:
+                delta[byz] = 0.0
             half = theta + delta
             rm = self.mixing_at(t)
-            messages = half
+            messages, reported = half, delta
             if byz.numel():
-                messages = half.clone()
-                messages[byz] = self.attack.messages(AttackView(t, byz, theta, half, delta, rm.matrix, attack_gen))
+                view = AttackView(t, s.rounds, byz, theta, half, delta, rm.matrix, rm.neighbours, attack_gen)
+                sent = self.attack.messages(view)
+                if sent.shape != (byz.numel(), theta.shape[1]):
+                    raise RuntimeError(
+                        f"attack {self.attack.name!r} returned messages of shape {tuple(sent.shape)},"
+                        f" expected {(byz.numel(), theta.shape[1])}"
+                    )
+                messages, reported = half.clone(), delta.clone()
+                messages[byz] = sent
+                reported[byz] = self.attack.reported_delta(view, sent)
             agg = self.defense.aggregate(
-                DefenseView(t, messages, half, theta, rm.matrix, rm.weights, rm.neighbours, val_loss)
+                DefenseView(
+                    t,
+                    s.rounds,
+                    messages,
+                    reported,
+                    half,
+                    theta,
+                    rm.matrix,
+                    rm.weights,
+                    rm.neighbours,
+                    val_loss,
+                    val_grad,
+                )
             )
             self._check_aggregation(agg, theta.shape, rm.neighbours)
             theta = agg.theta.detach()
-            if agg.suspicion is not None:
-                rows = torch.arange(n, device=dev).unsqueeze(1).expand_as(rm.neighbours.index)
-                mask = rm.neighbours.mask
-                suspicion[rows[mask], rm.neighbours.index[mask]] = agg.suspicion[mask].float()
+            detection.update(t, agg, rm)
             if (t + 1) % s.eval_every == 0 or t + 1 == s.rounds:
                 t_eval = time.perf_counter()
                 curve.append(self.evaluate(theta, t + 1, honest))
+                suspicion_curve.append(detection.curve_point(t + 1))
                 eval_s += time.perf_counter() - t_eval
             if self.progress is not None:
                 self.progress(t + 1, s.rounds)
         train_s = time.perf_counter() - t_train - eval_s
         self.final_theta = theta
-        return self._result(theta, curve, suspicion, honest, t_start, train_s, eval_s)
+        result = self._result(theta, curve, detection, honest, t_start, train_s, eval_s)
+        result.suspicion_curve = suspicion_curve
+        return result
 
     def _check_aggregation(self, agg: Aggregation, shape: torch.Size, nb: Neighbourhood) -> None:
         name = self.defense.name
@@ -155,16 +236,17 @@ class Simulation:
             raise RuntimeError(
                 f"defense {name!r} returned theta of shape {tuple(agg.theta.shape)}, expected {tuple(shape)}"
             )
-        if agg.suspicion is not None and agg.suspicion.shape != nb.index.shape:
-            raise RuntimeError(
-                f"defense {name!r} returned suspicion of shape {tuple(agg.suspicion.shape)},"
-                f" expected {tuple(nb.index.shape)}"
-            )
+        for what in ("suspicion", "pruned"):
+            value = getattr(agg, what)
+            if value is not None and value.shape != nb.index.shape:
+                raise RuntimeError(
+                    f"defense {name!r} returned {what} of shape {tuple(value.shape)}, expected {tuple(nb.index.shape)}"
+                )
 
     @torch.no_grad()
     def evaluate(self, theta: torch.Tensor, round_index: int, honest: torch.Tensor) -> CurvePoint:
-        acc, loss = honest_test_metrics(self.setup, theta[honest])
         h = theta[honest]
+        acc, loss = honest_test_metrics(self.setup, h)
         consensus = ((h - h.mean(0, keepdim=True)) ** 2).sum(1).mean().item()
         return CurvePoint(round_index, float(acc.mean()), float(acc.min()), float(loss.mean()), float(consensus))
 
@@ -172,7 +254,7 @@ class Simulation:
         self,
         theta: torch.Tensor,
         curve: list[CurvePoint],
-        suspicion: torch.Tensor,
+        detection: _Detection,
         honest: torch.Tensor,
         t_start: float,
         train_s: float,
@@ -181,19 +263,25 @@ class Simulation:
         st, s = self.setup, self.setup.scenario
         acc, _ = honest_test_metrics(st, theta[honest])
         honest_list = honest.tolist()
-        sus = suspicion[honest].cpu().numpy()
+        sus = detection.suspicion[honest].cpu().numpy()
         edges = [
             [j, int(k), float(sus[i, k])] for i, j in enumerate(honest_list) for k in np.flatnonzero(~np.isnan(sus[i]))
         ]
+        byz_set = {int(b) for b in st.byzantine}
+        e_auc, n_auc = metrics.edge_auc(edges, byz_set), metrics.node_auc(edges, byz_set)
         m0 = st.mixing.at(0)
-        return RunResult(
+        result = RunResult(
             scenario=s.to_dict(),
-            byzantine=[int(b) for b in st.byzantine],
+            byzantine=sorted(byz_set),
             final_accuracy_mean=float(acc.mean()),
             final_accuracy_worst=float(acc.min()),
             node_accuracy={str(j): float(a) for j, a in zip(honest_list, acc.tolist(), strict=True)},
             curve=curve,
             suspicion=edges,
+            edge_auc=e_auc.value,
+            edge_auc_reason=e_auc.reason,
+            node_auc=n_auc.value,
+            node_auc_reason=n_auc.reason,
             diverged=not bool(torch.isfinite(theta[honest]).all()),
             topology={
                 "spectral_gap": float(st.mixing.spectral_gap),
@@ -210,6 +298,25 @@ class Simulation:
             },
             versions=versions(),
         )
+        self._pruning_metrics(result, detection, honest_list, byz_set)
+        return result
+
+    def _pruning_metrics(self, result: RunResult, det: _Detection, honest: list[int], byz: set[int]) -> None:
+        if not det.emits_pruning or det.pruned is None:
+            result.time_to_detection_reason = f"defense {self.defense.name!r} does not prune edges"
+            return
+        union = self.setup.mixing.topology.union().adjacency
+        pruned = det.pruned.cpu().numpy()
+        result.pruned_edges = [[j, int(k)] for j in honest for k in np.flatnonzero(pruned[j])]
+        honest_set = set(honest)
+        result.honest_edges = int(sum(union[j, k] for j in honest for k in honest_set if k != j))
+        result.honest_edges_wrongly_pruned = sum(1 for j, k in result.pruned_edges if k not in byz)
+        if not any(union[j, k] for j in honest for k in byz):
+            result.time_to_detection_reason = "no honest node has a Byzantine in-neighbour"
+        elif det.caught_since is None:
+            result.time_to_detection_reason = "Byzantine in-edges were not all pruned by the last round"
+        else:
+            result.time_to_detection = det.caught_since
 
 
 def honest_test_metrics(
@@ -236,8 +343,6 @@ def honest_test_metrics(
 
 
 def _activation_width(model: Model) -> int:
-    from .models import CNN
-
     if isinstance(model, CNN):
         c, h, w = model.image_shape
         return CNN.channels[0] * h * w
@@ -256,10 +361,7 @@ def versions() -> dict[str, str]:
 def simulate(scenario: Scenario, progress: ProgressCallback | None = None) -> RunResult:
     """Run one scenario; a plugin that declines the cell gives a ``skipped`` result with its reason."""
     sim = Simulation.from_scenario(scenario, progress)
-    for plugin in (sim.attack, sim.defense):
-        reason = plugin.skip(scenario)
-        if reason:
-            return RunResult(
-                scenario=scenario.to_dict(), status="skipped", reason=f"{plugin.name}: {reason}", versions=versions()
-            )
+    reason = sim.skip_reason()
+    if reason:
+        return RunResult(scenario=scenario.to_dict(), status="skipped", reason=reason, versions=versions())
     return sim.run()

@@ -208,15 +208,3 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, hidde
             raise ConfigError(f"mlp hidden sizes must be positive integers, got {hidden}")
         return MLP(input_shape, num_classes, tuple(int(h) for h in hidden))
     return CNN(input_shape, num_classes)
-
-
-def per_node_loss(
-    model: Model, theta: torch.Tensor | dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
-    """Mean cross-entropy of each node on its own batch: ``(N,)`` from ``x (N, B, ...)``, ``y (N, B)``.
-
-    ``theta`` is the flat ``(N, P)`` tensor or its :meth:`Model.unflatten` dictionary.
-    """
-    logits = model.apply(theta, x) if isinstance(theta, dict) else model.forward(theta, x)
-    n, b, c = logits.shape
-    return F.cross_entropy(logits.reshape(n * b, c), y.reshape(n * b), reduction="none").view(n, b).mean(dim=1)

@@ -2,23 +2,38 @@
 
 An attack rewrites the messages of the Byzantine rows; a defense turns every
 node's received messages into its next model and emits a suspicion score per
-in-neighbour. Plugins are dataclasses: their fields are their typed parameters
-with defaults; ``name`` is a class variable; the docstring cites the source.
+in-neighbour (higher = more suspicious). Plugins are dataclasses: their fields
+are their typed parameters with defaults; ``name`` is a class variable; the
+docstring's first line describes the plugin and the docstring cites its source.
 
 Threat model (DESIGN.md section 3): :class:`AttackView` carries the Byzantine
 set; :class:`DefenseView` never does. A defense runs for *every* row, so its
-output cannot leak who is honest; the engine evaluates honest rows only.
+inputs cannot leak who is honest; the engine evaluates honest rows only.
+
+All parameter tensors are ``(N, P)``: row ``k`` belongs to node ``k``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from .mixing import MixingMatrix, Neighbourhood
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
+
+
+@dataclass(frozen=True)
+class CellInfo:
+    """What a plugin may inspect to decline a cell before the run: the scenario and the graph's degrees."""
+
+    scenario: Scenario
+    min_in_degree: int  # smallest number of in-neighbours of any node in any round (self excluded)
+    max_in_degree: int
 
 
 @dataclass(frozen=True)
@@ -26,7 +41,7 @@ class AttackSetup:
     """Given once before training. ``train_labels (N, n_max)`` may be rewritten in place for Byzantine rows."""
 
     byzantine: torch.Tensor  # (|B|,) long, sorted
-    train_labels: torch.Tensor  # (N, n_max) long; padded slots beyond train_count[k] are unused
+    train_labels: torch.Tensor  # (N, n_max) long; slots at or beyond train_count[k] are padding
     train_count: torch.Tensor  # (N,) long
     num_classes: int
     generator: torch.Generator
@@ -34,37 +49,67 @@ class AttackSetup:
 
 @dataclass(frozen=True)
 class AttackView:
-    """One round as the (omniscient) adversary sees it. All parameter tensors are ``(N, P)``."""
+    """One round as the omniscient adversary sees it (it may read every honest message)."""
 
     round: int
+    rounds_total: int
     byzantine: torch.Tensor  # (|B|,) long
     theta: torch.Tensor  # states before the local step
     half: torch.Tensor  # after the local step: the honest messages m_k = half_k
     delta: torch.Tensor  # half - theta: each node's actual displacement Delta_k
     mixing: MixingMatrix
+    neighbours: Neighbourhood
     generator: torch.Generator
+
+    @property
+    def honest_mask(self) -> torch.Tensor:
+        """``(N,)`` bool, True for honest rows."""
+        mask = torch.ones(self.theta.shape[0], dtype=torch.bool, device=self.theta.device)
+        mask[self.byzantine] = False
+        return mask
 
 
 @dataclass(frozen=True)
 class DefenseView:
-    """One round as the nodes see it; row j of each tensor is what node j knows. Tensors ``(N, P)``."""
+    """One round as the nodes see it; row j of each tensor is what node j knows or received."""
 
     round: int
+    rounds_total: int
     messages: torch.Tensor  # m_k as sent (Byzantine rows possibly rewritten)
-    own: torch.Tensor  # each node's own half-step model (what it would send if honest)
+    reported_delta: torch.Tensor  # Delta_k as each sender reports it (a Byzantine sender may lie)
+    own: torch.Tensor  # each node's own half-step model
     theta: torch.Tensor  # each node's own state before its local step
     mixing: MixingMatrix
-    weights: torch.Tensor  # W of this round, (N, N), sparse CSR when the graph is sparse
+    weights: torch.Tensor  # W of this round, (N, N), sparse CSR on large sparse graphs
     neighbours: Neighbourhood
-    validation_loss: Callable[[torch.Tensor], torch.Tensor]  # (N, P) -> (N,) loss of row j on node j's z'
+    validation_loss: Callable[[torch.Tensor], torch.Tensor]  # (N, P) -> (N,): row j's loss on node j's z'_j
+    validation_grad: Callable[[torch.Tensor], torch.Tensor]  # (N, P) -> (N, P): its gradient
+
+    def neighbour_messages(self) -> torch.Tensor:
+        """``(N, D, P)`` messages of each node's in-neighbours, padded slots hold the node's own model."""
+        gathered = self.messages[self.neighbours.index]
+        return torch.where(self.neighbours.mask.unsqueeze(-1), gathered, self.own.unsqueeze(1))
+
+    def with_self(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, D+1, P)`` candidate models (own first, then in-neighbours) and their ``(N, D+1)`` mask."""
+        candidates = torch.cat([self.own.unsqueeze(1), self.neighbour_messages()], dim=1)
+        mask = torch.cat([torch.ones_like(self.neighbours.mask[:, :1]), self.neighbours.mask], dim=1)
+        return candidates, mask
 
 
 @dataclass(frozen=True)
 class Aggregation:
-    """A defense's output: next ``theta (N, P)``; ``suspicion (N, D)`` aligned with ``neighbours`` or None."""
+    """A defense's output.
+
+    ``theta (N, P)``: every node's next model. ``suspicion (N, D)``: one score
+    per in-neighbour slot of ``view.neighbours`` (higher = more suspicious;
+    ignored on padded slots), or None for a defense without scores.
+    ``pruned (N, D)`` bool: in-neighbours the node excluded this round, or None.
+    """
 
     theta: torch.Tensor
     suspicion: torch.Tensor | None = None
+    pruned: torch.Tensor | None = None
 
 
 class Plugin:
@@ -75,21 +120,37 @@ class Plugin:
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
-    def skip(self, scenario: object) -> str | None:
-        """A reason this plugin cannot run in the scenario's cell, or None when it can."""
+    def skip(self, cell: CellInfo) -> str | None:
+        """A reason this plugin cannot run in this cell (shown to the user), or None when it can."""
         return None
 
 
 class Attack(Plugin):
+    """Base class of attacks; the default behaves honestly.
+
+    A Byzantine node keeps an internal model that takes honest local steps on
+    its (possibly poisoned) data, so that ``view.delta`` of its row is a real
+    displacement; set ``local_training = False`` for attacks that do no local
+    work (its displacement is then zero).
+    """
+
+    local_training: ClassVar[bool] = True
+
     def setup(self, context: AttackSetup) -> None:
-        """Called once before training (data-poisoning attacks change labels here)."""
+        """Called once before training (data-poisoning attacks change Byzantine labels here)."""
 
     def messages(self, view: AttackView) -> torch.Tensor:
-        """The ``(|B|, P)`` messages the Byzantine nodes send this round."""
+        """The ``(|B|, P)`` models the Byzantine nodes send this round. Must not modify the view's tensors."""
         return view.half[view.byzantine]
+
+    def reported_delta(self, view: AttackView, messages: torch.Tensor) -> torch.Tensor:
+        """The ``(|B|, P)`` displacements the Byzantine nodes claim; by default consistent with their message."""
+        return messages - view.theta[view.byzantine]
 
 
 class Defense(Plugin):
+    """Base class of defenses. State kept across rounds lives on the instance."""
+
     def aggregate(self, view: DefenseView) -> Aggregation:
         raise NotImplementedError
 
@@ -98,9 +159,13 @@ def gossip_average(view: DefenseView) -> torch.Tensor:
     """Plain gossip ``W @ messages`` with each node's own row replaced by its own model."""
     mixed = view.weights @ view.messages
     if view.own is not view.messages:
-        diag = view.neighbours.self_weight.unsqueeze(1)
-        mixed = mixed + diag * (view.own - view.messages)
+        mixed = mixed + view.neighbours.self_weight.unsqueeze(1) * (view.own - view.messages)
     return mixed
 
 
-AttackFactory = Callable[..., Attack]
+def weighted_average(view: DefenseView, keep: torch.Tensor) -> torch.Tensor:
+    """Gossip over the kept in-neighbours only (``keep (N, D)`` bool); dropped weight goes to the node itself."""
+    nb = view.neighbours
+    w = torch.where(keep & nb.mask, nb.weight, torch.zeros_like(nb.weight))
+    self_w = 1.0 - w.sum(1)
+    return self_w.unsqueeze(1) * view.own + torch.einsum("nd,ndp->np", w, view.neighbour_messages())

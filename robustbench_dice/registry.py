@@ -1,10 +1,30 @@
-"""Name -> plugin class registries, filled by decorators in the plugin folders."""
+"""Name -> plugin class registries.
+
+Plugins register themselves with :func:`register_attack` / :func:`register_defense`
+when their module is imported. Modules are found in three places:
+
+1. the built-in folders ``attacks/`` and ``defenses/`` (installed as
+   ``robustbench_dice.attacks`` and ``robustbench_dice.defenses``);
+2. the entry-point groups ``robustbench_dice.attacks`` and
+   ``robustbench_dice.defenses`` of installed packages;
+3. user folders given with ``--plugins DIR`` (every ``*.py`` file in it).
+
+A module that fails to import is recorded in :data:`LOAD_ERRORS` with its error
+and skipped; the other plugins and the command still work.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
+import importlib.util
+import inspect
 import pkgutil
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError, check_choice
@@ -12,51 +32,161 @@ from .plugins import Attack, Defense, Plugin
 
 ATTACKS: dict[str, type[Attack]] = {}
 DEFENSES: dict[str, type[Defense]] = {}
+ENTRY_POINT_GROUPS = {"attack": "robustbench_dice.attacks", "defense": "robustbench_dice.defenses"}
+USER_MODULE_PREFIX = "robustbench_dice_user_plugins"
 _T = TypeVar("_T", bound=type[Plugin])
-_loaded = False
+_builtins_loaded = False
+_user_folders: list[Path] = []
+
+
+@dataclass(frozen=True)
+class LoadError:
+    source: str  # module name, entry point or file path
+    error: str  # the exception, one line
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.error}"
+
+
+LOAD_ERRORS: list[LoadError] = []
+
+
+def _source_file(cls: type) -> str:
+    try:
+        return inspect.getfile(cls)
+    except (TypeError, OSError):
+        return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _register(table: dict[str, Any], kind: str, cls: _T) -> _T:
-    if not cls.name:
-        raise ConfigError(f"{kind} plugin {cls.__qualname__} has no name")
-    existing = table.get(cls.name)
-    if existing is not None and existing is not cls:
+    name = getattr(cls, "name", "")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{kind} plugin {cls.__qualname__} in {_source_file(cls)} has no `name`")
+    existing = table.get(name)
+    if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
         raise ConfigError(
-            f"two {kind} plugins named {cls.name!r}: {existing.__module__}.{existing.__qualname__}"
-            f" and {cls.__module__}.{cls.__qualname__}"
+            f"two {kind} plugins are named {name!r}: {existing.__qualname__} in {_source_file(existing)}"
+            f" and {cls.__qualname__} in {_source_file(cls)}"
         )
-    table[cls.name] = cls
+    table[name] = cls
     return cls
 
 
 def register_attack(cls: _T) -> _T:
+    """Class decorator: make an :class:`~.plugins.Attack` available under its ``name``."""
     return _register(ATTACKS, "attack", cls)
 
 
 def register_defense(cls: _T) -> _T:
+    """Class decorator: make a :class:`~.plugins.Defense` available under its ``name``."""
     return _register(DEFENSES, "defense", cls)
 
 
+def _record(source: str, exc: BaseException) -> None:
+    if isinstance(exc, ConfigError) and "two " in str(exc) and "plugins are named" in str(exc):
+        raise exc  # a name clash must stop the run: which plugin a name means would be ambiguous
+    line = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
+    LOAD_ERRORS.append(LoadError(source, line))
+
+
 def load_builtin_plugins() -> None:
-    """Import every module of the built-in plugin folders (each registers itself)."""
-    global _loaded
-    if _loaded:
+    """Import the built-in plugin modules and the installed entry points (once per process)."""
+    global _builtins_loaded
+    if _builtins_loaded:
         return
+    _builtins_loaded = True
     for package in ("robustbench_dice.attacks", "robustbench_dice.defenses"):
         pkg = importlib.import_module(package)
-        for info in pkgutil.iter_modules(pkg.__path__):
-            importlib.import_module(f"{package}.{info.name}")
-    _loaded = True
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+            try:
+                importlib.import_module(f"{package}.{info.name}")
+            except Exception as exc:  # noqa: BLE001 - one broken plugin must not hide the others
+                _record(f"{package}.{info.name}", exc)
+    for group in ENTRY_POINT_GROUPS.values():
+        for entry_point in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+            try:
+                entry_point.load()
+            except Exception as exc:  # noqa: BLE001
+                _record(f"entry point {entry_point.name} = {entry_point.value}", exc)
+
+
+def load_plugin_file(path: str | Path) -> list[type[Plugin]]:
+    """Import one plugin file; returns the plugin classes it registered. Import errors propagate."""
+    path = Path(path).resolve()
+    if not path.is_file() or path.suffix != ".py":
+        raise ConfigError(f"plugin file {str(path)!r} is not a .py file")
+    load_builtin_plugins()
+    before = {**{("attack", k): v for k, v in ATTACKS.items()}, **{("defense", k): v for k, v in DEFENSES.items()}}
+    module_name = f"{USER_MODULE_PREFIX}.{path.parent.name}_{path.stem}".replace("-", "_")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import plugin file {str(path)!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # pickling a plugin instance needs its module importable by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    after = {**{("attack", k): v for k, v in ATTACKS.items()}, **{("defense", k): v for k, v in DEFENSES.items()}}
+    return [cls for key, cls in after.items() if before.get(key) is not cls]
+
+
+def load_plugin_folder(folder: str | Path) -> list[LoadError]:
+    """Import every ``*.py`` in ``folder``; returns the files that failed (also kept in LOAD_ERRORS)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"plugin folder {str(folder)!r} does not exist")
+    if folder.resolve() in _user_folders:
+        return []
+    _user_folders.append(folder.resolve())
+    failed = []
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        try:
+            load_plugin_file(path)
+        except Exception as exc:  # noqa: BLE001
+            _record(str(path), exc)
+            failed.append(LOAD_ERRORS[-1])
+    return failed
+
+
+def parameters(cls: type[Plugin]) -> list[dataclasses.Field[Any]]:
+    """The typed parameters of a plugin class (its dataclass fields)."""
+    if not dataclasses.is_dataclass(cls):
+        return []
+    return [f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if value is None:
+        return "None" in text or "Optional" in text
+    if isinstance(value, bool):
+        return "bool" in text or "Any" in text
+    checks = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+    allowed = [t for key, types in checks.items() if key in text for t in types]
+    return not allowed or isinstance(value, tuple(allowed))
 
 
 def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any]) -> Any:
     load_builtin_plugins()
-    cls = table[check_choice(kind, name, table)]
-    valid = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
-    for key in params:
+    try:
+        cls = table[check_choice(kind, name, table)]
+    except ConfigError as exc:
+        broken = "; ".join(map(str, LOAD_ERRORS))
+        raise ConfigError(f"{exc}" + (f" (plugin files that failed to import: {broken})" if broken else "")) from None
+    valid = {f.name: f for f in parameters(cls)}
+    for key, value in params.items():
         if key not in valid:
             raise ConfigError(f"{kind} {name!r} has no parameter {key!r}; valid: {', '.join(valid) or '(none)'}")
-    return cls(**params)
+        if not _type_ok(value, valid[key].type):
+            raise ConfigError(f"{kind} {name!r} parameter {key!r} must be {valid[key].type}, got {value!r}")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{kind} {name!r}: {exc}") from exc
 
 
 def build_attack(name: str, params: dict[str, Any] | None = None) -> Attack:

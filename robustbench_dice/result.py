@@ -20,6 +20,15 @@ class CurvePoint:
 
 
 @dataclass
+class SuspicionPoint:
+    """Mean latest suspicion score over edges (honest j <- k), split by whether k is Byzantine (None: no such edge)."""
+
+    round: int
+    honest_mean: float | None
+    byzantine_mean: float | None
+
+
+@dataclass
 class RunResult:
     """Outcome of one Scenario. ``suspicion`` lists ``[j, k, s_jk]`` for honest receivers j, in-neighbours k."""
 
@@ -32,6 +41,18 @@ class RunResult:
     node_accuracy: dict[str, float] = field(default_factory=dict)  # honest node -> final test accuracy
     curve: list[CurvePoint] = field(default_factory=list)
     suspicion: list[list[float]] = field(default_factory=list)
+    suspicion_curve: list[SuspicionPoint] = field(default_factory=list)
+    edge_auc: float | None = None
+    edge_auc_reason: str | None = None
+    node_auc: float | None = None
+    node_auc_reason: str | None = None
+    pruned_edges: list[list[int]] = field(default_factory=list)  # [j, k]: honest j excluded k in the last round
+    honest_edges_wrongly_pruned: int | None = None  # of honest_edges (honest j, honest in-neighbour k)
+    honest_edges: int | None = None
+    time_to_detection: int | None = (
+        None  # first round from which every Byzantine in-edge of an honest node stays pruned
+    )
+    time_to_detection_reason: str | None = None
     diverged: bool = False
     topology: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -44,6 +65,7 @@ class RunResult:
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
         data = dict(data)
         data["curve"] = [CurvePoint(**p) for p in data.get("curve", [])]
+        data["suspicion_curve"] = [SuspicionPoint(**p) for p in data.get("suspicion_curve", [])]
         return cls(**data)
 
     def write_json(self, path: str | Path) -> None:

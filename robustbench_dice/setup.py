@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .datasets import Dataset, load_dataset
 from .errors import ConfigError
+from .functional import per_node_grad, per_node_loss
 from .mixing import MixingSchedule
 from .models import Model, build_model
 from .partition import partition_indices, split_validation
@@ -95,11 +95,12 @@ def sample_positions(generator: torch.Generator, count: torch.Tensor, width: int
 
 def validation_loss(model: Model, data: NodeData, theta: torch.Tensor) -> torch.Tensor:
     """``(N,)`` mean cross-entropy of row j of ``theta`` on node j's local validation set z'_j."""
-    logits = model.forward(theta, data.val_x)
-    n, v, c = logits.shape
-    per_sample = F.cross_entropy(logits.reshape(n * v, c), data.val_y.reshape(-1), reduction="none").view(n, v)
-    mask = data.val_mask.to(per_sample.dtype)
-    return (per_sample * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    return per_node_loss(model, theta, data.val_x, data.val_y, data.val_mask)
+
+
+def validation_grad(model: Model, data: NodeData, theta: torch.Tensor) -> torch.Tensor:
+    """``(N, P)`` gradient of :func:`validation_loss` for every node at once."""
+    return per_node_grad(model, theta, data.val_x, data.val_y, data.val_mask)
 
 
 @dataclass(eq=False)

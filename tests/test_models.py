@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustbench_dice.engine import local_gradients
 from robustbench_dice.errors import ConfigError
+from robustbench_dice.functional import per_node_grad as local_gradients
 from robustbench_dice.models import build_model
 
 CASES = [("logreg", (64,)), ("mlp", (64,)), ("mlp", (40,)), ("cnn", (64,)), ("cnn", (1, 28, 28)), ("cnn", (3, 32, 32))]

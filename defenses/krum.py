@@ -1,0 +1,54 @@
+from dataclasses import dataclass
+
+import torch
+
+from robustbench_dice.plugins import Aggregation, CellInfo, Defense, DefenseView
+from robustbench_dice.registry import register_defense
+
+
+def krum_scores(candidates: torch.Tensor, mask: torch.Tensor, f: int) -> torch.Tensor:
+    """``(N, M)`` Krum score of each candidate: summed squared distances to its m - f - 2 nearest others."""
+    diff = candidates.unsqueeze(2) - candidates.unsqueeze(1)  # exact distances, no ||a||^2 - 2ab + ||b||^2 shortcut
+    squared = diff.pow(2).sum(-1) if candidates.shape[1] <= 32 else torch.cdist(candidates, candidates).pow(2)
+    valid = mask.unsqueeze(2) & mask.unsqueeze(1)
+    eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device).unsqueeze(0)
+    squared = torch.where(valid & ~eye, squared, torch.full_like(squared, float("inf")))
+    nearest = squared.sort(dim=2).values.cumsum(dim=2)
+    k = (mask.sum(1) - f - 2).clamp_min(1)  # (N,)
+    scores = nearest.gather(2, (k - 1).view(-1, 1, 1).expand(-1, mask.shape[1], 1)).squeeze(2)
+    return torch.where(mask, scores, torch.full_like(scores, float("inf")))
+
+
+@register_defense
+@dataclass
+class Krum(Defense):
+    """Krum per neighbourhood, self included: keep the model closest to its m - f - 2 nearest others.
+
+    Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant
+    Gradient Descent" (NeurIPS 2017), applied by each node to its own model and
+    its in-neighbours' messages (m models). ``f``: Byzantine neighbours
+    tolerated; needs m > 2f + 2. Suspicion of in-neighbour k: its Krum score.
+    """
+
+    name = "krum"
+    f: int = 1
+
+    def __post_init__(self) -> None:
+        if self.f < 0:
+            raise ValueError(f"f must be >= 0, got {self.f}")
+
+    def skip(self, cell: CellInfo) -> str | None:
+        smallest = cell.min_in_degree + 1
+        if smallest <= 2 * self.f + 2:
+            return (
+                f"needs more than 2f + 2 = {2 * self.f + 2} models per neighbourhood (self included, f={self.f});"
+                f" the smallest has {smallest}"
+            )
+        return None
+
+    def aggregate(self, view: DefenseView) -> Aggregation:
+        candidates, mask = view.with_self()
+        scores = krum_scores(candidates, mask, self.f)
+        chosen = scores.argmin(dim=1)
+        theta = candidates[torch.arange(candidates.shape[0], device=chosen.device), chosen]
+        return Aggregation(theta=theta, suspicion=scores[:, 1:])
