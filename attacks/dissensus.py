@@ -23,7 +23,7 @@ class Dissensus(Attack):
     epsilon: float = 1.5
 
     def messages(self, view: AttackView) -> torch.Tensor:
-        w = torch.as_tensor(view.mixing.weights, dtype=view.half.dtype, device=view.half.device)
+        w = torch.tensor(view.mixing.weights, dtype=view.half.dtype, device=view.half.device)
         w = w - torch.diag(torch.diag(w))
         honest = view.honest_mask
         w_honest = w * honest.unsqueeze(0)

@@ -88,9 +88,23 @@ def _progress_bar(total_label: str) -> Any:
     return update
 
 
+def _load_user_plugins(args: argparse.Namespace) -> None:
+    from .registry import load_builtin_plugins, load_plugin_folder
+
+    load_builtin_plugins()
+    for folder in getattr(args, "plugins", None) or []:
+        for failure in load_plugin_folder(folder):
+            print(f"robustbench-dice: warning: plugin file failed to import: {failure}", file=sys.stderr)
+
+
+def _auc_text(value: float | None, reason: str | None) -> str:
+    return f"{value:.3f}" if value is not None else f"n/a ({reason})"
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .engine import simulate
 
+    _load_user_plugins(args)
     scenario = scenario_from_args(args)
     result = simulate(scenario, progress=None if args.quiet else _progress_bar("simulate"))
     if args.json:
@@ -110,6 +124,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"  time per round: {1e3 * result.timings['seconds_per_round']:.2f} ms"
         f" (spectral gap {result.topology['spectral_gap']:.4f})"
     )
+    if s.defense != "gossip" or result.byzantine:
+        print(
+            f"  detection AUC: edge {_auc_text(result.edge_auc, result.edge_auc_reason)},"
+            f" node {_auc_text(result.node_auc, result.node_auc_reason)}"
+        )
+    if result.honest_edges is not None:
+        ttd = (
+            result.time_to_detection
+            if result.time_to_detection is not None
+            else f"n/a ({result.time_to_detection_reason})"
+        )
+        print(
+            f"  pruned: {len(result.pruned_edges)} edges, {result.honest_edges_wrongly_pruned} of"
+            f" {result.honest_edges} honest edges wrongly; time to detection: {ttd}"
+        )
     if result.diverged:
         print("  warning: some honest models have non-finite parameters (diverged)")
     if args.json:
@@ -121,10 +150,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .datasets import DATASETS
     from .mixing import MIXING_RULES
     from .models import MODELS
-    from .registry import ATTACKS, DEFENSES, load_builtin_plugins, parameters
+    from .registry import ATTACKS, DEFENSES, LOAD_ERRORS, parameters, type_name
     from .topology import TOPOLOGIES
 
-    load_builtin_plugins()
+    _load_user_plugins(args)
     groups: dict[str, Any] = {
         "attacks": ATTACKS,
         "defenses": DEFENSES,
@@ -139,13 +168,39 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in sorted(entries):
             if isinstance(entries, dict):
                 cls = entries[name]
-                params = ", ".join(
-                    f"{f.name}: {getattr(f.type, '__name__', f.type)} = {f.default!r}" for f in parameters(cls)
-                )
+                params = ", ".join(f"{f.name}: {type_name(f.type)} = {f.default!r}" for f in parameters(cls))
                 print(f"  {name:<22} {cls.description()}" + (f"  [{params}]" if params else ""))
             else:
                 print(f"  {name}")
+    if LOAD_ERRORS and (args.what in (None, "attacks", "defenses")):
+        print("plugin files that failed to import:")
+        for failure in LOAD_ERRORS:
+            print(f"  {failure}")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .conformance import run_conformance
+    from .registry import load_plugin_file
+
+    try:
+        classes = load_plugin_file(args.path)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's file: report what it raised
+        print(f"robustbench-dice: error: {args.path} failed to import: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if not classes:
+        raise ConfigError(
+            f"{args.path} registers no attack or defense (decorate a class with @register_attack or @register_defense)"
+        )
+    failed = 0
+    for cls in classes:
+        for r in run_conformance(cls):
+            failed += not r.passed
+            print(f"{'PASS' if r.passed else 'FAIL'}  {r.plugin}: {r.check}" + (f"  ({r.detail})" if r.detail else ""))
+    print(f"{'all checks passed' if not failed else f'{failed} check(s) failed'}")
+    return 1 if failed else 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -164,12 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--config", help="scenario TOML file; flags override its values")
     sim.add_argument("--json", metavar="OUT", help="write the RunResult as JSON to OUT")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument("--plugins", action="append", metavar="DIR", help="also load attack/defense plugins from DIR")
     _add_scenario_flags(sim)
     sim.set_defaults(func=cmd_simulate)
 
     lst = sub.add_parser("list", help="list attacks, defenses, topologies, mixing rules, datasets, models")
     lst.add_argument("what", nargs="?", choices=["attacks", "defenses", "topologies", "mixing", "datasets", "models"])
+    lst.add_argument("--plugins", action="append", metavar="DIR", help="also load plugins from DIR")
     lst.set_defaults(func=cmd_list)
+
+    chk = sub.add_parser("check", help="run the plugin conformance suite on the plugins one .py file registers")
+    chk.add_argument("path", help="a plugin file, e.g. my_attack.py")
+    chk.set_defaults(func=cmd_check)
 
     dl = sub.add_parser("download", help="download a torchvision dataset (needs internet)")
     dl.add_argument("dataset", choices=["mnist", "fashion-mnist", "cifar10"])
@@ -186,3 +247,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatasetNotFoundError) as exc:
         print(f"robustbench-dice: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0

@@ -21,6 +21,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import pkgutil
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -117,7 +118,8 @@ def load_plugin_file(path: str | Path) -> list[type[Plugin]]:
         raise ConfigError(f"plugin file {str(path)!r} is not a .py file")
     load_builtin_plugins()
     before = {**{("attack", k): v for k, v in ATTACKS.items()}, **{("defense", k): v for k, v in DEFENSES.items()}}
-    module_name = f"{USER_MODULE_PREFIX}.{path.parent.name}_{path.stem}".replace("-", "_")
+    # a flat (undotted) name: pickle re-imports a class's module by name, and a dotted one needs a parent package
+    module_name = re.sub(r"\W", "_", f"{USER_MODULE_PREFIX}_{path.parent.name}_{path.stem}")
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"cannot import plugin file {str(path)!r}")
@@ -159,8 +161,15 @@ def parameters(cls: type[Plugin]) -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
 
 
+def type_name(annotation: Any) -> str:
+    """``int``, ``float | None``, ...: readable whether the annotation is a string or a type."""
+    if isinstance(annotation, str):
+        return annotation
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
 def _type_ok(value: Any, annotation: Any) -> bool:
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = type_name(annotation)
     if value is None:
         return "None" in text or "Optional" in text
     if isinstance(value, bool):
@@ -182,7 +191,7 @@ def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any]) 
         if key not in valid:
             raise ConfigError(f"{kind} {name!r} has no parameter {key!r}; valid: {', '.join(valid) or '(none)'}")
         if not _type_ok(value, valid[key].type):
-            raise ConfigError(f"{kind} {name!r} parameter {key!r} must be {valid[key].type}, got {value!r}")
+            raise ConfigError(f"{kind} {name!r} parameter {key!r} must be {type_name(valid[key].type)}, got {value!r}")
     try:
         return cls(**params)
     except (TypeError, ValueError) as exc:

@@ -1,0 +1,216 @@
+"""The generic conformance suite every attack and defense plugin must pass.
+
+Each check takes a registered plugin class, runs it through the real engine
+on small scenarios (6 nodes on a ring and on a complete graph, digits, a few
+rounds) and raises :class:`AssertionError` with a readable message when the
+plugin breaks the contract in :mod:`robustbench_dice.plugins`. ``tests/`` runs
+every check on every registered plugin; ``robustbench-dice check FILE.py``
+runs them on the plugins one file registers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .engine import Simulation, simulate
+from .plugins import Attack, AttackView, CellInfo, Defense, DefenseView, Plugin
+from .registry import parameters
+from .scenario import Scenario
+
+TOPOLOGIES = ("ring", "complete")
+FORBIDDEN_WORDS = ("byz", "honest", "malicious", "attacker")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    plugin: str
+    check: str
+    passed: bool
+    detail: str = ""
+
+
+def _scenario(kind: str, name: str, topology: str, **changes: Any) -> Scenario:
+    base = dict(nodes=6, rounds=3, batch_size=8, eval_every=3, topology=topology, seed=0)
+    if kind == "attack":
+        base.update(attack=name, byzantine=2, defense="gossip")
+    else:
+        base.update(defense=name, byzantine=1, attack="gaussian", attack_params={"std": 10.0})
+    base.update(changes)
+    return Scenario(**base)  # type: ignore[arg-type]
+
+
+def _runnable(kind: str, name: str) -> list[Simulation]:
+    """Fresh simulations on each topology that the plugin does not decline."""
+    sims = []
+    for topology in TOPOLOGIES:
+        sim = Simulation.from_scenario(_scenario(kind, name, topology))
+        if sim.skip_reason() is None:
+            sims.append(sim)
+    assert sims, f"{name!r} declines every conformance cell ({', '.join(TOPOLOGIES)}); it must run on at least one"
+    return sims
+
+
+def builds_with_defaults(kind: str, cls: type[Plugin]) -> str:
+    assert isinstance(cls.name, str) and cls.name, "plugin needs a non-empty class attribute `name`"
+    assert (cls.__doc__ or "").strip(), "plugin needs a docstring: a one-line description and its source paper"
+    assert dataclasses.is_dataclass(cls), "plugin must be a @dataclass so its parameters are typed fields"
+    for f in parameters(cls):
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        assert has_default, f"parameter {f.name!r} has no default"
+    cls()
+    return f"parameters: {', '.join(f.name for f in parameters(cls)) or '(none)'}"
+
+
+def runs_on_small_graphs(kind: str, cls: type[Plugin]) -> str:
+    notes = []
+    ran = 0
+    for topology in TOPOLOGIES:
+        result = simulate(_scenario(kind, cls.name, topology))
+        if result.status == "skipped":
+            assert result.reason and result.reason.strip(), "a skipped cell must give a reason"
+            notes.append(f"{topology}: skipped ({result.reason})")
+        else:
+            assert result.status == "ok", f"{topology}: status {result.status!r}"
+            assert result.final_accuracy_mean is not None
+            ran += 1
+            notes.append(f"{topology}: ok")
+    assert ran, "declined every conformance cell"
+    return "; ".join(notes)
+
+
+def same_seed_same_result(kind: str, cls: type[Plugin]) -> str:
+    sim_a, sim_b = _runnable(kind, cls.name)[0], None
+    scenario = sim_a.setup.scenario
+    result_a = sim_a.run()
+    sim_b = Simulation.from_scenario(scenario)
+    result_b = sim_b.run()
+    assert sim_a.final_theta is not None and sim_b.final_theta is not None
+    assert torch.equal(sim_a.final_theta, sim_b.final_theta), "two runs with the same seed gave different parameters"
+    assert result_a.curve == result_b.curve and result_a.suspicion == result_b.suspicion
+    return f"checked on {scenario.topology}"
+
+
+def attack_changes_only_byzantine_rows(kind: str, cls: type[Plugin]) -> str:
+    assert kind == "attack"
+    for sim in _runnable(kind, cls.name):
+        attack = sim.attack
+        assert isinstance(attack, Attack)
+        labels_before = sim.setup.data.train_labels.clone()
+        seen: list[AttackView] = []
+        original_messages, original_setup = attack.messages, attack.setup
+
+        def spy_setup(context: Any) -> None:
+            original_setup(context)
+            changed = (context.train_labels != labels_before).any(dim=1).nonzero().flatten().tolist()
+            outside = sorted(set(changed) - set(context.byzantine.tolist()))
+            assert not outside, f"setup changed the training labels of honest nodes {outside}"
+
+        def spy_messages(view: AttackView) -> torch.Tensor:
+            before = {k: getattr(view, k).clone() for k in ("theta", "half", "delta")}
+            sent = original_messages(view)
+            for k, value in before.items():
+                assert torch.equal(getattr(view, k), value), f"messages() modified view.{k} in place"
+            expected = (view.byzantine.numel(), view.theta.shape[1])
+            assert tuple(sent.shape) == expected, f"messages() returned shape {tuple(sent.shape)}, expected {expected}"
+            assert torch.isfinite(sent).all(), "messages() returned non-finite values"
+            seen.append(view)
+            return sent
+
+        attack.setup, attack.messages = spy_setup, spy_messages  # type: ignore[method-assign]
+        sim.run()
+        assert seen, "the attack was never asked for messages"
+    return "messages have shape (|B|, P), honest rows and the view are untouched"
+
+
+def defense_output_is_well_formed(kind: str, cls: type[Plugin]) -> str:
+    assert kind == "defense"
+    for sim in _runnable(kind, cls.name):
+        defense = sim.defense
+        assert isinstance(defense, Defense)
+        honest = torch.as_tensor(sim.setup.honest)
+        original = defense.aggregate
+
+        def spy(view: DefenseView) -> Any:
+            out = original(view)
+            n, p = view.own.shape
+            assert tuple(out.theta.shape) == (n, p), f"theta has shape {tuple(out.theta.shape)}, expected {(n, p)}"
+            assert torch.isfinite(out.theta[honest]).all(), "non-finite parameters for an honest node"
+            if out.suspicion is not None:
+                scores = out.suspicion[view.neighbours.mask]
+                assert torch.isfinite(scores).all(), "suspicion must be a finite score for every in-neighbour"
+            if out.pruned is not None:
+                assert out.pruned.dtype == torch.bool, "pruned must be a bool tensor"
+            return out
+
+        defense.aggregate = spy  # type: ignore[method-assign]
+        sim.run()
+    return "finite honest parameters, a finite score per in-neighbour (or none)"
+
+
+def defense_never_sees_byzantine_set(kind: str, cls: type[Plugin]) -> str:
+    assert kind == "defense"
+    signature = list(inspect.signature(cls.aggregate).parameters)
+    assert signature == ["self", "view"], f"aggregate must take only (self, view), takes {signature}"
+    for holder in (DefenseView, CellInfo):
+        for name in (f.name for f in dataclasses.fields(holder)):
+            assert not any(w in name.lower() for w in FORBIDDEN_WORDS), f"{holder.__name__}.{name} leaks the threat"
+    return "aggregate(view) only; DefenseView and CellInfo carry no Byzantine set"
+
+
+def pickles(kind: str, cls: type[Plugin]) -> str:
+    fresh = cls()
+    clone = pickle.loads(pickle.dumps(fresh))
+    assert type(clone) is cls and dataclasses.asdict(clone) == dataclasses.asdict(fresh)  # type: ignore[call-overload]
+    sim = _runnable(kind, cls.name)[0]
+    sim.run()
+    used = sim.attack if kind == "attack" else sim.defense
+    pickle.loads(pickle.dumps(used))
+    return "fresh and after a run"
+
+
+ATTACK_CHECKS: list[Callable[[str, type[Plugin]], str]] = [
+    builds_with_defaults,
+    runs_on_small_graphs,
+    same_seed_same_result,
+    attack_changes_only_byzantine_rows,
+    pickles,
+]
+DEFENSE_CHECKS: list[Callable[[str, type[Plugin]], str]] = [
+    builds_with_defaults,
+    runs_on_small_graphs,
+    same_seed_same_result,
+    defense_output_is_well_formed,
+    defense_never_sees_byzantine_set,
+    pickles,
+]
+
+
+def checks_for(kind: str) -> list[Callable[[str, type[Plugin]], str]]:
+    return ATTACK_CHECKS if kind == "attack" else DEFENSE_CHECKS
+
+
+def kind_of(cls: type[Plugin]) -> str:
+    if issubclass(cls, Attack):
+        return "attack"
+    if issubclass(cls, Defense):
+        return "defense"
+    raise TypeError(f"{cls.__qualname__} is neither an Attack nor a Defense")
+
+
+def run_conformance(cls: type[Plugin]) -> list[CheckResult]:
+    """Every check on one plugin class; failures are collected, not raised."""
+    kind = kind_of(cls)
+    results = []
+    for check in checks_for(kind):
+        try:
+            results.append(CheckResult(cls.name, check.__name__, True, check(kind, cls)))
+        except Exception as exc:  # noqa: BLE001 - report every failing check, whatever it raised
+            results.append(CheckResult(cls.name, check.__name__, False, f"{type(exc).__name__}: {exc}"))
+    return results

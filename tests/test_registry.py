@@ -1,0 +1,183 @@
+import pickle
+import sys
+import textwrap
+
+import pytest
+
+from robustbench_dice import registry
+from robustbench_dice.cli import main
+from robustbench_dice.conformance import run_conformance
+from robustbench_dice.errors import ConfigError
+from robustbench_dice.registry import ATTACKS, DEFENSES, build_attack, build_defense
+
+GOOD_ATTACK = '''
+from dataclasses import dataclass
+import torch
+from robustbench_dice.plugins import Attack
+from robustbench_dice.registry import register_attack
+
+
+@register_attack
+@dataclass
+class {cls}(Attack):
+    """Sends zeros (a test plugin; no paper)."""
+
+    name = "{name}"
+    level: float = 0.0
+
+    def messages(self, view):
+        return torch.full_like(view.half[view.byzantine], self.level)
+'''
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    registry.load_builtin_plugins()
+    attacks, defenses, errors = dict(ATTACKS), dict(DEFENSES), list(registry.LOAD_ERRORS)
+    folders = list(registry._user_folders)
+    yield
+    for table, saved in ((ATTACKS, attacks), (DEFENSES, defenses)):
+        table.clear()
+        table.update(saved)
+    registry.LOAD_ERRORS[:] = errors
+    registry._user_folders[:] = folders
+
+
+def _write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_user_folder_loads_good_files_and_lists_broken_ones(tmp_path, capsys):
+    _write(tmp_path / "zeros.py", GOOD_ATTACK.format(cls="Zeros", name="zeros_user"))
+    _write(tmp_path / "broken.py", "import not_a_module_anywhere\n")
+    failed = registry.load_plugin_folder(tmp_path)
+    assert "zeros_user" in ATTACKS
+    assert len(failed) == 1 and "broken.py" in failed[0].source and "not_a_module_anywhere" in failed[0].error
+    assert main(["list", "attacks", "--plugins", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "zeros_user" in out and "broken.py" in out and "failed to import" in out
+    attack = build_attack("zeros_user", {"level": 1.5})
+    assert pickle.loads(pickle.dumps(attack)).level == 1.5
+
+
+def test_simulate_with_user_plugin(tmp_path, capsys):
+    _write(tmp_path / "zeros.py", GOOD_ATTACK.format(cls="Zeros2", name="zeros_cli"))
+    code = main(
+        [
+            "simulate",
+            "--plugins",
+            str(tmp_path),
+            "--attack",
+            "zeros_cli",
+            "--byzantine",
+            "2",
+            "--nodes",
+            "6",
+            "--rounds",
+            "3",
+            "--defense",
+            "median",
+            "--quiet",
+            "--attack-param",
+            "level=2.0",
+        ]
+    )
+    assert code == 0
+    assert "detection AUC: edge" in capsys.readouterr().out
+
+
+def test_duplicate_names_name_both_files(tmp_path):
+    _write(tmp_path / "a.py", GOOD_ATTACK.format(cls="First", name="twice"))
+    _write(tmp_path / "b.py", GOOD_ATTACK.format(cls="Second", name="twice"))
+    with pytest.raises(ConfigError, match="two attack plugins are named 'twice': First in .*a.py and Second in .*b.py"):
+        registry.load_plugin_folder(tmp_path)
+
+
+def test_entry_point_of_an_installed_package(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "tinyplug").mkdir(parents=True)
+    _write(site / "tinyplug" / "__init__.py", GOOD_ATTACK.format(cls="Tiny", name="tiny_ep"))
+    info = site / "tinyplug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[robustbench_dice.attacks]\ntiny = tinyplug\n")
+    (info / "RECORD").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(registry, "_builtins_loaded", False)
+    registry.load_builtin_plugins()
+    assert "tiny_ep" in ATTACKS and ATTACKS["tiny_ep"].__module__ == "tinyplug"
+    sys.modules.pop("tinyplug", None)
+
+
+def test_bad_plugin_parameters_are_clear_errors():
+    with pytest.raises(ConfigError, match="attack 'label_flip' has no parameter 'flip'; valid: rule, fraction"):
+        build_attack("label_flip", {"flip": 1})
+    with pytest.raises(ConfigError, match="parameter 'f' must be int, got 'two'"):
+        build_defense("krum", {"f": "two"})
+    with pytest.raises(ConfigError, match="rule must be one of reverse, shift, random"):
+        build_attack("label_flip", {"rule": "sideways"})
+    with pytest.raises(ConfigError, match="unknown defense 'krumm' \\(did you mean 'krum'\\?\\)"):
+        build_defense("krumm")
+
+
+def test_check_command_passes_a_good_file(tmp_path, capsys):
+    path = _write(tmp_path / "good.py", GOOD_ATTACK.format(cls="Good", name="good_check"))
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  good_check: pickles" in out and "all checks passed" in out
+
+
+BROKEN = '''
+from dataclasses import dataclass
+import torch
+from robustbench_dice.plugins import Aggregation, Attack, Defense
+from robustbench_dice.registry import register_attack, register_defense
+
+
+@register_attack
+@dataclass
+class PoisonsEveryone(Attack):
+    """Flips honest labels too and writes into the honest messages (broken on purpose)."""
+
+    name = "poisons_everyone"
+
+    def setup(self, context):
+        context.train_labels[:] = 0
+
+    def messages(self, view):
+        view.half.zero_()
+        return view.half[view.byzantine]
+
+
+@register_defense
+@dataclass
+class NanDefense(Defense):
+    """Returns NaN models and no per-neighbour scores of the right shape (broken on purpose)."""
+
+    name = "nan_defense"
+    lock: object = None
+
+    def aggregate(self, view):
+        return Aggregation(theta=view.own * float("nan"), suspicion=torch.full_like(view.neighbours.weight, float("inf")))
+'''
+
+
+def test_conformance_catches_broken_plugins(tmp_path, capsys):
+    path = _write(tmp_path / "broken_plugins.py", BROKEN)
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  poisons_everyone: attack_changes_only_byzantine_rows" in out
+    assert "setup changed the training labels of honest nodes" in out
+    assert "FAIL  nan_defense: defense_output_is_well_formed" in out
+    failed = {r.check for r in run_conformance(DEFENSES["nan_defense"]) if not r.passed}
+    assert "defense_output_is_well_formed" in failed
+
+
+def test_check_command_errors(tmp_path, capsys):
+    empty = _write(tmp_path / "empty.py", "x = 1\n")
+    assert main(["check", str(empty)]) == 2
+    assert "registers no attack or defense" in capsys.readouterr().err
+    bad = _write(tmp_path / "syntax.py", "def (:\n")
+    assert main(["check", str(bad)]) == 1
+    assert "failed to import: SyntaxError" in capsys.readouterr().err
