@@ -97,66 +97,72 @@ def same_seed_same_result(kind: str, cls: type[Plugin]) -> str:
     return f"checked on {scenario.topology}"
 
 
+def _run_spying_attack(sim: Simulation) -> None:
+    attack = sim.attack
+    labels_before = sim.setup.data.train_labels.clone()
+    seen: list[AttackView] = []
+    original_messages, original_setup = attack.messages, attack.setup
+
+    def spy_setup(context: Any) -> None:
+        original_setup(context)
+        changed = (context.train_labels != labels_before).any(dim=1).nonzero().flatten().tolist()
+        outside = sorted(set(changed) - set(context.byzantine.tolist()))
+        assert not outside, f"setup changed the training labels of honest nodes {outside}"
+
+    def spy_messages(view: AttackView) -> torch.Tensor:
+        before = {k: getattr(view, k).clone() for k in ("theta", "half", "delta")}
+        sent = original_messages(view)
+        for k, value in before.items():
+            assert torch.equal(getattr(view, k), value), f"messages() modified view.{k} in place"
+        expected = (view.byzantine.numel(), view.theta.shape[1])
+        assert tuple(sent.shape) == expected, f"messages() returned shape {tuple(sent.shape)}, expected {expected}"
+        assert torch.isfinite(sent).all(), "messages() returned non-finite values"
+        seen.append(view)
+        return sent
+
+    attack.setup, attack.messages = spy_setup, spy_messages  # type: ignore[method-assign]
+    sim.run()
+    assert seen, "the attack was never asked for messages"
+
+
 def attack_changes_only_byzantine_rows(kind: str, cls: type[Plugin]) -> str:
     assert kind == "attack"
     for sim in _runnable(kind, cls.name):
-        attack = sim.attack
-        assert isinstance(attack, Attack)
-        labels_before = sim.setup.data.train_labels.clone()
-        seen: list[AttackView] = []
-        original_messages, original_setup = attack.messages, attack.setup
-
-        def spy_setup(context: Any) -> None:
-            original_setup(context)
-            changed = (context.train_labels != labels_before).any(dim=1).nonzero().flatten().tolist()
-            outside = sorted(set(changed) - set(context.byzantine.tolist()))
-            assert not outside, f"setup changed the training labels of honest nodes {outside}"
-
-        def spy_messages(view: AttackView) -> torch.Tensor:
-            before = {k: getattr(view, k).clone() for k in ("theta", "half", "delta")}
-            sent = original_messages(view)
-            for k, value in before.items():
-                assert torch.equal(getattr(view, k), value), f"messages() modified view.{k} in place"
-            expected = (view.byzantine.numel(), view.theta.shape[1])
-            assert tuple(sent.shape) == expected, f"messages() returned shape {tuple(sent.shape)}, expected {expected}"
-            assert torch.isfinite(sent).all(), "messages() returned non-finite values"
-            seen.append(view)
-            return sent
-
-        attack.setup, attack.messages = spy_setup, spy_messages  # type: ignore[method-assign]
-        sim.run()
-        assert seen, "the attack was never asked for messages"
+        _run_spying_attack(sim)
     return "messages have shape (|B|, P), honest rows and the view are untouched"
+
+
+def _run_spying_defense(sim: Simulation) -> None:
+    defense = sim.defense
+    honest = torch.as_tensor(sim.setup.honest)
+    original = defense.aggregate
+
+    def spy(view: DefenseView) -> Any:
+        out = original(view)
+        n, p = view.own.shape
+        assert tuple(out.theta.shape) == (n, p), f"theta has shape {tuple(out.theta.shape)}, expected {(n, p)}"
+        assert torch.isfinite(out.theta[honest]).all(), "non-finite parameters for an honest node"
+        if out.suspicion is not None:
+            scores = out.suspicion[view.neighbours.mask]
+            assert torch.isfinite(scores).all(), "suspicion must be a finite score for every in-neighbour"
+        if out.pruned is not None:
+            assert out.pruned.dtype == torch.bool, "pruned must be a bool tensor"
+        return out
+
+    defense.aggregate = spy  # type: ignore[method-assign]
+    sim.run()
 
 
 def defense_output_is_well_formed(kind: str, cls: type[Plugin]) -> str:
     assert kind == "defense"
     for sim in _runnable(kind, cls.name):
-        defense = sim.defense
-        assert isinstance(defense, Defense)
-        honest = torch.as_tensor(sim.setup.honest)
-        original = defense.aggregate
-
-        def spy(view: DefenseView) -> Any:
-            out = original(view)
-            n, p = view.own.shape
-            assert tuple(out.theta.shape) == (n, p), f"theta has shape {tuple(out.theta.shape)}, expected {(n, p)}"
-            assert torch.isfinite(out.theta[honest]).all(), "non-finite parameters for an honest node"
-            if out.suspicion is not None:
-                scores = out.suspicion[view.neighbours.mask]
-                assert torch.isfinite(scores).all(), "suspicion must be a finite score for every in-neighbour"
-            if out.pruned is not None:
-                assert out.pruned.dtype == torch.bool, "pruned must be a bool tensor"
-            return out
-
-        defense.aggregate = spy  # type: ignore[method-assign]
-        sim.run()
+        _run_spying_defense(sim)
     return "finite honest parameters, a finite score per in-neighbour (or none)"
 
 
 def defense_never_sees_byzantine_set(kind: str, cls: type[Plugin]) -> str:
     assert kind == "defense"
-    signature = list(inspect.signature(cls.aggregate).parameters)
+    signature = list(inspect.signature(getattr(cls, "aggregate")).parameters)  # noqa: B009
     assert signature == ["self", "view"], f"aggregate must take only (self, view), takes {signature}"
     for holder in (DefenseView, CellInfo):
         for name in (f.name for f in dataclasses.fields(holder)):
