@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+
+from robustbench_dice import Scenario, Simulation, simulate
+from robustbench_dice.plugins import DefenseView
+from robustbench_dice.registry import build_defense
+
+N, P = 7, 5
+
+
+def _complete_view(messages: torch.Tensor, round_index: int = 0) -> DefenseView:
+    sim = Simulation.from_scenario(Scenario(nodes=N, topology="complete", mixing="uniform", rounds=10))
+    rm = sim.mixing_at(0)
+    zeros = torch.zeros_like(messages)
+    return DefenseView(
+        round_index,
+        10,
+        messages,
+        zeros,
+        messages,
+        messages,
+        rm.matrix,
+        rm.weights,
+        rm.neighbours,
+        lambda t: torch.zeros(t.shape[0]),
+        lambda t: torch.zeros_like(t),
+    )
+
+
+def textbook_krum(v: np.ndarray, f: int) -> np.ndarray:
+    scores = []
+    for i in range(len(v)):
+        d = sorted(float(((v[i] - v[j]) ** 2).sum()) for j in range(len(v)) if j != i)
+        scores.append(sum(d[: len(v) - f - 2]))
+    return v[int(np.argmin(scores))]
+
+
+def textbook_trimmed_mean(v: np.ndarray, b: int) -> np.ndarray:
+    return np.sort(v, axis=0)[b : len(v) - b].mean(axis=0)
+
+
+@pytest.fixture
+def vectors():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(N, P))
+    v[2] += 50.0  # an outlier
+    return v
+
+
+@pytest.mark.parametrize("f", [1, 2])
+def test_krum_equals_textbook_on_complete_graph(vectors, f):
+    out = build_defense("krum", {"f": f}).aggregate(_complete_view(torch.tensor(vectors)))
+    for j in range(N):
+        np.testing.assert_allclose(out.theta[j].numpy(), textbook_krum(vectors, f))
+
+
+def test_median_equals_numpy_median(vectors):
+    out = build_defense("median").aggregate(_complete_view(torch.tensor(vectors)))
+    for j in range(N):
+        np.testing.assert_allclose(out.theta[j].numpy(), np.median(vectors, axis=0))
+    even = vectors[:6]
+    sim_view = _complete_view(torch.tensor(np.vstack([even, even[:1]])))
+    assert np.allclose(
+        build_defense("median").aggregate(sim_view).theta[0].numpy(), np.median(np.vstack([even, even[:1]]), axis=0)
+    )
+
+
+@pytest.mark.parametrize("trim", [1, 2])
+def test_trimmed_mean_equals_textbook(vectors, trim):
+    out = build_defense("trimmed_mean", {"trim": trim}).aggregate(_complete_view(torch.tensor(vectors)))
+    for j in range(N):
+        np.testing.assert_allclose(out.theta[j].numpy(), textbook_trimmed_mean(vectors, trim))
+
+
+def test_suspicion_ranks_the_outlier_first(vectors):
+    for name in ("krum", "median", "trimmed_mean", "clipped_gossip", "balance"):
+        out = build_defense(name).aggregate(_complete_view(torch.tensor(vectors)))
+        view = _complete_view(torch.tensor(vectors))
+        j = 0
+        scores = {
+            int(k): float(s)
+            for k, s, m in zip(view.neighbours.index[j], out.suspicion[j], view.neighbours.mask[j], strict=True)
+            if m
+        }
+        assert max(scores, key=scores.get) == 2, name
+
+
+def test_clipped_gossip_with_large_radius_is_plain_gossip(vectors):
+    view = _complete_view(torch.tensor(vectors))
+    clipped = build_defense("clipped_gossip", {"tau": 1e9}).aggregate(view).theta
+    torch.testing.assert_close(clipped, view.weights.to(clipped.dtype) @ view.messages, rtol=1e-5, atol=1e-5)
+
+
+def test_krum_declines_small_neighbourhoods():
+    result = simulate(Scenario(defense="krum", topology="ring", nodes=8, rounds=2))
+    assert result.status == "skipped" and "needs more than 2f + 2 = 4 models" in result.reason
+    assert result.final_accuracy_mean is None
+
+
+@pytest.mark.parametrize("topology", ["ring", "torus", "exponential"])
+def test_dice_prune_detects_label_flippers(topology):
+    result = simulate(Scenario(attack="label_flip", byzantine=3, defense="dice_prune", topology=topology, seed=0))
+    assert result.edge_auc >= 0.9 and result.node_auc >= 0.9
+    assert result.final_accuracy_mean >= 0.9
+    pruned_byzantine = sum(1 for _, k in result.pruned_edges if k in result.byzantine)
+    assert pruned_byzantine > 0
+
+
+def test_gossip_has_no_scores_so_auc_is_undefined():
+    result = simulate(Scenario(attack="label_flip", byzantine=3, rounds=5))
+    assert result.edge_auc is None and "emits none" in result.edge_auc_reason
+    assert result.time_to_detection is None and "does not prune" in result.time_to_detection_reason
