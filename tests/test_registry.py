@@ -181,3 +181,11 @@ def test_check_command_errors(tmp_path, capsys):
     bad = _write(tmp_path / "syntax.py", "def (:\n")
     assert main(["check", str(bad)]) == 1
     assert "failed to import: SyntaxError" in capsys.readouterr().err
+
+
+def test_documented_example_plugins_pass_the_conformance_suite(capsys):
+    from pathlib import Path
+
+    examples = Path(__file__).parents[1] / "docs" / "examples"
+    for name in ("mimic.py", "distance_filter.py"):
+        assert main(["check", str(examples / name)]) == 0, capsys.readouterr().out
