@@ -34,6 +34,24 @@ from .setup import RunSetup, prepare, sample_positions, validation_grad, validat
 
 ProgressCallback = Callable[[int, int], None]
 
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What happened in one round, for observers (influence measurements, tests). Tensors ``(N, ...)``."""
+
+    round: int
+    theta: torch.Tensor  # states before the local step
+    x: torch.Tensor  # the minibatches, (N, B, *input_shape)
+    y: torch.Tensor  # (N, B)
+    delta: torch.Tensor  # actual displacements (reported, for Byzantine rows)
+    messages: torch.Tensor
+    weights: torch.Tensor  # W of the round, as used for gossip
+    mixing: MixingMatrix
+    theta_next: torch.Tensor  # after aggregation
+
+
+Observer = Callable[[RoundRecord], None]
+
 local_gradients = per_node_grad  # every node's minibatch gradient, (N, P), in one backward pass
 
 
@@ -79,7 +97,7 @@ class _Detection:
     emits_pruning: bool = False
 
     def __post_init__(self) -> None:
-        self.suspicion = torch.full((self.n, self.n), float("nan"), device=self.device)
+        self.suspicion = torch.full((self.n, self.n), float("nan"), device=self.device, dtype=torch.float64)
         self.is_byz = torch.zeros(self.n, dtype=torch.bool, device=self.device)
         self.is_byz[self.byzantine] = True
 
@@ -87,7 +105,7 @@ class _Detection:
         mask = rm.neighbours.mask
         rows, cols = rm.receivers[mask], rm.neighbours.index[mask]
         if agg.suspicion is not None:
-            self.suspicion[rows, cols] = agg.suspicion[mask].float()
+            self.suspicion[rows, cols] = agg.suspicion[mask].to(self.suspicion.dtype)
         if agg.pruned is None:
             return
         self.emits_pruning = True
@@ -121,6 +139,7 @@ class Simulation:
     attack: Attack
     defense: Defense
     progress: ProgressCallback | None = None
+    observer: Observer | None = None
     final_theta: torch.Tensor | None = None  # (N, P) after :meth:`run`
     _mixing_cache: dict[int, _RoundMixing] = field(default_factory=dict)
 
@@ -147,9 +166,10 @@ class Simulation:
         if key not in self._mixing_cache:
             m = self.setup.mixing.at(key)
             dev = self.setup.device
-            nb = m.neighbourhood(dev)
+            dtype = self.setup.dtype
+            nb = m.neighbourhood(dev, dtype)
             receivers = torch.arange(m.n_nodes, device=dev).unsqueeze(1).expand_as(nb.index)
-            self._mixing_cache[key] = _RoundMixing(m, m.to_torch(dev), nb, receivers)
+            self._mixing_cache[key] = _RoundMixing(m, m.to_torch(dev, dtype), nb, receivers)
         return self._mixing_cache[key]
 
     def run(self) -> RunResult:
@@ -215,6 +235,10 @@ class Simulation:
                 )
             )
             self._check_aggregation(agg, theta.shape, rm.neighbours)
+            if self.observer is not None:
+                self.observer(
+                    RoundRecord(t, theta, x, y, reported, messages, rm.weights, rm.matrix, agg.theta.detach())
+                )
             theta = agg.theta.detach()
             detection.update(t, agg, rm)
             if (t + 1) % s.eval_every == 0 or t + 1 == s.rounds:
@@ -328,7 +352,7 @@ def honest_test_metrics(
     node_chunk = max(1, min(theta.shape[0], (1 << 24) // max(1, test_batch * _activation_width(setup.model))))
     correct = torch.zeros(theta.shape[0], device=dev)
     loss = torch.zeros(theta.shape[0], device=dev)
-    x_all, y_all = ds.x_test.to(dev), ds.y_test.to(dev)
+    x_all, y_all = ds.x_test.to(dev, theta.dtype), ds.y_test.to(dev)
     with torch.no_grad():
         for a in range(0, theta.shape[0], node_chunk):
             rows = theta[a : a + node_chunk]

@@ -14,6 +14,26 @@ import torch.nn.functional as F
 
 from .models import Model
 
+LOSSES = ("cross_entropy", "squared", "linear")
+
+
+def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy") -> torch.Tensor:
+    """``(N, B)`` loss of each sample from logits ``(N, B, C)`` and labels ``(N, B)`` (or shared ``(B,)``).
+
+    ``squared`` is ``0.5 * ||logits - onehot(y)||^2``: with a linear model the
+    training loss is quadratic in the parameters, so one SGD step is affine and
+    its linearisation exact. ``linear`` is the negative true-class logit, linear
+    in the parameters of a linear model. Together they make first-order
+    influence estimates exact (used to test them).
+    """
+    n, b, c = logits.shape
+    y = y.expand(n, b)
+    if loss == "squared":
+        return 0.5 * (logits - F.one_hot(y, c).to(logits.dtype)).pow(2).sum(-1)
+    if loss == "linear":
+        return -logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    return F.cross_entropy(logits.reshape(n * b, c), y.reshape(n * b), reduction="none").view(n, b)
+
 
 def per_node_loss(
     model: Model,
@@ -21,14 +41,15 @@ def per_node_loss(
     x: torch.Tensor,
     y: torch.Tensor,
     mask: torch.Tensor | None = None,
+    loss: str = "cross_entropy",
 ) -> torch.Tensor:
-    """``(N,)`` mean cross-entropy of each node on its own samples (masked mean when ``mask`` is given).
+    """``(N,)`` mean loss of each node on its own samples (masked mean when ``mask`` is given).
 
-    ``theta`` is the flat ``(N, P)`` tensor or its :meth:`Model.unflatten` dictionary.
+    ``theta`` is the flat ``(N, P)`` tensor or its :meth:`Model.unflatten` dictionary; ``x`` is
+    ``(N, B, *input_shape)`` or shared by all nodes ``(B, *input_shape)`` with ``y (B,)``.
     """
     logits = model.apply(theta, x) if isinstance(theta, dict) else model.forward(theta, x)
-    n, b, c = logits.shape
-    per_sample = F.cross_entropy(logits.reshape(n * b, c), y.reshape(n * b), reduction="none").view(n, b)
+    per_sample = per_sample_loss(logits, y, loss)
     if mask is None:
         return per_sample.mean(dim=1)
     weights = mask.to(per_sample.dtype)
@@ -36,7 +57,12 @@ def per_node_loss(
 
 
 def per_node_grad(
-    model: Model, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
+    model: Model,
+    theta: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    loss: str = "cross_entropy",
 ) -> torch.Tensor:
     """``(N, P)``: row k is the gradient of node k's loss at ``theta[k]``, from one backward pass.
 
@@ -46,6 +72,32 @@ def per_node_grad(
     """
     with torch.enable_grad():
         leaves = {k: v.detach().requires_grad_(True) for k, v in model.unflatten(theta).items()}
-        loss = per_node_loss(model, leaves, x, y, mask).sum()
-        grads = torch.autograd.grad(loss, list(leaves.values()))
+        total = per_node_loss(model, leaves, x, y, mask, loss).sum()
+        grads = torch.autograd.grad(total, list(leaves.values()))
     return torch.cat([g.reshape(theta.shape[0], -1) for g in grads], dim=1)
+
+
+def per_node_hvp(
+    model: Model,
+    theta: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    tangents: torch.Tensor,
+    loss: str = "cross_entropy",
+) -> torch.Tensor:
+    """Hessian-vector products ``H_k(theta_k; x_k, y_k) v_k`` for every node k and every tangent.
+
+    ``tangents`` is ``(..., N, P)`` (leading dimensions are batched with
+    ``torch.func.vmap``); the result has the same shape. Forward-over-reverse
+    (``jvp`` of ``grad``): never a dense Hessian.
+    """
+
+    def gradient(params: torch.Tensor) -> torch.Tensor:
+        return torch.func.grad(lambda p: per_node_loss(model, p, x, y, loss=loss).sum())(params)
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        return torch.func.jvp(gradient, (theta,), (v,))[1]
+
+    lead = tangents.shape[:-2]
+    flat = tangents.reshape(-1, *tangents.shape[-2:])
+    return torch.func.vmap(hvp)(flat).reshape(*lead, *tangents.shape[-2:])

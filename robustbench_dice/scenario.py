@@ -24,6 +24,7 @@ from .topology import TOPOLOGIES
 PLACEMENTS = ("random", "degree")
 INITS = ("same", "independent")
 DEVICES = ("cpu", "cuda", "auto")
+DTYPES = ("float32", "float64")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -69,6 +70,7 @@ class Scenario:
     weight_decay: float = _f(0.0, "L2 weight decay added to the local gradient")
     eval_every: int = _f(10, "evaluate test accuracy every this many rounds (and at the end)")
     seed: int = _f(0, "seed of everything random in the run")
+    dtype: str = _f("float32", "floating point precision of models and data: 'float32' or 'float64'")
     device: str = _f("cpu", "'cpu', 'cuda' or 'auto' (cuda when available)")
 
     def __post_init__(self) -> None:
@@ -105,6 +107,7 @@ class Scenario:
         check_choice("byzantine_placement", self.byzantine_placement, PLACEMENTS)
         check_choice("init", self.init, INITS)
         check_choice("device", self.device, DEVICES)
+        check_choice("dtype", self.dtype, DTYPES)
         if self.nodes < 2:
             raise ConfigError(f"nodes must be >= 2, got {self.nodes}")
         if self.byzantine_fraction is not None and not 0.0 <= self.byzantine_fraction < 1.0:

@@ -120,6 +120,10 @@ class RunSetup:
         return self.scenario.nodes
 
     @property
+    def dtype(self) -> torch.dtype:
+        return self.theta0.dtype
+
+    @property
     def honest(self) -> np.ndarray:
         return np.setdiff1d(np.arange(self.n_nodes), self.byzantine)
 
@@ -174,14 +178,16 @@ def prepare(scenario: Scenario) -> RunSetup:
     val_index, val_count = _padded([v for _, v in splits], 0)
     labels = dataset.y_train
     val_mask = torch.arange(val_index.shape[1]) < val_count.unsqueeze(1)
+    dtype = getattr(torch, s.dtype)
     data = NodeData(
-        pool_x=dataset.x_train.to(device),
+        pool_x=dataset.x_train.to(device, dtype),
         train_index=train_index.to(device),
         train_labels=labels[train_index].to(device),
         train_count=train_count,
-        val_x=dataset.x_train[val_index].to(device),
+        val_x=dataset.x_train[val_index].to(device, dtype),
         val_y=labels[val_index].to(device),
         val_mask=val_mask.to(device),
     )
-    theta0 = model.init(s.nodes, torch.Generator().manual_seed(seeds["init"]), same=s.init == "same").to(device)
+    theta0 = model.init(s.nodes, torch.Generator().manual_seed(seeds["init"]), same=s.init == "same")
+    theta0 = theta0.to(device, dtype)
     return RunSetup(s, device, dataset, model, mixing, byzantine, data, theta0, seeds)

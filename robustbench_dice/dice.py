@@ -1,0 +1,184 @@
+"""DICE: proximal influence, the r-hop influence estimate, and its counterfactual ground truth.
+
+Sign and scale (DESIGN.md section 4): influence is positive when it *helps*,
+i.e. when the data lowers the receiver's loss on the probe set z'. ``Delta``
+is the actual displacement of a local step, learning rate included (the
+paper's ``eta^t * Delta_j`` is our ``Delta_j``).
+
+The training map around a probe round ``t`` is plain decentralized SGD
+(adapt, then combine): ``half_k = theta_k - lr * (grad L(theta_k; z_k^s) + wd * theta_k)``,
+``theta^{s+1} = W^s half``. Removing node j's batch at round t means
+``half_j^t = theta_j^t`` (its step is skipped).
+
+- Ground truth (paper Def. 2, per receiver):
+  ``GT_r[j, k] = L(theta_k^{t+r, -j}; z') - L(theta_k^{t+r}; z')``, from
+  re-running rounds t .. t+r-1 with every other batch identical; all sources
+  are one batch of counterfactual worlds. The paper's ``GT_r`` is
+  ``sum_k q_k GT_r[j, k]``.
+- Estimate (paper Thm.): the perturbation of j's half step is ``-Delta_j``;
+  it is mixed by ``W^t``, then for each later round s = t+1 .. t+r-1 every
+  node linearises its step, ``(I - lr (H_k(theta_k^s; z_k^s) + wd I))``, and
+  mixes with ``W^s``; the result is paired with the probe gradient at
+  ``theta_k^{t+r}``. This is exactly the Jacobian-vector product of the
+  unrolled r-round map (tests check it), i.e.
+
+  ``E_r[j, k] = -grad L(theta_k^{t+r}; z')^T [W^{t+r-1} (I - lr H^{t+r-1}) ... W^{t+1} (I - lr H^{t+1}) W^t]_{kj} Delta_j``.
+
+  Mapping to the paper: its path sum over ``(k_1 .. k_rho)`` is the matrix
+  product over nodes; its ``W^{t+s-1}_{k_s k_{s-1}}`` is our ``W^{t+s-1}[k_s, k_{s-1}]``
+  (receiver row); its curvature factor ``H(theta_{k_s}^{t+s-1}; z_{k_s}^{t+s-1})``
+  for s = 2 .. rho is our Hessian at round t+s-1, at the node the path is
+  at; its test gradient at ``theta_{k_rho}^{t+rho}`` is ours at t+r. Paths
+  that stay at a node use ``W_kk`` (self-loops), so hop distances < r are
+  included in the r-round product.
+- Proximal influence (paper Def. 3), one round, all pairs:
+  ``Prox[j, k] = -W_jk grad L(theta_j^{t+1}; z'_j)^T Delta_k`` = ``-(G Delta^T) * W``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .functional import per_node_grad, per_node_hvp, per_node_loss
+from .models import Model
+
+
+def proximal_influence(test_grad: torch.Tensor, delta: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``(N, N)`` matrix ``Prox[j, k] = -W_jk * test_grad_j . delta_k`` in one matrix product.
+
+    ``test_grad (N, P)``: row j is ``grad L(theta_j^{t+1}; z'_j)``; ``delta (N, P)``: row k is
+    ``Delta_k^t``; ``weights (N, N)``: ``W^t`` (dense or sparse).
+    """
+    dense = weights.to_dense() if weights.layout != torch.strided else weights
+    return -(test_grad @ delta.T) * dense
+
+
+@dataclass(frozen=True)
+class Window:
+    """The inputs of rounds t .. t+R-1 of a run: enough to replay and differentiate them.
+
+    ``theta (N, P)``: states at the start of round t. ``batches``: R pairs
+    ``(x (N, B, ...), y (N, B))`` of the minibatches used. ``weights``: R dense
+    ``(N, N)`` mixing matrices. ``lr``, ``weight_decay``: the plain-SGD step.
+    """
+
+    round: int
+    theta: torch.Tensor
+    batches: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    weights: tuple[torch.Tensor, ...]
+    lr: float
+    weight_decay: float = 0.0
+
+    @property
+    def horizon(self) -> int:
+        return len(self.batches)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The probe set z' shared by all receivers: ``x (M, *input_shape)``, ``y (M,)``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def _step(model: Model, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: Window, loss: str) -> torch.Tensor:
+    """``Delta`` of one plain-SGD step for every row of ``theta``."""
+    grad = per_node_grad(model, theta, x, y, loss=loss)
+    return -w.lr * (grad + w.weight_decay * theta)
+
+
+def _check(window: Window, horizon: int, sources: torch.Tensor) -> None:
+    if not 1 <= horizon <= window.horizon:
+        raise ValueError(f"horizon must be in [1, {window.horizon}] for this window, got {horizon}")
+    n = window.theta.shape[0]
+    if sources.numel() == 0 or int(sources.min()) < 0 or int(sources.max()) >= n:
+        raise ValueError(f"sources must be node indices in [0, {n}), got {sources.tolist()}")
+
+
+def unroll(model: Model, window: Window, horizon: int, loss: str = "cross_entropy") -> list[torch.Tensor]:
+    """Factual states ``[theta^t, theta^{t+1}, ..., theta^{t+horizon}]`` (and, at index 0, the step's Delta)."""
+    states = [window.theta]
+    for s in range(horizon):
+        x, y = window.batches[s]
+        theta = states[-1]
+        states.append(window.weights[s] @ (theta + _step(model, theta, x, y, window, loss)))
+    return states
+
+
+def probe_loss(model: Model, theta: torch.Tensor, probe: Probe, loss: str = "cross_entropy") -> torch.Tensor:
+    """``(N,)`` mean loss of every row of ``theta`` on the shared probe set."""
+    return per_node_loss(model, theta, probe.x, probe.y, loss=loss)
+
+
+def dice_ground_truth(
+    model: Model,
+    window: Window,
+    sources: torch.Tensor,
+    probe: Probe,
+    horizon: int,
+    loss: str = "cross_entropy",
+    probe_loss_kind: str | None = None,
+) -> torch.Tensor:
+    """``(horizon, S, N)``: ``GT[r-1, s, k] = L(theta_k^{t+r, -j_s}; z') - L(theta_k^{t+r}; z')``.
+
+    All S counterfactual worlds (plus the factual one, computed by the same
+    arithmetic) advance together as ``(S + 1) * N`` virtual nodes.
+    """
+    _check(window, horizon, sources)
+    n, p = window.theta.shape
+    worlds = sources.numel() + 1
+    theta = window.theta.expand(worlds, n, p)
+    out = []
+    for s in range(horizon):
+        x, y = window.batches[s]
+        xs = x.unsqueeze(0).expand(worlds, *x.shape).reshape(worlds * n, *x.shape[1:])
+        ys = y.unsqueeze(0).expand(worlds, *y.shape).reshape(worlds * n, *y.shape[1:])
+        delta = _step(model, theta.reshape(worlds * n, p), xs, ys, window, loss).view(worlds, n, p)
+        if s == 0:
+            delta = delta.clone()
+            delta[torch.arange(worlds - 1), sources] = 0.0  # world i skips source i's step at round t
+        theta = torch.einsum("kl,wlp->wkp", window.weights[s], theta + delta)
+        losses = probe_loss(model, theta.reshape(worlds * n, p), probe, probe_loss_kind or loss).view(worlds, n)
+        out.append(losses[:-1] - losses[-1:])
+    return torch.stack(out)
+
+
+def dice_estimate(
+    model: Model,
+    window: Window,
+    sources: torch.Tensor,
+    probe: Probe,
+    horizon: int,
+    loss: str = "cross_entropy",
+    curvature: bool = True,
+    probe_loss_kind: str | None = None,
+) -> torch.Tensor:
+    """``(horizon, S, N)``: first-order estimate ``E[r-1, s, k]`` of ``GT[r-1, s, k]`` (module docstring).
+
+    ``curvature=False`` drops the ``(I - lr H)`` factors (H = 0): a
+    TracIn-like estimate that only propagates ``Delta_j`` through the mixing
+    matrices (weight decay is kept). ``loss`` is the training loss,
+    ``probe_loss_kind`` the loss on z' (default: the same).
+    """
+    _check(window, horizon, sources)
+    states = unroll(model, window, horizon, loss)
+    x0, y0 = window.batches[0]
+    delta = _step(model, window.theta, x0, y0, window, loss)  # (N, P): Delta^t of every node
+    # perturbation of every node's state, per source: -W^t[:, j] Delta_j
+    perturbation = -window.weights[0][:, sources].T.unsqueeze(-1) * delta[sources].unsqueeze(1)  # (S, N, P)
+    out = []
+    for r in range(1, horizon + 1):
+        theta = states[r]
+        test_grad = per_node_grad(model, theta, probe.x, probe.y, loss=probe_loss_kind or loss)  # (N, P)
+        out.append(torch.einsum("np,snp->sn", test_grad, perturbation))
+        if r == horizon:
+            break
+        x, y = window.batches[r]
+        linearised = perturbation * (1.0 - window.lr * window.weight_decay)
+        if curvature:
+            linearised = linearised - window.lr * per_node_hvp(model, theta, x, y, perturbation, loss)
+        perturbation = torch.einsum("kl,slp->skp", window.weights[r], linearised)
+    return torch.stack(out)

@@ -1,0 +1,167 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustbench_dice import Scenario
+from robustbench_dice.dice import Probe, Window, dice_estimate, dice_ground_truth, proximal_influence, unroll
+from robustbench_dice.functional import per_node_hvp
+from robustbench_dice.influence import probe_from_test_set, record_windows
+from robustbench_dice.models import build_model
+
+HORIZON = 3
+
+
+def _windows(model, topology, weight_decay=0.0):
+    scenario = Scenario(
+        model=model,
+        topology=topology,
+        nodes=6,
+        rounds=12,
+        batch_size=8,
+        lr=0.1,
+        momentum=0.0,
+        weight_decay=weight_decay,
+        dtype="float64",
+        seed=1,
+        eval_every=12,
+    )
+    return record_windows(scenario, [4], HORIZON)
+
+
+def _unrolled_reference(model, window, source, probe, horizon):
+    """The r-round map from node ``source``'s half step to every node's probe loss, written plainly."""
+    n = window.theta.shape[0]
+    x0, y0 = window.batches[0]
+
+    def step(theta_k, x, y):
+        loss = F.cross_entropy(model.forward_single(theta_k, x), y)
+        (g,) = torch.autograd.grad(loss, theta_k, create_graph=True)
+        return theta_k - window.lr * (g + window.weight_decay * theta_k)
+
+    half0 = [step(window.theta[k].clone().requires_grad_(True), x0[k], y0[k]).detach() for k in range(n)]
+
+    def f(u):
+        half = [u if k == source else half0[k] for k in range(n)]
+        theta = [sum(window.weights[0][j, k] * half[k] for k in range(n)) for j in range(n)]
+        for s in range(1, horizon):
+            x, y = window.batches[s]
+            half = [step(theta[k], x[k], y[k]) for k in range(n)]
+            theta = [sum(window.weights[s][j, k] * half[k] for k in range(n)) for j in range(n)]
+        return torch.stack([F.cross_entropy(model.forward_single(theta[k], probe.x), probe.y) for k in range(n)])
+
+    delta = half0[source] - window.theta[source]
+    _, jvp = torch.autograd.functional.jvp(f, half0[source], -delta)
+    return jvp
+
+
+@pytest.mark.parametrize("model", ["logreg", "mlp"])
+@pytest.mark.parametrize("topology", ["ring", "one_peer_exponential"])
+def test_estimate_equals_jvp_of_unrolled_training(model, topology):
+    sim, (window,) = _windows(model, topology, weight_decay=1e-3)
+    probe = probe_from_test_set(sim, 50)
+    sources = torch.tensor([0, 3])
+    estimate = dice_estimate(sim.setup.model, window, sources, probe, HORIZON)
+    for r in range(1, HORIZON + 1):
+        for i, j in enumerate(sources.tolist()):
+            reference = _unrolled_reference(sim.setup.model, window, j, probe, r)
+            torch.testing.assert_close(estimate[r - 1, i], reference, rtol=1e-4, atol=1e-12)
+
+
+def test_replayed_window_matches_the_engine_trajectory():
+    scenario = Scenario(nodes=6, rounds=8, batch_size=8, momentum=0.0, dtype="float64", topology="torus", eval_every=8)
+    sim, (window,) = record_windows(scenario, [5], 3)
+    states = unroll(sim.setup.model, window, 3)
+    torch.testing.assert_close(states[-1], sim.final_theta, rtol=1e-12, atol=1e-12)
+
+
+def test_quadratic_loss_estimate_is_exact():
+    torch.manual_seed(0)
+    n, b, d, c = 5, 6, 8, 3
+    model = build_model("logreg", (d,), c)
+    w = torch.rand(n, n, dtype=torch.float64) + torch.eye(n, dtype=torch.float64)
+    w = w / w.sum(1, keepdim=True)
+    batches = tuple((torch.randn(n, b, d, dtype=torch.float64), torch.randint(0, c, (n, b))) for _ in range(HORIZON))
+    window = Window(
+        0,
+        torch.randn(n, model.num_params, dtype=torch.float64) * 0.1,
+        batches,
+        (w, w.flip(0), w),
+        lr=0.3,
+        weight_decay=0.01,
+    )
+    probe = Probe(torch.randn(20, d, dtype=torch.float64), torch.randint(0, c, (20,)))
+    sources = torch.arange(n)
+    # quadratic training loss: each step is affine, so the propagated perturbation is exact; a probe
+    # functional linear in theta then makes the first-order estimate the exact counterfactual difference
+    kinds = dict(loss="squared", probe_loss_kind="linear")
+    estimate = dice_estimate(model, window, sources, probe, HORIZON, **kinds)
+    truth = dice_ground_truth(model, window, sources, probe, HORIZON, **kinds)
+    assert truth.abs().max() > 1e-3
+    torch.testing.assert_close(estimate, truth, rtol=1e-6, atol=1e-10)
+    without_curvature = dice_estimate(model, window, sources, probe, HORIZON, curvature=False, **kinds)
+    torch.testing.assert_close(without_curvature[0], truth[0], rtol=1e-6, atol=1e-10)  # no curvature at r = 1
+    assert (without_curvature[2] - truth[2]).abs().max() > 1e-4  # ...but it matters from r = 2
+    # with a quadratic probe loss the gap is exactly the second-order term of the probe loss
+    squared = dice_ground_truth(model, window, sources, probe, 1, loss="squared")
+    first_order = dice_estimate(model, window, sources, probe, 1, loss="squared")
+    assert torch.all(squared - first_order >= -1e-12)  # 0.5 * d^T H d >= 0 for this convex probe loss
+
+
+def test_ground_truth_is_a_real_counterfactual():
+    sim, (window,) = _windows("logreg", "ring")
+    probe = probe_from_test_set(sim, 40)
+    truth = dice_ground_truth(sim.setup.model, window, torch.tensor([2]), probe, HORIZON)
+    states = unroll(sim.setup.model, window, 1)
+    removed = window.theta.clone()
+    x0, y0 = window.batches[0]
+    from robustbench_dice.functional import per_node_grad, per_node_loss
+
+    half = window.theta - window.lr * per_node_grad(sim.setup.model, window.theta, x0, y0)
+    half[2] = window.theta[2]
+    removed = window.weights[0] @ half
+    expected = per_node_loss(sim.setup.model, removed, probe.x, probe.y) - per_node_loss(
+        sim.setup.model, states[1], probe.x, probe.y
+    )
+    torch.testing.assert_close(truth[0, 0], expected)
+    ring_neighbours = {1, 2, 3}
+    assert all(truth[0, 0, k] == 0 for k in range(6) if k not in ring_neighbours)  # one hop reaches neighbours only
+
+
+def test_proximal_influence_equals_per_pair_formula():
+    torch.manual_seed(0)
+    n, p = 7, 11
+    g, delta = torch.randn(n, p), torch.randn(n, p)
+    w = torch.rand(n, n) * (torch.rand(n, n) > 0.5)
+    prox = proximal_influence(g, delta, w.to_sparse_csr())
+    for j in range(n):
+        for k in range(n):
+            expected = -float(w[j, k]) * float(g[j] @ delta[k])
+            assert prox[j, k].item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_hvp_is_vectorised_over_tangents():
+    torch.manual_seed(0)
+    model = build_model("mlp", (10,), 4, hidden=(6,))
+    theta = model.init(3, torch.Generator().manual_seed(0), same=False).double()
+    x, y = torch.randn(3, 5, 10, dtype=torch.float64), torch.randint(0, 4, (3, 5))
+    tangents = torch.randn(2, 3, model.num_params, dtype=torch.float64)
+    hv = per_node_hvp(model, theta, x, y, tangents)
+    for s in range(2):
+        for k in range(3):
+            leaf = theta[k].clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(F.cross_entropy(model.forward_single(leaf, x[k]), y[k]), leaf, create_graph=True)
+            (expected,) = torch.autograd.grad(g @ tangents[s, k], leaf)
+            torch.testing.assert_close(hv[s, k], expected)
+
+
+def test_bad_inputs():
+    sim, (window,) = _windows("logreg", "ring")
+    probe = probe_from_test_set(sim, 10)
+    with pytest.raises(ValueError, match="horizon must be in \\[1, 3\\]"):
+        dice_estimate(sim.setup.model, window, torch.tensor([0]), probe, 4)
+    with pytest.raises(ValueError, match="sources must be node indices in \\[0, 6\\)"):
+        dice_ground_truth(sim.setup.model, window, torch.tensor([6]), probe, 1)
+    from robustbench_dice.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="momentum=0"):
+        record_windows(Scenario(momentum=0.9, rounds=5), [1], 2)
