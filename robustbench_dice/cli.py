@@ -49,6 +49,8 @@ def _add_scenario_flags(parser: argparse.ArgumentParser) -> None:
                 metavar="KEY=VALUE",
                 help=f"{f.metadata['help']}; repeatable, VALUE is a TOML literal",
             )
+        elif str(f.type).startswith("bool"):
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
         elif f.name in _LIST_FIELDS:
             parser.add_argument(flag, dest=f.name, type=int, nargs="+", default=None, help=help_text)
         else:
@@ -211,6 +213,29 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_influence(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .influence import AlignmentConfig, CascadeConfig, write_alignment, write_cascade
+
+    out = Path(args.out)
+    if args.experiment == "alignment":
+        config = AlignmentConfig()
+        if args.quick:
+            config = AlignmentConfig(
+                topologies=("ring",), lrs=(0.1, 1.0), sweep_topologies=("ring",), rounds=40, probe_rounds=3, nodes=8
+            )
+        write_alignment(out, config, log=print)
+        print(f"alignment written to {out}/alignment.csv.gz, alignment_summary.csv and alignment_summary.md")
+    else:
+        cascade = CascadeConfig()
+        if args.quick:
+            cascade = CascadeConfig(topologies=("ring", "star"), rounds=40, probe_rounds=3, nodes=8, horizon=3)
+        write_cascade(out, cascade, log=print)
+        print(f"cascade written to {out}/cascade_decay.csv, cascade_centrality.csv and cascade_summary.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustbench-dice", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="run the plugin conformance suite on the plugins one .py file registers")
     chk.add_argument("path", help="a plugin file, e.g. my_attack.py")
     chk.set_defaults(func=cmd_check)
+
+    inf = sub.add_parser("influence", help="DICE experiments: estimate vs ground truth, cascade decay")
+    inf.add_argument("experiment", choices=["alignment", "cascade"])
+    inf.add_argument("--out", default="results/influence", help="output folder (default: results/influence)")
+    inf.add_argument("--quick", action="store_true", help="a small configuration (seconds), for smoke tests")
+    inf.set_defaults(func=cmd_influence)
 
     dl = sub.add_parser("download", help="download a torchvision dataset (needs internet)")
     dl.add_argument("dataset", choices=["mnist", "fashion-mnist", "cifar10"])

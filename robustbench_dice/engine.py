@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics
+from .dice import proximal_influence
 from .functional import per_node_grad
 from .mixing import MixingMatrix, Neighbourhood
 from .models import CNN, Model
@@ -81,6 +82,7 @@ class _RoundMixing:
     weights: torch.Tensor
     neighbours: Neighbourhood
     receivers: torch.Tensor  # (N, D) row index of each neighbour slot
+    edges: torch.Tensor  # (N, N) bool adjacency, [j, k]: j receives from k
 
 
 @dataclass(eq=False)
@@ -121,8 +123,9 @@ class _Detection:
         elif self.caught_since is None:
             self.caught_since = round_index + 1
 
-    def curve_point(self, round_index: int) -> SuspicionPoint:
-        sus = self.suspicion[self.honest]
+    def curve_point(self, round_index: int, scores: torch.Tensor | None = None) -> SuspicionPoint:
+        """Means of ``scores`` (default: the latest suspicion) over honest receivers' scored edges."""
+        sus = (self.suspicion if scores is None else scores)[self.honest]
         scored = ~torch.isnan(sus)
         means = []
         for wanted in (False, True):
@@ -169,7 +172,8 @@ class Simulation:
             dtype = self.setup.dtype
             nb = m.neighbourhood(dev, dtype)
             receivers = torch.arange(m.n_nodes, device=dev).unsqueeze(1).expand_as(nb.index)
-            self._mixing_cache[key] = _RoundMixing(m, m.to_torch(dev, dtype), nb, receivers)
+            edges = torch.tensor(m.graph.adjacency, device=dev)
+            self._mixing_cache[key] = _RoundMixing(m, m.to_torch(dev, dtype), nb, receivers, edges)
         return self._mixing_cache[key]
 
     def run(self) -> RunResult:
@@ -190,6 +194,8 @@ class Simulation:
         detection = _Detection(s.nodes, byz, honest, dev)
         curve = [self.evaluate(theta, 0, honest)]
         suspicion_curve = [detection.curve_point(0)]
+        influence = torch.full((s.nodes, s.nodes), float("nan"), device=dev, dtype=torch.float64)
+        influence_curve: list[SuspicionPoint] = []
         eval_s, t_train = 0.0, time.perf_counter()
 
         def val_loss(params: torch.Tensor) -> torch.Tensor:
@@ -241,10 +247,14 @@ class Simulation:
                 )
             theta = agg.theta.detach()
             detection.update(t, agg, rm)
+            if s.track_influence:
+                self._accumulate_influence(influence, theta, reported, rm, val_grad)
             if (t + 1) % s.eval_every == 0 or t + 1 == s.rounds:
                 t_eval = time.perf_counter()
                 curve.append(self.evaluate(theta, t + 1, honest))
                 suspicion_curve.append(detection.curve_point(t + 1))
+                if s.track_influence:
+                    influence_curve.append(detection.curve_point(t + 1, influence))
                 eval_s += time.perf_counter() - t_eval
             if self.progress is not None:
                 self.progress(t + 1, s.rounds)
@@ -252,7 +262,27 @@ class Simulation:
         self.final_theta = theta
         result = self._result(theta, curve, detection, honest, t_start, train_s, eval_s)
         result.suspicion_curve = suspicion_curve
+        if s.track_influence:
+            result.influence_curve = influence_curve
+            values = influence[honest].cpu().numpy()
+            result.proximal_influence = [
+                [j, int(k), float(values[i, k])]
+                for i, j in enumerate(honest.tolist())
+                for k in np.flatnonzero(~np.isnan(values[i]))
+            ]
         return result
+
+    @staticmethod
+    def _accumulate_influence(
+        total: torch.Tensor,
+        theta_next: torch.Tensor,
+        delta: torch.Tensor,
+        rm: _RoundMixing,
+        val_grad: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        """``total += Prox_t`` on this round's edges: ``Prox_t[j, k] = -W_jk grad L(theta_j^{t+1}; z'_j)^T Delta_k``."""
+        prox = proximal_influence(val_grad(theta_next), delta, rm.weights).to(total.dtype)
+        total.copy_(torch.where(rm.edges, torch.nan_to_num(total) + prox, total))
 
     def _check_aggregation(self, agg: Aggregation, shape: torch.Size, nb: Neighbourhood) -> None:
         name = self.defense.name

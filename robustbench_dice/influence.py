@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-import torch
+import csv
+import gzip
+import io
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from .dice import Probe, Window
+import networkx as nx
+import numpy as np
+import torch
+from scipy.stats import pearsonr, spearmanr
+
+from .dice import Probe, Window, dice_estimate, dice_ground_truth
 from .engine import RoundRecord, Simulation
 from .errors import ConfigError
+from .io import atomic_write_bytes
 from .scenario import Scenario
 
 
@@ -52,3 +65,377 @@ def probe_from_test_set(sim: Simulation, size: int | None = None) -> Probe:
     if size is not None:
         x, y = x[:size], y[:size]
     return Probe(x.to(sim.setup.device, sim.setup.dtype), y.to(sim.setup.device))
+
+
+# -- experiments ---------------------------------------------------------------------------------------------------
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class AlignmentConfig:
+    """The alignment experiment: estimate vs ground truth over many (source, round) probes."""
+
+    dataset: str = field(default="digits", metadata={"help": "dataset of every run"})
+    models: tuple[str, ...] = field(default=("logreg", "mlp"), metadata={"help": "models compared"})
+    topologies: tuple[str, ...] = field(
+        default=("ring", "torus", "exponential", "one_peer_exponential"), metadata={"help": "topologies compared"}
+    )
+    lrs: tuple[float, ...] = field(
+        default=(0.1, 0.03, 0.3, 1.0), metadata={"help": "learning rates; the first is the default, the rest the sweep"}
+    )
+    sweep_topologies: tuple[str, ...] = field(
+        default=("ring", "exponential"), metadata={"help": "topologies the learning-rate sweep runs on"}
+    )
+    nodes: int = field(default=16, metadata={"help": "nodes per run (every node is a source)"})
+    rounds: int = field(default=200, metadata={"help": "training rounds per run"})
+    probe_rounds: int = field(default=13, metadata={"help": "probe rounds t, evenly spaced over training"})
+    horizon: int = field(default=3, metadata={"help": "largest hop count r"})
+    batch_size: int = field(default=32, metadata={"help": "minibatch size"})
+    seed: int = field(default=0, metadata={"help": "seed of the runs"})
+
+
+def _probe_rounds(rounds: int, count: int, horizon: int) -> list[int]:
+    last = rounds - horizon
+    return sorted({int(round(x)) for x in np.linspace(1, last, count)})
+
+
+def hop_distances(sim: Simulation) -> np.ndarray:
+    """``(N, N)``: shortest directed hop count from source j (row) to receiver k (column) in the union graph."""
+    adjacency = sim.setup.mixing.topology.union().adjacency  # [k, j]: k receives from j
+    graph = nx.from_numpy_array(adjacency.T.astype(np.int8), create_using=nx.DiGraph)
+    n = adjacency.shape[0]
+    hops = np.full((n, n), -1, dtype=int)
+    for j, lengths in nx.all_pairs_shortest_path_length(graph):
+        for k, d in lengths.items():
+            hops[j, k] = d
+    return hops
+
+
+def _scenario(
+    dataset: str, model: str, topology: str, nodes: int, rounds: int, lr: float, batch: int, seed: int
+) -> Scenario:
+    return Scenario(
+        dataset=dataset,
+        model=model,
+        topology=topology,
+        nodes=nodes,
+        rounds=rounds,
+        lr=lr,
+        momentum=0.0,
+        batch_size=batch,
+        dtype="float64",
+        seed=seed,
+        eval_every=rounds,
+    )
+
+
+def _correlations(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    if estimate.size < 3 or np.std(estimate) == 0 or np.std(truth) == 0:
+        return math.nan, math.nan
+    return float(pearsonr(estimate, truth).statistic), float(spearmanr(estimate, truth).statistic)
+
+
+ALIGNMENT_COLUMNS = (
+    "dataset",
+    "model",
+    "topology",
+    "lr",
+    "r",
+    "source",
+    "round",
+    "receiver",
+    "hop",
+    "estimate",
+    "estimate_no_curvature",
+    "ground_truth",
+)
+SUMMARY_COLUMNS = (
+    "dataset",
+    "model",
+    "topology",
+    "lr",
+    "estimator",
+    "r",
+    "probes",
+    "pearson",
+    "spearman",
+    "receiver_rows",
+    "pearson_per_receiver",
+    "spearman_per_receiver",
+)
+
+
+def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Rows of the long CSV and of the summary. Aggregates use ``q_k = 1 / N`` (paper Def. 2)."""
+    rows: list[dict[str, object]] = []
+    summary: list[dict[str, object]] = []
+    settings = [(m, t, config.lrs[0]) for m in config.models for t in config.topologies]
+    settings += [(m, t, lr) for lr in config.lrs[1:] for m in config.models for t in config.sweep_topologies]
+    for index, (model, topology, lr) in enumerate(settings, 1):
+        start = time.perf_counter()
+        scenario = _scenario(
+            config.dataset, model, topology, config.nodes, config.rounds, lr, config.batch_size, config.seed
+        )
+        rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
+        sim, windows = record_windows(scenario, rounds, config.horizon)
+        probe = probe_from_test_set(sim)
+        hops = hop_distances(sim)
+        sources = torch.arange(config.nodes)
+        per = {"dice": [], "no_curvature": [], "truth": []}
+        for window in windows:
+            model_fn = sim.setup.model
+            per["dice"].append(dice_estimate(model_fn, window, sources, probe, config.horizon).cpu().numpy())
+            per["no_curvature"].append(
+                dice_estimate(model_fn, window, sources, probe, config.horizon, curvature=False).cpu().numpy()
+            )
+            per["truth"].append(dice_ground_truth(model_fn, window, sources, probe, config.horizon).cpu().numpy())
+        arrays = {k: np.stack(v) for k, v in per.items()}  # (windows, horizon, S, N)
+        for w, t in enumerate(rounds):
+            for r in range(1, config.horizon + 1):
+                for j in range(config.nodes):
+                    for k in np.flatnonzero((hops[j] >= 0) & (hops[j] <= r)):
+                        rows.append(
+                            dict(
+                                dataset=config.dataset,
+                                model=model,
+                                topology=topology,
+                                lr=lr,
+                                r=r,
+                                source=j,
+                                round=t,
+                                receiver=int(k),
+                                hop=int(hops[j, k]),
+                                estimate=arrays["dice"][w, r - 1, j, k],
+                                estimate_no_curvature=arrays["no_curvature"][w, r - 1, j, k],
+                                ground_truth=arrays["truth"][w, r - 1, j, k],
+                            )
+                        )
+        for estimator in ("dice", "no_curvature"):
+            for r in range(1, config.horizon + 1):
+                est, truth = arrays[estimator][:, r - 1], arrays["truth"][:, r - 1]  # (windows, S, N)
+                reach = (hops >= 0) & (hops <= r)
+                pear, spear = _correlations(est.mean(-1).ravel(), truth.mean(-1).ravel())
+                mask = np.broadcast_to(reach, est.shape)
+                pear_k, spear_k = _correlations(est[mask], truth[mask])
+                summary.append(
+                    dict(
+                        dataset=config.dataset,
+                        model=model,
+                        topology=topology,
+                        lr=lr,
+                        estimator=estimator,
+                        r=r,
+                        probes=est.shape[0] * est.shape[1],
+                        pearson=pear,
+                        spearman=spear,
+                        receiver_rows=int(mask.sum()),
+                        pearson_per_receiver=pear_k,
+                        spearman_per_receiver=spear_k,
+                    )
+                )
+        dice_r3 = [s["pearson"] for s in summary[-2 * config.horizon :] if s["estimator"] == "dice"]
+        log(
+            f"[{index}/{len(settings)}] {model} {topology} lr={lr}: Pearson r=1..{config.horizon}"
+            f" {', '.join(f'{p:.4f}' for p in dice_r3)} ({time.perf_counter() - start:.1f}s)"
+        )
+    return rows, summary
+
+
+@dataclass
+class CascadeConfig:
+    """The cascade experiment: influence against hop distance and against the source's topological importance."""
+
+    dataset: str = field(default="digits", metadata={"help": "dataset of every run"})
+    model: str = field(default="mlp", metadata={"help": "model"})
+    topologies: tuple[str, ...] = field(
+        default=("ring", "torus", "exponential", "erdos_renyi", "small_world", "star"),
+        metadata={"help": "topologies compared"},
+    )
+    nodes: int = field(default=16, metadata={"help": "nodes per run"})
+    rounds: int = field(default=200, metadata={"help": "training rounds per run"})
+    probe_rounds: int = field(default=13, metadata={"help": "probe rounds t, evenly spaced"})
+    horizon: int = field(default=4, metadata={"help": "r: influence is measured r rounds after the step"})
+    lr: float = field(default=0.1, metadata={"help": "learning rate"})
+    batch_size: int = field(default=32, metadata={"help": "minibatch size"})
+    seed: int = field(default=0, metadata={"help": "seed of the runs"})
+
+
+DECAY_COLUMNS = ("dataset", "model", "topology", "r", "hop", "pairs", "mean_abs_estimate", "mean_abs_ground_truth")
+CENTRALITY_COLUMNS = (
+    "dataset",
+    "model",
+    "topology",
+    "source",
+    "degree",
+    "eigenvector_centrality",
+    "mean_influence",
+    "mean_abs_influence",
+)
+
+
+def run_cascade(config: CascadeConfig, log: Log = print) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Rows of the decay table (per topology, r, hop) and of the centrality table (per topology, source)."""
+    decay: list[dict[str, object]] = []
+    centrality: list[dict[str, object]] = []
+    for index, topology in enumerate(config.topologies, 1):
+        start = time.perf_counter()
+        scenario = _scenario(
+            config.dataset,
+            config.model,
+            topology,
+            config.nodes,
+            config.rounds,
+            config.lr,
+            config.batch_size,
+            config.seed,
+        )
+        rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
+        sim, windows = record_windows(scenario, rounds, config.horizon)
+        probe = probe_from_test_set(sim)
+        hops = hop_distances(sim)
+        sources = torch.arange(config.nodes)
+        est = np.stack(
+            [dice_estimate(sim.setup.model, w, sources, probe, config.horizon).cpu().numpy() for w in windows]
+        )
+        truth = np.stack(
+            [dice_ground_truth(sim.setup.model, w, sources, probe, config.horizon).cpu().numpy() for w in windows]
+        )
+        for r in range(1, config.horizon + 1):
+            for hop in range(0, r + 1):
+                mask = np.broadcast_to(hops == hop, est[:, r - 1].shape)
+                if mask.any():
+                    decay.append(
+                        dict(
+                            dataset=config.dataset,
+                            model=config.model,
+                            topology=topology,
+                            r=r,
+                            hop=hop,
+                            pairs=int(mask.sum()),
+                            mean_abs_estimate=float(np.abs(est[:, r - 1][mask]).mean()),
+                            mean_abs_ground_truth=float(np.abs(truth[:, r - 1][mask]).mean()),
+                        )
+                    )
+        adjacency = sim.setup.mixing.topology.union().adjacency
+        graph = nx.from_numpy_array((adjacency | adjacency.T).astype(np.int8))
+        eigen = nx.eigenvector_centrality_numpy(graph)
+        total = truth[:, -1].mean(axis=-1)  # (windows, S): GT_r with q_k = 1/N at the largest r
+        for j in range(config.nodes):
+            centrality.append(
+                dict(
+                    dataset=config.dataset,
+                    model=config.model,
+                    topology=topology,
+                    source=j,
+                    degree=int(adjacency[:, j].sum()),
+                    eigenvector_centrality=float(eigen[j]),
+                    mean_influence=float(total[:, j].mean()),
+                    mean_abs_influence=float(np.abs(total[:, j]).mean()),
+                )
+            )
+        log(f"[{index}/{len(config.topologies)}] cascade on {topology} ({time.perf_counter() - start:.1f}s)")
+    return decay, centrality
+
+
+def _csv_text(columns: Iterable[str], rows: list[dict[str, object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, (float, np.floating)) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def write_csv(path: Path, columns: Iterable[str], rows: list[dict[str, object]]) -> None:
+    atomic_write_bytes(path, _csv_text(columns, rows).encode())
+
+
+def write_csv_gz(path: Path, columns: Iterable[str], rows: list[dict[str, object]]) -> None:
+    """Gzipped CSV with a fixed header timestamp, so the same rows give the same bytes."""
+    atomic_write_bytes(path, gzip.compress(_csv_text(columns, rows).encode(), mtime=0))
+
+
+def _fmt(value: object) -> str:
+    return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}"
+
+
+def alignment_markdown(summary: list[dict[str, object]], config: AlignmentConfig) -> str:
+    lines = [
+        "# DICE alignment: estimate vs counterfactual ground truth",
+        "",
+        f"{config.dataset}, {config.nodes} nodes, plain SGD, batch {config.batch_size}, {config.rounds} rounds,"
+        f" {config.probe_rounds} probe rounds x {config.nodes} sources per setting; ground truth re-runs rounds"
+        " t..t+r-1 without the source's batch at t. Pearson / Spearman over probes of"
+        " GT_r = mean over receivers (q_k = 1/N); `per receiver`: over (probe, receiver within r hops) pairs.",
+        "Regenerate: `robustbench-dice influence alignment`.",
+        "",
+        "| model | topology | lr | estimator | probes | r=1 Pearson | r=2 Pearson | r=3 Pearson | r=1 Spearman |"
+        " r=2 Spearman | r=3 Spearman | r=3 Pearson per receiver |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    keyed: dict[tuple[object, ...], dict[int, dict[str, object]]] = {}
+    for row in summary:
+        keyed.setdefault((row["model"], row["topology"], row["lr"], row["estimator"]), {})[int(row["r"])] = row
+    for (model, topology, lr, estimator), by_r in keyed.items():
+        rs = sorted(by_r)
+        pear = [_fmt(by_r[r]["pearson"]) for r in rs]
+        spear = [_fmt(by_r[r]["spearman"]) for r in rs]
+        lines.append(
+            f"| {model} | {topology} | {lr} | {estimator} | {by_r[rs[0]]['probes']} | {' | '.join(pear)} |"
+            f" {' | '.join(spear)} | {_fmt(by_r[rs[-1]]['pearson_per_receiver'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cascade_markdown(decay: list[dict[str, object]], centrality: list[dict[str, object]], config: CascadeConfig) -> str:
+    r = config.horizon
+    lines = [
+        "# DICE cascade: influence against hop distance and topological importance",
+        "",
+        f"{config.dataset}/{config.model}, {config.nodes} nodes, lr {config.lr}, {config.probe_rounds} probe rounds,"
+        f" every node a source. Mean |influence| on receivers at each hop distance, {r} rounds after the step"
+        " (estimate and ground truth). Regenerate: `robustbench-dice influence cascade`.",
+        "",
+        "| topology | " + " | ".join(f"hop {h}: estimate / truth" for h in range(r + 1)) + " |",
+        "|---|" + "---|" * (r + 1),
+    ]
+    for topology in config.topologies:
+        cells = []
+        for h in range(r + 1):
+            row = next((d for d in decay if d["topology"] == topology and d["r"] == r and d["hop"] == h), None)
+            cells.append("-" if row is None else f"{row['mean_abs_estimate']:.2e} / {row['mean_abs_ground_truth']:.2e}")
+        lines.append(f"| {topology} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Spearman correlation of a source's mean |GT_{r}| with its degree and eigenvector centrality:",
+        "",
+        "| topology | vs out-degree | vs eigenvector centrality |",
+        "|---|---|---|",
+    ]
+    for topology in config.topologies:
+        rows = [c for c in centrality if c["topology"] == topology]
+        influence = np.array([c["mean_abs_influence"] for c in rows])
+        cells = []
+        for key in ("degree", "eigenvector_centrality"):
+            values = np.array([c[key] for c in rows], dtype=float)
+            cells.append(
+                "n/a (all equal)" if np.ptp(values) < 1e-9 else _fmt(float(spearmanr(values, influence).statistic))
+            )
+        lines.append(f"| {topology} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_alignment(out: Path, config: AlignmentConfig, log: Log = print) -> list[dict[str, object]]:
+    rows, summary = run_alignment(config, log)
+    write_csv_gz(out / "alignment.csv.gz", ALIGNMENT_COLUMNS, rows)
+    write_csv(out / "alignment_summary.csv", SUMMARY_COLUMNS, summary)
+    atomic_write_bytes(out / "alignment_summary.md", alignment_markdown(summary, config).encode())
+    return summary
+
+
+def write_cascade(out: Path, config: CascadeConfig, log: Log = print) -> None:
+    decay, centrality = run_cascade(config, log)
+    write_csv(out / "cascade_decay.csv", DECAY_COLUMNS, decay)
+    write_csv(out / "cascade_centrality.csv", CENTRALITY_COLUMNS, centrality)
+    atomic_write_bytes(out / "cascade_summary.md", cascade_markdown(decay, centrality, config).encode())

@@ -21,7 +21,10 @@ class CurvePoint:
 
 @dataclass
 class SuspicionPoint:
-    """Mean latest suspicion score over edges (honest j <- k), split by whether k is Byzantine (None: no such edge)."""
+    """Mean of a per-edge score over edges (honest j <- k), split by whether k is Byzantine (None: no such edge).
+
+    Used for the latest suspicion scores and for the running proximal influence.
+    """
 
     round: int
     honest_mean: float | None
@@ -53,6 +56,8 @@ class RunResult:
         None  # first round from which every Byzantine in-edge of an honest node stays pruned
     )
     time_to_detection_reason: str | None = None
+    proximal_influence: list[list[float]] = field(default_factory=list)  # [j, k, sum_t Prox_t(k -> j)], honest j
+    influence_curve: list[SuspicionPoint] = field(default_factory=list)  # mean running Prox by neighbour kind
     diverged: bool = False
     topology: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -66,6 +71,7 @@ class RunResult:
         data = dict(data)
         data["curve"] = [CurvePoint(**p) for p in data.get("curve", [])]
         data["suspicion_curve"] = [SuspicionPoint(**p) for p in data.get("suspicion_curve", [])]
+        data["influence_curve"] = [SuspicionPoint(**p) for p in data.get("influence_curve", [])]
         return cls(**data)
 
     def write_json(self, path: str | Path) -> None:

@@ -71,6 +71,7 @@ class Scenario:
     eval_every: int = _f(10, "evaluate test accuracy every this many rounds (and at the end)")
     seed: int = _f(0, "seed of everything random in the run")
     dtype: str = _f("float32", "floating point precision of models and data: 'float32' or 'float64'")
+    track_influence: bool = _f(False, "accumulate DICE proximal influence Prox(k -> j) of every edge on z'_j")
     device: str = _f("cpu", "'cpu', 'cuda' or 'auto' (cuda when available)")
 
     def __post_init__(self) -> None:
@@ -87,6 +88,8 @@ class Scenario:
             ann = str(f.type)
             if value is None and "None" in ann:
                 continue
+            if ann.startswith("bool") and not isinstance(value, bool):
+                raise ConfigError(f"{f.name} must be true or false, got {value!r}")
             if ann.startswith("int") and not (isinstance(value, int) and not isinstance(value, bool)):
                 raise ConfigError(f"{f.name} must be an integer, got {value!r}")
             if ann.startswith("float") and not (isinstance(value, (int, float)) and not isinstance(value, bool)):

@@ -68,3 +68,14 @@ def test_mnist1d_mlp_learns():
         )
     ).run()
     assert result.final_accuracy_mean > 0.5
+
+
+@pytest.mark.parametrize("model", ["logreg", "mlp"])
+def test_alignment_over_two_hundred_probes(model):
+    from robustbench_dice.influence import AlignmentConfig, run_alignment
+
+    _, summary = run_alignment(
+        AlignmentConfig(models=(model,), topologies=("ring", "exponential"), lrs=(0.1,)), log=lambda _: None
+    )
+    dice = [s for s in summary if s["estimator"] == "dice"]
+    assert all(s["probes"] >= 200 and s["pearson"] >= 0.99 for s in dice), dice

@@ -1,0 +1,111 @@
+"""Cost of DICE quantities relative to one plain training round, for all source nodes at once.
+
+For N in ``--nodes`` (default 16 and 64), MLP on digits (batch 32,
+exponential graph, 64 samples per node so both sizes fit), measured in one
+process, best of ``--repeats``:
+
+- ``proximal_influence_overhead``: (round with ``track_influence``) / (plain
+  round) - 1, in the engine's default float32. Target: <= 0.5.
+- ``estimate_r{r}_rounds`` and ``ground_truth_r{r}_rounds``: seconds of
+  ``dice_estimate`` / ``dice_ground_truth`` for every node as a source and
+  horizon r, divided by the seconds of one plain training round, both in
+  float64 (the precision the influence experiments use).
+
+Usage: ``python benchmarks/influence.py [--json] [--nodes 16 64]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from robustbench_dice import Scenario, Simulation
+from robustbench_dice.dice import dice_estimate, dice_ground_truth
+from robustbench_dice.influence import probe_from_test_set, record_windows
+
+HORIZONS = (1, 2, 3)
+
+
+def scenario(n: int, rounds: int, dtype: str = "float32", track: bool = False) -> Scenario:
+    return Scenario(
+        nodes=n,
+        topology="exponential",
+        partition="replicated",
+        samples_per_node=64,
+        rounds=rounds,
+        eval_every=rounds,
+        momentum=0.0,
+        dtype=dtype,
+        track_influence=track,
+        seed=0,
+    )
+
+
+def seconds_per_round(n: int, rounds: int, repeats: int, **kw: object) -> float:
+    Simulation.from_scenario(scenario(n, 2, **kw)).run()  # type: ignore[arg-type]
+    return min(
+        Simulation.from_scenario(scenario(n, rounds, **kw)).run().timings["seconds_per_round"]  # type: ignore[arg-type]
+        for _ in range(repeats)
+    )
+
+
+def best_of(repeats: int, fn) -> float:  # type: ignore[no-untyped-def]
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure(n: int, rounds: int, repeats: int) -> dict[str, object]:
+    plain32 = seconds_per_round(n, rounds, repeats)
+    tracked32 = seconds_per_round(n, rounds, repeats, track=True)
+    plain64 = seconds_per_round(n, rounds, repeats, dtype="float64")
+    sim, (window,) = record_windows(scenario(n, 10, dtype="float64"), [5], max(HORIZONS))
+    probe = probe_from_test_set(sim)
+    sources = torch.arange(n)
+    row: dict[str, object] = {
+        "n_nodes": n,
+        "plain_round_s_float32": plain32,
+        "tracked_round_s_float32": tracked32,
+        "proximal_influence_overhead": tracked32 / plain32 - 1.0,
+        "plain_round_s_float64": plain64,
+    }
+    for r in HORIZONS:
+        est = best_of(repeats, lambda r=r: dice_estimate(sim.setup.model, window, sources, probe, r))
+        truth = best_of(repeats, lambda r=r: dice_ground_truth(sim.setup.model, window, sources, probe, r))
+        row[f"estimate_r{r}_s"] = est
+        row[f"estimate_r{r}_rounds"] = est / plain64
+        row[f"ground_truth_r{r}_s"] = truth
+        row[f"ground_truth_r{r}_rounds"] = truth / plain64
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="one JSON object per node count")
+    parser.add_argument("--nodes", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--rounds", type=int, default=60, help="timed training rounds per run")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    for n in args.nodes:
+        row = measure(n, args.rounds, args.repeats)
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            parts = [f"N={n}", f"prox overhead {100 * row['proximal_influence_overhead']:.0f}%"]
+            parts += [
+                f"r={r}: estimate {row[f'estimate_r{r}_rounds']:.1f} rounds,"
+                f" ground truth {row[f'ground_truth_r{r}_rounds']:.1f} rounds"
+                for r in HORIZONS
+            ]
+            print("  ".join(parts), flush=True)
+
+
+if __name__ == "__main__":
+    main()

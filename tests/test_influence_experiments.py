@@ -1,0 +1,70 @@
+import csv
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from robustbench_dice import Scenario, simulate
+from robustbench_dice.cli import main
+from robustbench_dice.influence import ALIGNMENT_COLUMNS, AlignmentConfig, CascadeConfig, run_alignment, run_cascade
+
+QUICK = dict(topologies=("ring",), lrs=(0.1,), sweep_topologies=(), rounds=40, probe_rounds=4, nodes=8)
+
+
+def test_alignment_is_high_at_the_default_learning_rate():
+    _, summary = run_alignment(AlignmentConfig(**QUICK), log=lambda _: None)
+    dice = [s for s in summary if s["estimator"] == "dice"]
+    assert {s["r"] for s in dice} == {1, 2, 3} and {s["model"] for s in dice} == {"logreg", "mlp"}
+    assert all(s["probes"] == 32 for s in dice)
+    assert all(s["pearson"] >= 0.99 and s["spearman"] >= 0.97 for s in dice), dice
+
+
+def test_cascade_decays_with_hops():
+    decay, centrality = run_cascade(
+        CascadeConfig(topologies=("ring",), rounds=40, probe_rounds=3, nodes=8, horizon=3), log=lambda _: None
+    )
+    at_r3 = sorted((d for d in decay if d["r"] == 3), key=lambda d: d["hop"])
+    magnitudes = [d["mean_abs_ground_truth"] for d in at_r3]
+    assert [d["hop"] for d in at_r3] == [0, 1, 2, 3]
+    assert magnitudes[1] > magnitudes[2] > magnitudes[3]
+    assert len(centrality) == 8
+
+
+def test_cli_writes_every_output(tmp_path):
+    assert main(["influence", "alignment", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["influence", "cascade", "--quick", "--out", str(tmp_path)]) == 0
+    with gzip.open(tmp_path / "alignment.csv.gz", "rt") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == ALIGNMENT_COLUMNS
+    assert all(0 <= int(r["hop"]) <= int(r["r"]) for r in rows)
+    for name in (
+        "alignment_summary.csv",
+        "alignment_summary.md",
+        "cascade_decay.csv",
+        "cascade_centrality.csv",
+        "cascade_summary.md",
+    ):
+        assert (tmp_path / name).stat().st_size > 0
+    first = (tmp_path / "alignment.csv.gz").read_bytes()
+    assert main(["influence", "alignment", "--quick", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "alignment.csv.gz").read_bytes() == first  # same inputs, same bytes
+
+
+def test_tracked_proximal_influence_flags_label_flippers(tmp_path):
+    result = simulate(Scenario(attack="label_flip", byzantine=3, topology="torus", rounds=100, track_influence=True))
+    last = result.influence_curve[-1]
+    assert last.byzantine_mean < last.honest_mean
+    byz = set(result.byzantine)
+    honest_values = [v for _, k, v in result.proximal_influence if k not in byz]
+    byzantine_values = [v for _, k, v in result.proximal_influence if k in byz]
+    assert np.median(byzantine_values) < np.median(honest_values)
+    path = tmp_path / "r.json"
+    result.write_json(path)
+    assert json.loads(path.read_text())["influence_curve"][-1]["byzantine_mean"] == pytest.approx(last.byzantine_mean)
+
+
+def test_track_influence_flag_on_the_cli(tmp_path):
+    out = tmp_path / "o.json"
+    assert main(["simulate", "--rounds", "3", "--nodes", "6", "--track-influence", "--json", str(out), "--quiet"]) == 0
+    assert len(json.loads(out.read_text())["proximal_influence"]) == 12  # ring: 2 in-neighbours x 6 nodes
