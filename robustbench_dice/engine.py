@@ -82,7 +82,6 @@ class _RoundMixing:
     weights: torch.Tensor
     neighbours: Neighbourhood
     receivers: torch.Tensor  # (N, D) row index of each neighbour slot
-    edges: torch.Tensor  # (N, N) bool adjacency, [j, k]: j receives from k
 
 
 @dataclass(eq=False)
@@ -172,8 +171,7 @@ class Simulation:
             dtype = self.setup.dtype
             nb = m.neighbourhood(dev, dtype)
             receivers = torch.arange(m.n_nodes, device=dev).unsqueeze(1).expand_as(nb.index)
-            edges = torch.tensor(m.graph.adjacency, device=dev)
-            self._mixing_cache[key] = _RoundMixing(m, m.to_torch(dev, dtype), nb, receivers, edges)
+            self._mixing_cache[key] = _RoundMixing(m, m.to_torch(dev, dtype), nb, receivers)
         return self._mixing_cache[key]
 
     def run(self) -> RunResult:
@@ -194,8 +192,9 @@ class Simulation:
         detection = _Detection(s.nodes, byz, honest, dev)
         curve = [self.evaluate(theta, 0, honest)]
         suspicion_curve = [detection.curve_point(0)]
-        influence = torch.full((s.nodes, s.nodes), float("nan"), device=dev, dtype=torch.float64)
+        influence = torch.zeros((s.nodes, s.nodes), device=dev, dtype=st.dtype)  # sum_t Prox_t; 0 off the edges
         influence_curve: list[SuspicionPoint] = []
+        ever_edge = torch.as_tensor(st.mixing.topology.union().adjacency.copy(), device=dev)
         eval_s, t_train = 0.0, time.perf_counter()
 
         def val_loss(params: torch.Tensor) -> torch.Tensor:
@@ -204,9 +203,10 @@ class Simulation:
         def val_grad(params: torch.Tensor) -> torch.Tensor:
             return validation_grad(st.model, st.data, params)
 
+        data = st.data
         for t in range(s.rounds):
-            positions = sample_positions(sampler, st.data.train_count, width, s.batch_size).to(dev)
-            x, y = st.data.batch(positions)
+            positions = sample_positions(sampler, data.train_count, width, s.batch_size).to(dev)
+            x, y = data.batch(positions)
             grad = local_gradients(st.model, theta, x, y)
             delta, buffer = sgd_displacement(grad, theta, buffer, s.lr, s.momentum, s.weight_decay)
             if byz.numel() and not self.attack.local_training:
@@ -247,14 +247,14 @@ class Simulation:
                 )
             theta = agg.theta.detach()
             detection.update(t, agg, rm)
-            if s.track_influence:
-                self._accumulate_influence(influence, theta, reported, rm, val_grad)
+            if s.track_influence:  # Prox_t[j, k] = -W_jk grad L(theta_j^{t+1}; z'_j)^T Delta_k, zero off the edges
+                influence.add_(proximal_influence(val_grad(theta), reported, rm.weights))
             if (t + 1) % s.eval_every == 0 or t + 1 == s.rounds:
                 t_eval = time.perf_counter()
                 curve.append(self.evaluate(theta, t + 1, honest))
                 suspicion_curve.append(detection.curve_point(t + 1))
                 if s.track_influence:
-                    influence_curve.append(detection.curve_point(t + 1, influence))
+                    influence_curve.append(detection.curve_point(t + 1, influence.where(ever_edge, torch.nan)))
                 eval_s += time.perf_counter() - t_eval
             if self.progress is not None:
                 self.progress(t + 1, s.rounds)
@@ -264,25 +264,13 @@ class Simulation:
         result.suspicion_curve = suspicion_curve
         if s.track_influence:
             result.influence_curve = influence_curve
-            values = influence[honest].cpu().numpy()
+            values = influence.where(ever_edge, torch.nan)[honest].double().cpu().numpy()
             result.proximal_influence = [
                 [j, int(k), float(values[i, k])]
                 for i, j in enumerate(honest.tolist())
                 for k in np.flatnonzero(~np.isnan(values[i]))
             ]
         return result
-
-    @staticmethod
-    def _accumulate_influence(
-        total: torch.Tensor,
-        theta_next: torch.Tensor,
-        delta: torch.Tensor,
-        rm: _RoundMixing,
-        val_grad: Callable[[torch.Tensor], torch.Tensor],
-    ) -> None:
-        """``total += Prox_t`` on this round's edges: ``Prox_t[j, k] = -W_jk grad L(theta_j^{t+1}; z'_j)^T Delta_k``."""
-        prox = proximal_influence(val_grad(theta_next), delta, rm.weights).to(total.dtype)
-        total.copy_(torch.where(rm.edges, torch.nan_to_num(total) + prox, total))
 
     def _check_aggregation(self, agg: Aggregation, shape: torch.Size, nb: Neighbourhood) -> None:
         name = self.defense.name

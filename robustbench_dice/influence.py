@@ -182,7 +182,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[list[dict[
         probe = probe_from_test_set(sim)
         hops = hop_distances(sim)
         sources = torch.arange(config.nodes)
-        per = {"dice": [], "no_curvature": [], "truth": []}
+        per: dict[str, list[np.ndarray]] = {"dice": [], "no_curvature": [], "truth": []}
         for window in windows:
             model_fn = sim.setup.model
             per["dice"].append(dice_estimate(model_fn, window, sources, probe, config.horizon).cpu().numpy())
@@ -376,7 +376,7 @@ def alignment_markdown(summary: list[dict[str, object]], config: AlignmentConfig
     ]
     keyed: dict[tuple[object, ...], dict[int, dict[str, object]]] = {}
     for row in summary:
-        keyed.setdefault((row["model"], row["topology"], row["lr"], row["estimator"]), {})[int(row["r"])] = row
+        keyed.setdefault((row["model"], row["topology"], row["lr"], row["estimator"]), {})[int(str(row["r"]))] = row
     for (model, topology, lr, estimator), by_r in keyed.items():
         rs = sorted(by_r)
         pear = [_fmt(by_r[r]["pearson"]) for r in rs]

@@ -79,6 +79,10 @@ class NodeData:
     val_y: torch.Tensor
     val_mask: torch.Tensor
 
+    def __post_init__(self) -> None:
+        # with equal validation sets (iid, replicated) there is no padding and the masked mean can be skipped
+        self.val_mask_if_needed: torch.Tensor | None = None if bool(self.val_mask.all()) else self.val_mask
+
     def batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (N, B, *input_shape)``, ``y (N, B)`` at ``positions (N, B)`` of each node's table."""
         index = self.train_index.gather(1, positions)
@@ -95,12 +99,12 @@ def sample_positions(generator: torch.Generator, count: torch.Tensor, width: int
 
 def validation_loss(model: Model, data: NodeData, theta: torch.Tensor) -> torch.Tensor:
     """``(N,)`` mean cross-entropy of row j of ``theta`` on node j's local validation set z'_j."""
-    return per_node_loss(model, theta, data.val_x, data.val_y, data.val_mask)
+    return per_node_loss(model, theta, data.val_x, data.val_y, data.val_mask_if_needed)
 
 
 def validation_grad(model: Model, data: NodeData, theta: torch.Tensor) -> torch.Tensor:
     """``(N, P)`` gradient of :func:`validation_loss` for every node at once."""
-    return per_node_grad(model, theta, data.val_x, data.val_y, data.val_mask)
+    return per_node_grad(model, theta, data.val_x, data.val_y, data.val_mask_if_needed)
 
 
 @dataclass(eq=False)

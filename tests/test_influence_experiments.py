@@ -68,3 +68,35 @@ def test_track_influence_flag_on_the_cli(tmp_path):
     out = tmp_path / "o.json"
     assert main(["simulate", "--rounds", "3", "--nodes", "6", "--track-influence", "--json", str(out), "--quiet"]) == 0
     assert len(json.loads(out.read_text())["proximal_influence"]) == 12  # ring: 2 in-neighbours x 6 nodes
+
+
+@pytest.mark.parametrize("rounds,eval_every", [(7, 3), (6, 2)])
+def test_tracked_influence_is_the_definition_and_does_not_change_training(rounds, eval_every):
+    import torch
+
+    from robustbench_dice import Simulation
+    from robustbench_dice.dice import proximal_influence
+    from robustbench_dice.setup import validation_grad
+
+    scenario = Scenario(
+        attack="label_flip",
+        byzantine=3,
+        rounds=rounds,
+        eval_every=eval_every,
+        nodes=8,
+        dtype="float64",
+        track_influence=True,
+    )
+    records = []
+    sim = Simulation.from_scenario(scenario)
+    sim.observer = records.append
+    result = sim.run()
+    total = sum(
+        proximal_influence(validation_grad(sim.setup.model, sim.setup.data, r.theta_next), r.delta, r.weights)
+        for r in records
+    )
+    for j, k, value in result.proximal_influence:
+        assert value == pytest.approx(float(total[j, k]), rel=1e-12, abs=1e-15)
+    plain = Simulation.from_scenario(scenario.replace(track_influence=False))
+    plain.run()
+    assert torch.equal(plain.final_theta, sim.final_theta)
