@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 import tomllib
 from collections.abc import Sequence
 from typing import Any
@@ -236,6 +237,44 @@ def cmd_influence(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import default_jobs, run_suite
+    from .store import ResultStore
+    from .suite import load_suite
+    from .tables import write_tables
+
+    _load_user_plugins(args)
+    suite = load_suite(args.suite)
+    store = ResultStore(args.store)
+    jobs = args.jobs or default_jobs()
+    cells = len(suite.scenarios())
+    print(f"suite {suite.name!r}: {cells} runs, store {args.store}, {jobs} job(s)")
+    start = time.perf_counter()
+    progress = run_suite(
+        suite,
+        store,
+        jobs=jobs,
+        force=args.force,
+        plugin_folders=tuple(args.plugins or ()),
+        show_progress=not args.quiet,
+    )
+    for line in store.corrupted:
+        print(f"warning: corrupted record recomputed: {line}", file=sys.stderr)
+    print(f"{progress.line()} in {time.perf_counter() - start:.1f}s; logs in {args.store}/logs")
+    written = write_tables(store, args.tables)
+    print(f"tables written to {args.tables}/ ({', '.join(p.name for p in written[:4])}, ...)")
+    return 1 if progress.failed else 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from .store import ResultStore
+    from .tables import write_tables
+
+    written = write_tables(ResultStore(args.store), args.out)
+    print(f"{len(written)} files written to {args.out}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustbench-dice", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -247,6 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--plugins", action="append", metavar="DIR", help="also load attack/defense plugins from DIR")
     _add_scenario_flags(sim)
     sim.set_defaults(func=cmd_simulate)
+
+    run = sub.add_parser("run", help="run a suite (default: quick) into the result store, then write the tables")
+    run.add_argument("--suite", default="quick", help="built-in suite (quick, full) or a suite TOML file")
+    run.add_argument("--store", default="results/store", help="result store folder (default: results/store)")
+    run.add_argument("--tables", default="results/tables", help="where the tables go (default: results/tables)")
+    run.add_argument("--jobs", type=int, default=None, help="local worker processes (default: the cores available)")
+    run.add_argument("--force", action="store_true", help="recompute runs that are already stored")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--plugins", action="append", metavar="DIR", help="also load plugins from DIR")
+    run.set_defaults(func=cmd_run)
+
+    tab = sub.add_parser("tables", help="write the fixed tables from the result store only")
+    tab.add_argument("--store", default="results/store")
+    tab.add_argument("--out", default="results/tables")
+    tab.set_defaults(func=cmd_tables)
 
     lst = sub.add_parser("list", help="list attacks, defenses, topologies, mixing rules, datasets, models")
     lst.add_argument("what", nargs="?", choices=["attacks", "defenses", "topologies", "mixing", "datasets", "models"])

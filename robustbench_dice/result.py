@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ class RunResult:
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON-able data; non-finite numbers (a diverged run's loss) become None."""
+        return _finite(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
@@ -80,3 +82,13 @@ class RunResult:
     @classmethod
     def read_json(cls, path: str | Path) -> RunResult:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

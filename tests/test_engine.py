@@ -121,3 +121,22 @@ def test_replicated_partition_scales_nodes_past_the_dataset():
         Scenario(nodes=128, topology="exponential", partition="replicated", samples_per_node=40, rounds=2, eval_every=2)
     )
     assert len(result.node_accuracy) == 128 and result.topology["sparse_gossip"]
+
+
+def test_diverged_run_serialises_with_nulls(tmp_path):
+    result = simulate(
+        Scenario(
+            attack="gradient_scale",
+            attack_params={"scale": -1e6},
+            byzantine=3,
+            nodes=8,
+            rounds=6,
+            eval_every=3,
+            topology="complete",
+        )
+    )
+    path = tmp_path / "r.json"
+    result.write_json(path)
+    data = json.loads(path.read_text())
+    assert data["status"] == "ok"
+    assert result.diverged or any(p["loss_mean"] is None for p in data["curve"])

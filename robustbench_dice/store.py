@@ -1,0 +1,110 @@
+"""The result store: one small JSON record per run, keyed by a hash of the canonical scenario.
+
+A record is ``{"key", "status", "scenario", "result" | "error" | "reason", ...}``
+written atomically, so a killed runner leaves whole records or none, and two
+runners writing the same key write the same bytes for a deterministic run.
+Nothing is pickled. A record that cannot be parsed, or whose content does not
+match its key, is reported as corrupted and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .io import atomic_write_json
+from .result import RunResult
+from .scenario import Scenario
+
+# Bump when a change to the engine, a plugin or a metric changes the numbers a scenario produces:
+# stored records of other versions are then recomputed instead of reused.
+RESULTS_VERSION = "1"
+
+
+def scenario_key(scenario: Scenario) -> str:
+    """Hash of the canonical scenario (every field, plugin parameters included) and the results version."""
+    canonical = json.dumps(
+        {"scenario": scenario.to_dict(), "results_version": RESULTS_VERSION}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Record:
+    key: str
+    status: str  # ok | skipped | failed
+    data: dict[str, Any]
+
+    @property
+    def result(self) -> RunResult | None:
+        return RunResult.from_dict(self.data["result"]) if "result" in self.data else None
+
+
+class ResultStore:
+    """A folder of ``<key>.json`` records."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"result store {str(self.root)!r} is not writable: {exc}") from exc
+        self.corrupted: list[str] = []
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def get(self, scenario: Scenario) -> Record | None:
+        """The stored record of ``scenario``, or None when absent or corrupted (corrupted keys are noted)."""
+        key = scenario_key(scenario)
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            if data.get("key") != key or data.get("scenario") != scenario.to_dict():
+                raise ValueError("content does not match its key")
+            return Record(key, str(data["status"]), data)
+        except (ValueError, KeyError, TypeError) as exc:
+            self.corrupted.append(f"{path.name}: {exc}")
+            return None
+
+    def put_result(self, scenario: Scenario, result: RunResult) -> Record:
+        key = scenario_key(scenario)
+        data: dict[str, Any] = {"key": key, "status": result.status, "scenario": scenario.to_dict()}
+        if result.status == "skipped":
+            data["reason"] = result.reason
+        else:
+            data["result"] = result.to_dict()
+        atomic_write_json(self.path(key), data)
+        return Record(key, result.status, data)
+
+    def put_failure(self, scenario: Scenario, error: str, traceback_text: str) -> Record:
+        key = scenario_key(scenario)
+        data = {
+            "key": key,
+            "status": "failed",
+            "scenario": scenario.to_dict(),
+            "error": error,
+            "traceback": traceback_text,
+        }
+        atomic_write_json(self.path(key), data)
+        return Record(key, "failed", data)
+
+    def records(self) -> list[Record]:
+        """Every parseable record in the store, sorted by key."""
+        out = []
+        for path in sorted(self.root.glob("*.json")):
+            try:
+                data = json.loads(path.read_text())
+                out.append(Record(str(data["key"]), str(data["status"]), data))
+            except (ValueError, KeyError, TypeError) as exc:
+                self.corrupted.append(f"{path.name}: {exc}")
+        return out

@@ -1,0 +1,194 @@
+"""Suites: grids of scenarios from TOML, and the built-in ``quick`` and ``full`` suites.
+
+A suite file::
+
+    [suite]
+    datasets = ["digits"]
+    models = ["mlp"]
+    topologies = ["ring", "torus"]
+    attacks = ["none", "label_flip", { name = "gradient_scale", params = { scale = -2.0 } }]
+    defenses = ["gossip", "dice_prune", { name = "dice_prune", params = { trust = "reported" } }]
+    nodes = [16]
+    byzantine = [3]
+    seeds = [0, 1, 2]
+
+    [suite.base]        # any Scenario field, applied to every cell
+    rounds = 200
+
+Cells are the product of the lists, in the order dataset, model, nodes,
+byzantine, partition, topology, attack, defense, seed. Everything is checked
+before anything runs: unknown keys and plugins (with the closest valid name),
+parameter names and types, and every resulting Scenario.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, closest
+from .registry import ATTACKS, DEFENSES, build_attack, build_defense, load_builtin_plugins
+from .scenario import Scenario
+
+GRID_KEYS = ("datasets", "models", "nodes", "byzantine", "partitions", "topologies", "attacks", "defenses", "seeds")
+SUITE_KEYS = (*GRID_KEYS, "name", "base", "description")
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        if not self.params:
+            return self.name
+        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in sorted(self.params.items())) + ")"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    datasets: tuple[str, ...] = ("digits",)
+    models: tuple[str, ...] = ("mlp",)
+    nodes: tuple[int, ...] = (16,)
+    byzantine: tuple[int, ...] = (3,)
+    partitions: tuple[str, ...] = ("iid",)
+    topologies: tuple[str, ...] = ("ring",)
+    attacks: tuple[PluginSpec, ...] = (PluginSpec("none"),)
+    defenses: tuple[PluginSpec, ...] = (PluginSpec("gossip"),)
+    seeds: tuple[int, ...] = (0,)
+    base: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def scenarios(self) -> list[Scenario]:
+        cells = []
+        for dataset, model, n, b, partition, topology, attack, defense, seed in itertools.product(
+            self.datasets,
+            self.models,
+            self.nodes,
+            self.byzantine,
+            self.partitions,
+            self.topologies,
+            self.attacks,
+            self.defenses,
+            self.seeds,
+        ):
+            values = {
+                **self.base,
+                "dataset": dataset,
+                "model": model,
+                "nodes": n,
+                "byzantine": b,
+                "partition": partition,
+                "topology": topology,
+                "attack": attack.name,
+                "attack_params": attack.params,
+                "defense": defense.name,
+                "defense_params": defense.params,
+                "seed": seed,
+            }
+            cells.append(Scenario.from_dict(values))
+        return cells
+
+    def validate(self) -> None:
+        """Check plugins and every cell before anything runs."""
+        load_builtin_plugins()
+        for spec in self.attacks:
+            build_attack(spec.name, spec.params)
+        for spec in self.defenses:
+            build_defense(spec.name, spec.params)
+        self.scenarios()
+
+
+def _plugin_specs(values: list[Any], what: str) -> tuple[PluginSpec, ...]:
+    specs = []
+    for value in values:
+        if isinstance(value, str):
+            specs.append(PluginSpec(value))
+        elif isinstance(value, dict) and "name" in value and set(value) <= {"name", "params"}:
+            specs.append(PluginSpec(str(value["name"]), dict(value.get("params", {}))))
+        else:
+            raise ConfigError(f"{what} entries are names or {{ name = ..., params = {{...}} }} tables, got {value!r}")
+    return tuple(specs)
+
+
+def suite_from_dict(data: dict[str, Any], name: str) -> Suite:
+    unknown = [k for k in data if k not in SUITE_KEYS]
+    if unknown:
+        hint = closest(unknown[0], SUITE_KEYS)
+        raise ConfigError(
+            f"unknown suite key {unknown[0]!r}"
+            + (f" (did you mean {hint!r}?)" if hint else "")
+            + f"; valid: {', '.join(SUITE_KEYS)}"
+        )
+    kwargs: dict[str, Any] = {"name": str(data.get("name", name)), "description": str(data.get("description", ""))}
+    for key in GRID_KEYS:
+        if key not in data:
+            continue
+        values = data[key]
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"suite key {key!r} must be a non-empty list, got {values!r}")
+        if key in ("attacks", "defenses"):
+            kwargs[key] = _plugin_specs(values, key)
+        else:
+            kwargs[key] = tuple(values)
+    base = data.get("base", {})
+    if not isinstance(base, dict):
+        raise ConfigError(f"suite key 'base' must be a table of scenario fields, got {base!r}")
+    kwargs["base"] = dict(base)
+    suite = Suite(**kwargs)
+    suite.validate()
+    return suite
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A built-in suite by name, or a suite TOML file."""
+    if name_or_path in BUILTIN_SUITES:
+        suite = BUILTIN_SUITES[name_or_path]()
+        suite.validate()
+        return suite
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(f"no built-in suite or file named {name_or_path!r}; built-in: {', '.join(BUILTIN_SUITES)}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"malformed TOML in {str(path)!r}: {exc}") from exc
+    return suite_from_dict(data.get("suite", data), path.stem)
+
+
+def quick() -> Suite:
+    """The default suite: minutes on a laptop CPU."""
+    return Suite(
+        name="quick",
+        description="digits, MLP, 16 nodes, 3 Byzantine at random; 4 topologies x 4 attacks x 4 defenses x 3 seeds",
+        topologies=("ring", "torus", "exponential", "erdos_renyi"),
+        attacks=tuple(PluginSpec(a) for a in ("none", "label_flip", "gradient_scale", "free_ride")),
+        defenses=tuple(PluginSpec(d) for d in ("gossip", "dice_prune", "krum", "median")),
+        seeds=(0, 1, 2),
+        base={"rounds": 200, "eval_every": 20},
+    )
+
+
+def full() -> Suite:
+    """Every registered attack and defense, more topologies, Byzantine fractions, non-iid data, MNIST-1D."""
+    load_builtin_plugins()
+    return Suite(
+        name="full",
+        description="every attack x every defense; 7 topologies; 1-4 Byzantine; iid and Dirichlet(0.5); digits, MNIST-1D",
+        datasets=("digits", "mnist1d"),
+        byzantine=(1, 2, 4),
+        partitions=("iid", "dirichlet"),
+        topologies=("ring", "torus", "exponential", "one_peer_exponential", "erdos_renyi", "small_world", "complete"),
+        attacks=tuple(PluginSpec(a) for a in sorted(ATTACKS)),
+        defenses=tuple(PluginSpec(d) for d in sorted(DEFENSES)),
+        seeds=(0, 1, 2),
+        base={"rounds": 200, "eval_every": 20},
+    )
+
+
+BUILTIN_SUITES = {"quick": quick, "full": full}

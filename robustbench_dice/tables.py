@@ -1,0 +1,169 @@
+"""Fixed tables from the result store only: accuracy, worst_accuracy, detection_auc (.md, .csv, .tex), summary.csv.
+
+One block per (dataset, model, nodes, Byzantine count); rows topology x
+attack; columns defense; cells mean ± std over seeds. A cell without a number
+says why (n/a with a footnote). Ordering and formatting are fixed, so the same
+store gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_bytes
+from .store import Record, ResultStore
+from .suite import PluginSpec
+
+SUMMARY_COLUMNS = (
+    "dataset",
+    "model",
+    "nodes",
+    "byzantine",
+    "partition",
+    "topology",
+    "attack",
+    "defense",
+    "seed",
+    "status",
+    "final_accuracy_mean",
+    "final_accuracy_worst",
+    "edge_auc",
+    "node_auc",
+    "honest_edges_wrongly_pruned",
+    "reason",
+)
+METRICS = {"accuracy": "final_accuracy_mean", "worst_accuracy": "final_accuracy_worst", "detection_auc": "edge_auc"}
+
+
+def summary_rows(records: list[Record]) -> list[dict[str, Any]]:
+    rows = []
+    for record in records:
+        s = record.data["scenario"]
+        result = record.data.get("result", {})
+        reason = record.data.get("reason") or record.data.get("error") or result.get("edge_auc_reason") or ""
+        rows.append(
+            {
+                "dataset": s["dataset"],
+                "model": s["model"],
+                "nodes": s["nodes"],
+                "byzantine": s["byzantine"]
+                if s.get("byzantine_fraction") is None
+                else int(s["byzantine_fraction"] * s["nodes"]),
+                "partition": s["partition"],
+                "topology": s["topology"],
+                "attack": PluginSpec(s["attack"], s["attack_params"]).label,
+                "defense": PluginSpec(s["defense"], s["defense_params"]).label,
+                "seed": s["seed"],
+                "status": record.status,
+                "final_accuracy_mean": result.get("final_accuracy_mean"),
+                "final_accuracy_worst": result.get("final_accuracy_worst"),
+                "edge_auc": result.get("edge_auc"),
+                "node_auc": result.get("node_auc"),
+                "honest_edges_wrongly_pruned": result.get("honest_edges_wrongly_pruned"),
+                "reason": " ".join(str(reason).split()),
+            }
+        )
+    order = ("dataset", "model", "nodes", "byzantine", "partition", "topology", "attack", "defense", "seed")
+    return sorted(rows, key=lambda r: tuple(str(r[k]).zfill(8) if isinstance(r[k], int) else str(r[k]) for k in order))
+
+
+def _num(value: Any) -> str:
+    return "" if value is None else f"{value:.6f}" if isinstance(value, float) else str(value)
+
+
+def _cell(rows: list[dict[str, Any]], metric: str, notes: dict[str, int]) -> str:
+    values = [r[metric] for r in rows if r["status"] == "ok" and r[metric] is not None]
+    if len(values) == len(rows) and values:
+        spread = statistics.pstdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
+    reason = next((r["reason"] for r in rows if r["reason"]), "no value")
+    if values:
+        reason = f"{len(values)} of {len(rows)} seeds: " + reason
+    number = notes.setdefault(reason, len(notes) + 1)
+    mean = f"{statistics.fmean(values):.3f} " if values else ""
+    return f"{mean}n/a[{number}]"
+
+
+def write_tables(store: ResultStore, out: str | Path) -> list[Path]:
+    """Write every table from the records in ``store``; returns the files written."""
+    out = Path(out)
+    rows = summary_rows(store.records())
+    written = [out / "summary.csv"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _num(r[k]) for k in SUMMARY_COLUMNS})
+    atomic_write_bytes(written[0], buffer.getvalue().encode())
+    blocks: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        blocks[(r["dataset"], r["model"], r["nodes"], r["byzantine"], r["partition"])].append(r)
+    for table, metric in METRICS.items():
+        md, tex, flat = [f"# {table.replace('_', ' ')} ({metric})", ""], [], io.StringIO()
+        flat_writer = csv.writer(flat, lineterminator="\n")
+        flat_writer.writerow(
+            [
+                "dataset",
+                "model",
+                "nodes",
+                "byzantine",
+                "partition",
+                "topology",
+                "attack",
+                "defense",
+                "mean",
+                "std",
+                "seeds",
+                "note",
+            ]
+        )
+        for block_key, block in sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0]))):
+            dataset, model, nodes, byzantine, partition = block_key
+            defenses = sorted({r["defense"] for r in block})
+            grid: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+            for r in block:
+                grid[(r["topology"], r["attack"])][r["defense"]].append(r)
+            notes: dict[str, int] = {}
+            title = f"{dataset} / {model} / {nodes} nodes / {byzantine} Byzantine / {partition}"
+            md += [
+                f"## {title}",
+                "",
+                "| topology | attack | " + " | ".join(defenses) + " |",
+                "|---|---|" + "---|" * len(defenses),
+            ]
+            tex += [
+                f"% {title}",
+                "\\begin{tabular}{ll" + "r" * len(defenses) + "}",
+                "\\toprule",
+                "topology & attack & " + " & ".join(d.replace("_", "\\_") for d in defenses) + " \\\\",
+                "\\midrule",
+            ]
+            for (topology, attack), by_defense in sorted(grid.items()):
+                cells = [_cell(by_defense.get(d, []), metric, notes) if d in by_defense else "-" for d in defenses]
+                md.append(f"| {topology} | {attack} | " + " | ".join(cells) + " |")
+                tex.append(
+                    f"{topology} & {attack} & ".replace("_", "\\_")
+                    + " & ".join(c.replace("±", "$\\pm$").replace("_", "\\_") for c in cells)
+                    + " \\\\"
+                )
+                for d in defenses:
+                    runs = by_defense.get(d, [])
+                    values = [r[metric] for r in runs if r["status"] == "ok" and r[metric] is not None]
+                    mean = f"{statistics.fmean(values):.6f}" if values else ""
+                    std = f"{statistics.pstdev(values):.6f}" if len(values) > 1 else ("0.000000" if values else "")
+                    note = "" if len(values) == len(runs) else next((r["reason"] for r in runs if r["reason"]), "")
+                    flat_writer.writerow(
+                        [dataset, model, nodes, byzantine, partition, topology, attack, d, mean, std, len(values), note]
+                    )
+            md += [""] + [f"[{n}] {reason}" for reason, n in notes.items()] + [""]
+            tex += ["\\bottomrule", "\\end{tabular}"] + [f"% [{n}] {reason}" for reason, n in notes.items()] + [""]
+        for suffix, text in (("md", "\n".join(md)), ("tex", "\n".join(tex)), ("csv", flat.getvalue())):
+            path = out / f"{table}.{suffix}"
+            atomic_write_bytes(path, (text.rstrip("\n") + "\n").encode())
+            written.append(path)
+    return written

@@ -1,0 +1,185 @@
+import json
+
+import pytest
+
+from robustbench_dice.cli import main
+from robustbench_dice.errors import ConfigError
+from robustbench_dice.runner import pending, run_suite
+from robustbench_dice.store import ResultStore, scenario_key
+from robustbench_dice.suite import load_suite, quick
+from robustbench_dice.tables import write_tables
+
+TINY = """
+[suite]
+topologies = ["ring", "complete"]
+attacks = ["none", "label_flip"]
+defenses = ["gossip", "krum", { name = "dice_prune", params = { trust = "reported" } }]
+nodes = [6]
+byzantine = [1]
+seeds = [0, 1]
+[suite.base]
+rounds = 6
+eval_every = 3
+batch_size = 8
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return load_suite(str(path))
+
+
+def test_quick_suite_is_the_specified_grid():
+    suite = quick()
+    cells = suite.scenarios()
+    assert len(cells) == 4 * 4 * 4 * 3
+    assert {c.topology for c in cells} == {"ring", "torus", "exponential", "erdos_renyi"}
+    assert {c.attack for c in cells} == {"none", "label_flip", "gradient_scale", "free_ride"}
+    assert {c.defense for c in cells} == {"gossip", "dice_prune", "krum", "median"}
+    assert all(c.nodes == 16 and c.byzantine == 3 and c.byzantine_placement == "random" for c in cells)
+
+
+def test_run_resume_and_tables_are_stable(tiny, tmp_path):
+    store = ResultStore(tmp_path / "store")
+    first = run_suite(tiny, store, jobs=1, show_progress=False)
+    assert first.done + first.skipped == 24 and first.failed == 0 and first.skipped == 4  # krum on the ring
+    again = run_suite(tiny, store, jobs=1, show_progress=False)
+    assert again.stored == 24 and again.done == 0
+    a = {p.name: p.read_bytes() for p in write_tables(store, tmp_path / "t1")}
+    b = {p.name: p.read_bytes() for p in write_tables(store, tmp_path / "t2")}
+    assert a == b and set(a) >= {
+        "summary.csv",
+        "accuracy.md",
+        "accuracy.csv",
+        "accuracy.tex",
+        "detection_auc.md",
+        "worst_accuracy.tex",
+    }
+    text = a["accuracy.md"].decode()
+    assert "n/a[1]" in text and "[1] krum: needs more than 2f + 2" in text
+    skipped = [r for r in store.records() if r.status == "skipped"]
+    assert skipped and all("krum" in r.data["reason"] for r in skipped)
+
+
+def test_process_executor_gives_the_same_records(tiny, tmp_path):
+    local, procs = ResultStore(tmp_path / "one"), ResultStore(tmp_path / "two")
+    assert run_suite(tiny, local, jobs=1, show_progress=False).failed == 0
+    progress = run_suite(tiny, procs, jobs=2, show_progress=False)
+    failures = [r.data.get("error") for r in procs.records() if r.status == "failed"]
+    assert progress.failed == 0, failures
+    for record in local.records():
+        other = json.loads(procs.path(record.key).read_text())
+        mine = dict(record.data)
+        if "result" in mine:
+            for data in (mine, other):
+                data["result"] = {k: v for k, v in data["result"].items() if k not in ("timings", "versions")}
+        assert mine == other
+
+
+def test_corrupted_and_failed_records_are_recomputed(tiny, tmp_path):
+    store = ResultStore(tmp_path / "store")
+    run_suite(tiny, store, jobs=1, show_progress=False)
+    cells = tiny.scenarios()
+    store.path(scenario_key(cells[0])).write_text("{ not json")
+    store.put_failure(cells[1], "RuntimeError: boom", "Traceback ...")
+    todo, stored = pending(tiny, store, force=False)
+    assert {scenario_key(s) for s in todo} == {scenario_key(cells[0]), scenario_key(cells[1])}
+    assert any("not json" in c or "Expecting" in c for c in store.corrupted)
+    progress = run_suite(tiny, store, jobs=1, show_progress=False)
+    assert progress.done + progress.skipped == 2 and progress.stored == 22
+    assert store.get(cells[1]).status in ("ok", "skipped")
+
+
+def test_failing_run_is_stored_with_traceback_and_others_continue(tmp_path, monkeypatch):
+    import robustbench_dice.engine as engine
+
+    path = tmp_path / "s.toml"
+    path.write_text(TINY.replace('attacks = ["none", "label_flip"]', 'attacks = ["none"]'))
+    suite = load_suite(str(path))
+    real = engine.simulate
+
+    def flaky(scenario, progress=None):
+        if scenario.defense == "gossip" and scenario.topology == "ring":
+            raise RuntimeError("injected failure")
+        return real(scenario, progress)
+
+    monkeypatch.setattr(engine, "simulate", flaky)
+    store = ResultStore(tmp_path / "store")
+    progress = run_suite(suite, store, jobs=1, show_progress=False)
+    assert progress.failed == 2 and progress.done + progress.skipped == 10
+    failed = [r for r in store.records() if r.status == "failed"]
+    assert len(failed) == 2 and "injected failure" in failed[0].data["traceback"]
+    assert "injected failure" in (store.root / "logs" / f"{failed[0].key}.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[suite]\ntopology = ['ring']\n", "unknown suite key 'topology' \\(did you mean 'topologies'\\?\\)"),
+        ("[suite]\nattacks = ['labelflip']\n", "unknown attack 'labelflip' \\(did you mean 'label_flip'\\?\\)"),
+        ("[suite]\ndefenses = [{ name = 'krum', params = { f = 'x' } }]\n", "parameter 'f' must be int"),
+        ("[suite]\nnodes = 16\n", "'nodes' must be a non-empty list"),
+        ("[suite]\nnodes = [1]\n", "nodes must be >= 2"),
+        ("[suite\n", "malformed TOML"),
+    ],
+)
+def test_bad_suite_files(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_suite(str(path))
+
+
+def test_unwritable_store_and_unknown_suite(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="is not writable"):
+        ResultStore(blocker / "store")
+    with pytest.raises(ConfigError, match="no built-in suite or file named 'quik'"):
+        load_suite("quik")
+
+
+def test_run_command_end_to_end(tmp_path, capsys):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    args = [
+        "run",
+        "--suite",
+        str(path),
+        "--store",
+        str(tmp_path / "s"),
+        "--tables",
+        str(tmp_path / "t"),
+        "--jobs",
+        "1",
+        "--quiet",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "done 20, stored 0, skipped 4, failed 0 of 24" in out and "tables written to" in out
+    assert main(args) == 0
+    assert "done 0, stored 24" in capsys.readouterr().out
+
+
+def test_quick_suite_slice_reproduces_the_committed_summary(tmp_path):
+    import dataclasses
+    from pathlib import Path
+
+    from robustbench_dice.suite import PluginSpec
+
+    committed = (Path(__file__).parents[1] / "results" / "tables" / "summary.csv").read_text().splitlines()
+    suite = dataclasses.replace(
+        quick(),
+        topologies=("ring", "torus"),
+        attacks=(PluginSpec("label_flip"),),
+        defenses=(PluginSpec("dice_prune"), PluginSpec("median")),
+        seeds=(1,),
+    )
+    store = ResultStore(tmp_path / "store")
+    assert run_suite(suite, store, jobs=1, show_progress=False).done == 4
+    regenerated = (write_tables(store, tmp_path / "tables")[0]).read_text().splitlines()
+    assert regenerated[0] == committed[0]
+    for row in regenerated[1:]:
+        assert row in committed, row
