@@ -112,6 +112,27 @@ def hop_distances(sim: Simulation) -> np.ndarray:
     return hops
 
 
+def measure_windows(
+    scenario: Scenario, rounds: list[int], horizon: int, estimators: tuple[str, ...]
+) -> tuple[Simulation, np.ndarray, dict[str, np.ndarray]]:
+    """Train once, then for every probe round: each estimator (``dice``, ``no_curvature``) and the ground truth.
+
+    Returns the simulation, the ``(N, N)`` hop distances and arrays of shape ``(windows, horizon, S, N)`` with every
+    node a source and the global test set as z'.
+    """
+    sim, windows = record_windows(scenario, rounds, horizon)
+    probe = probe_from_test_set(sim)
+    sources = torch.arange(scenario.nodes)
+    model = sim.setup.model
+    out: dict[str, list[np.ndarray]] = {name: [] for name in (*estimators, "truth")}
+    for window in windows:
+        for name in estimators:
+            estimate = dice_estimate(model, window, sources, probe, horizon, curvature=name == "dice")
+            out[name].append(estimate.cpu().numpy())
+        out["truth"].append(dice_ground_truth(model, window, sources, probe, horizon).cpu().numpy())
+    return sim, hop_distances(sim), {k: np.stack(v) for k, v in out.items()}
+
+
 def _scenario(
     dataset: str, model: str, topology: str, nodes: int, rounds: int, lr: float, batch: int, seed: int
 ) -> Scenario:
@@ -178,19 +199,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[list[dict[
             config.dataset, model, topology, config.nodes, config.rounds, lr, config.batch_size, config.seed
         )
         rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
-        sim, windows = record_windows(scenario, rounds, config.horizon)
-        probe = probe_from_test_set(sim)
-        hops = hop_distances(sim)
-        sources = torch.arange(config.nodes)
-        per: dict[str, list[np.ndarray]] = {"dice": [], "no_curvature": [], "truth": []}
-        for window in windows:
-            model_fn = sim.setup.model
-            per["dice"].append(dice_estimate(model_fn, window, sources, probe, config.horizon).cpu().numpy())
-            per["no_curvature"].append(
-                dice_estimate(model_fn, window, sources, probe, config.horizon, curvature=False).cpu().numpy()
-            )
-            per["truth"].append(dice_ground_truth(model_fn, window, sources, probe, config.horizon).cpu().numpy())
-        arrays = {k: np.stack(v) for k, v in per.items()}  # (windows, horizon, S, N)
+        sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ("dice", "no_curvature"))
         for w, t in enumerate(rounds):
             for r in range(1, config.horizon + 1):
                 for j in range(config.nodes):
@@ -291,16 +300,8 @@ def run_cascade(config: CascadeConfig, log: Log = print) -> tuple[list[dict[str,
             config.seed,
         )
         rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
-        sim, windows = record_windows(scenario, rounds, config.horizon)
-        probe = probe_from_test_set(sim)
-        hops = hop_distances(sim)
-        sources = torch.arange(config.nodes)
-        est = np.stack(
-            [dice_estimate(sim.setup.model, w, sources, probe, config.horizon).cpu().numpy() for w in windows]
-        )
-        truth = np.stack(
-            [dice_ground_truth(sim.setup.model, w, sources, probe, config.horizon).cpu().numpy() for w in windows]
-        )
+        sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ("dice",))
+        est, truth = arrays["dice"], arrays["truth"]
         for r in range(1, config.horizon + 1):
             for hop in range(0, r + 1):
                 mask = np.broadcast_to(hops == hop, est[:, r - 1].shape)

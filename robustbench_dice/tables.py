@@ -19,15 +19,9 @@ from .io import atomic_write_bytes
 from .store import Record, ResultStore
 from .suite import PluginSpec
 
+CELL_COLUMNS = ("dataset", "model", "nodes", "byzantine", "partition", "topology", "attack", "defense")
 SUMMARY_COLUMNS = (
-    "dataset",
-    "model",
-    "nodes",
-    "byzantine",
-    "partition",
-    "topology",
-    "attack",
-    "defense",
+    *CELL_COLUMNS,
     "seed",
     "status",
     "final_accuracy_mean",
@@ -68,7 +62,7 @@ def summary_rows(records: list[Record]) -> list[dict[str, Any]]:
                 "reason": " ".join(str(reason).split()),
             }
         )
-    order = ("dataset", "model", "nodes", "byzantine", "partition", "topology", "attack", "defense", "seed")
+    order = (*CELL_COLUMNS[:6], "attack", "defense", "seed")
     return sorted(rows, key=lambda r: tuple(str(r[k]).zfill(8) if isinstance(r[k], int) else str(r[k]) for k in order))
 
 
@@ -106,22 +100,7 @@ def write_tables(store: ResultStore, out: str | Path) -> list[Path]:
     for table, metric in METRICS.items():
         md, tex, flat = [f"# {table.replace('_', ' ')} ({metric})", ""], [], io.StringIO()
         flat_writer = csv.writer(flat, lineterminator="\n")
-        flat_writer.writerow(
-            [
-                "dataset",
-                "model",
-                "nodes",
-                "byzantine",
-                "partition",
-                "topology",
-                "attack",
-                "defense",
-                "mean",
-                "std",
-                "seeds",
-                "note",
-            ]
-        )
+        flat_writer.writerow([*CELL_COLUMNS, "mean", "std", "seeds", "note"])
         for block_key, block in sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0]))):
             dataset, model, nodes, byzantine, partition = block_key
             defenses = sorted({r["defense"] for r in block})
