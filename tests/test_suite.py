@@ -183,3 +183,67 @@ def test_quick_suite_slice_reproduces_the_committed_summary(tmp_path):
     assert regenerated[0] == committed[0]
     for row in regenerated[1:]:
         assert row in committed, row
+
+
+def _runner_command(suite_path, store, tables, jobs="1"):
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "robustbench_dice",
+        "run",
+        "--suite",
+        str(suite_path),
+        "--store",
+        str(store),
+        "--tables",
+        str(tables),
+        "--jobs",
+        jobs,
+        "--quiet",
+    ]
+
+
+def test_killing_the_runner_loses_only_runs_in_flight(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.replace("rounds = 6", "rounds = 40"))
+    store_dir = tmp_path / "store"
+    proc = subprocess.Popen(
+        _runner_command(path, store_dir, tmp_path / "t"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(store_dir.glob("*.json"))) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = ResultStore(store_dir)
+    kept = store.records()
+    assert 3 <= len(kept) < 24 and not store.corrupted  # whole records only, no half-written file
+    assert not [p for p in store_dir.glob("*.json") if p.name.startswith(".")]
+    done = run_suite(load_suite(str(path)), store, jobs=1, show_progress=False)
+    assert done.stored == len(kept) and done.done + done.skipped == 24 - len(kept)
+
+
+def test_two_runners_on_one_store_corrupt_nothing(tmp_path):
+    import subprocess
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    store_dir = tmp_path / "store"
+    procs = [
+        subprocess.Popen(
+            _runner_command(path, store_dir, tmp_path / f"t{i}"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
+    store = ResultStore(store_dir)
+    records = store.records()
+    assert len(records) == 24 and not store.corrupted
+    assert all(r.status in ("ok", "skipped") for r in records)
