@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,9 @@ class ResultStore:
         self.root = Path(root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-test"
-            probe.write_text("")
-            probe.unlink()
+            # a uniquely named probe: concurrent workers open the same store at the same time
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-test-"):
+                pass
         except OSError as exc:
             raise ConfigError(f"result store {str(self.root)!r} is not writable: {exc}") from exc
         self.corrupted: list[str] = []

@@ -247,3 +247,11 @@ def test_two_runners_on_one_store_corrupt_nothing(tmp_path):
     records = store.records()
     assert len(records) == 24 and not store.corrupted
     assert all(r.status in ("ok", "skipped") for r in records)
+
+
+def test_many_store_handles_open_concurrently(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        stores = list(pool.map(lambda _: ResultStore(tmp_path / "store"), range(200)))
+    assert len(stores) == 200 and not list((tmp_path / "store").iterdir())
