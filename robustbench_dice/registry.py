@@ -52,6 +52,10 @@ class LoadError:
 LOAD_ERRORS: list[LoadError] = []
 
 
+class PluginNameClash(ConfigError):
+    """Two plugins of one kind claim the same name; which one a scenario means would be ambiguous."""
+
+
 def _source_file(cls: type) -> str:
     try:
         return inspect.getfile(cls)
@@ -65,7 +69,7 @@ def _register(table: dict[str, Any], kind: str, cls: _T) -> _T:
         raise ConfigError(f"{kind} plugin {cls.__qualname__} in {_source_file(cls)} has no `name`")
     existing = table.get(name)
     if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
-        raise ConfigError(
+        raise PluginNameClash(
             f"two {kind} plugins are named {name!r}: {existing.__qualname__} in {_source_file(existing)}"
             f" and {cls.__qualname__} in {_source_file(cls)}"
         )
@@ -84,8 +88,8 @@ def register_defense(cls: _T) -> _T:
 
 
 def _record(source: str, exc: BaseException) -> None:
-    if isinstance(exc, ConfigError) and "two " in str(exc) and "plugins are named" in str(exc):
-        raise exc  # a name clash must stop the run: which plugin a name means would be ambiguous
+    if isinstance(exc, PluginNameClash):
+        raise exc  # a name clash stops the command; a broken file only skips that file
     line = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
     LOAD_ERRORS.append(LoadError(source, line))
 
