@@ -275,6 +275,15 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    from .figures import write_figures
+    from .store import ResultStore
+
+    written = write_figures(ResultStore(args.store), args.influence, args.out)
+    print(f"{len(written)} files written to {args.out}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustbench-dice", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -301,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--store", default="results/store")
     tab.add_argument("--out", default="results/tables")
     tab.set_defaults(func=cmd_tables)
+
+    fig = sub.add_parser("figures", help="write figures (PNG and PDF) from the result store and results/influence")
+    fig.add_argument("--store", default="results/store")
+    fig.add_argument("--influence", default="results/influence", help="output folder of `influence` experiments")
+    fig.add_argument("--out", default="results/figures")
+    fig.set_defaults(func=cmd_figures)
 
     lst = sub.add_parser("list", help="list attacks, defenses, topologies, mixing rules, datasets, models")
     lst.add_argument("what", nargs="?", choices=["attacks", "defenses", "topologies", "mixing", "datasets", "models"])

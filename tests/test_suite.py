@@ -255,3 +255,28 @@ def test_many_store_handles_open_concurrently(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         stores = list(pool.map(lambda _: ResultStore(tmp_path / "store"), range(200)))
     assert len(stores) == 200 and not list((tmp_path / "store").iterdir())
+
+
+def test_figures_from_a_store(tiny, tmp_path):
+    from robustbench_dice.figures import write_figures
+
+    store = ResultStore(tmp_path / "store")
+    run_suite(tiny, store, jobs=1, show_progress=False)
+    written = write_figures(store, tmp_path / "no-influence-yet", tmp_path / "figures")
+    names = {p.name for p in written}
+    assert {"accuracy_curves_ring.png", "accuracy_curves_complete.pdf", "detection_auc_complete.png"} <= names
+    assert all(p.stat().st_size > 1000 for p in written)
+    assert (
+        main(
+            [
+                "figures",
+                "--store",
+                str(tmp_path / "store"),
+                "--out",
+                str(tmp_path / "f2"),
+                "--influence",
+                str(tmp_path / "none"),
+            ]
+        )
+        == 0
+    )
