@@ -38,7 +38,7 @@ class Krum(Defense):
             raise ValueError(f"f must be >= 0, got {self.f}")
 
     def skip(self, cell: CellInfo) -> str | None:
-        smallest = cell.min_in_degree + 1
+        smallest = cell.smallest_neighbourhood
         if smallest <= 2 * self.f + 2:
             return (
                 f"needs more than 2f + 2 = {2 * self.f + 2} models per neighbourhood (self included, f={self.f});"

@@ -36,10 +36,10 @@ class TrimmedMean(Defense):
             raise ValueError(f"trim must be >= 0, got {self.trim}")
 
     def skip(self, cell: CellInfo) -> str | None:
-        if cell.min_in_degree + 1 <= 2 * self.trim:
+        if cell.smallest_neighbourhood <= 2 * self.trim:
             return (
                 f"needs more than 2*trim = {2 * self.trim} models per neighbourhood (self included);"
-                f" the smallest has {cell.min_in_degree + 1}"
+                f" the smallest has {cell.smallest_neighbourhood}"
             )
         return None
 

@@ -98,14 +98,20 @@ def _check(window: Window, horizon: int, sources: torch.Tensor) -> None:
         raise ValueError(f"sources must be node indices in [0, {n}), got {sources.tolist()}")
 
 
-def unroll(model: Model, window: Window, horizon: int, loss: str = "cross_entropy") -> list[torch.Tensor]:
-    """Factual states ``[theta^t, theta^{t+1}, ..., theta^{t+horizon}]`` (and, at index 0, the step's Delta)."""
-    states = [window.theta]
+def _trajectory(model: Model, window: Window, horizon: int, loss: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Factual states ``theta^t .. theta^{t+horizon}`` and the ``Delta`` of each of the ``horizon`` steps."""
+    states, deltas = [window.theta], []
     for s in range(horizon):
         x, y = window.batches[s]
         theta = states[-1]
-        states.append(window.weights[s] @ (theta + _step(model, theta, x, y, window, loss)))
-    return states
+        deltas.append(_step(model, theta, x, y, window, loss))
+        states.append(window.weights[s] @ (theta + deltas[-1]))
+    return states, deltas
+
+
+def unroll(model: Model, window: Window, horizon: int, loss: str = "cross_entropy") -> list[torch.Tensor]:
+    """Factual states ``[theta^t, theta^{t+1}, ..., theta^{t+horizon}]`` of the window, replayed."""
+    return _trajectory(model, window, horizon, loss)[0]
 
 
 def probe_loss(model: Model, theta: torch.Tensor, probe: Probe, loss: str = "cross_entropy") -> torch.Tensor:
@@ -164,9 +170,8 @@ def dice_estimate(
     ``probe_loss_kind`` the loss on z' (default: the same).
     """
     _check(window, horizon, sources)
-    states = unroll(model, window, horizon, loss)
-    x0, y0 = window.batches[0]
-    delta = _step(model, window.theta, x0, y0, window, loss)  # (N, P): Delta^t of every node
+    states, deltas = _trajectory(model, window, horizon, loss)
+    delta = deltas[0]  # (N, P): Delta^t of every node
     # perturbation of every node's state, per source: -W^t[:, j] Delta_j
     perturbation = -window.weights[0][:, sources].T.unsqueeze(-1) * delta[sources].unsqueeze(1)  # (S, N, P)
     out = []

@@ -95,7 +95,6 @@ class _Detection:
     suspicion: torch.Tensor = field(init=False)  # (N, N) latest s_jk, NaN where never scored
     pruned: torch.Tensor | None = None  # (N, N) bool of the last round
     caught_since: int | None = None  # start of the current streak of rounds with every Byzantine in-edge pruned
-    emits_pruning: bool = False
 
     def __post_init__(self) -> None:
         self.suspicion = torch.full((self.n, self.n), float("nan"), device=self.device, dtype=torch.float64)
@@ -109,13 +108,11 @@ class _Detection:
             self.suspicion[rows, cols] = agg.suspicion[mask].to(self.suspicion.dtype)
         if agg.pruned is None:
             return
-        self.emits_pruning = True
         self.pruned = torch.zeros(self.n, self.n, dtype=torch.bool, device=self.device)
         self.pruned[rows, cols] = agg.pruned[mask]
         byz_edges = mask & self.is_byz[rm.neighbours.index] & ~self.is_byz[rm.receivers]
-        if (
-            not byz_edges.any()
-        ):  # a round of a time-varying graph without Byzantine edges neither breaks nor starts a streak
+        # a round of a time-varying graph without Byzantine edges neither breaks nor starts a streak
+        if not byz_edges.any():
             return
         if not bool(agg.pruned[byz_edges].all()):
             self.caught_since = None
@@ -143,6 +140,7 @@ class Simulation:
     progress: ProgressCallback | None = None
     observer: Observer | None = None
     final_theta: torch.Tensor | None = None  # (N, P) after :meth:`run`
+    _last_accuracy: torch.Tensor | None = None  # (honest,) test accuracy at the latest evaluation
     _mixing_cache: dict[int, _RoundMixing] = field(default_factory=dict)
 
     @classmethod
@@ -264,12 +262,7 @@ class Simulation:
         result.suspicion_curve = suspicion_curve
         if s.track_influence:
             result.influence_curve = influence_curve
-            values = influence.where(ever_edge, torch.nan)[honest].double().cpu().numpy()
-            result.proximal_influence = [
-                [j, int(k), float(values[i, k])]
-                for i, j in enumerate(honest.tolist())
-                for k in np.flatnonzero(~np.isnan(values[i]))
-            ]
+            result.proximal_influence = _edge_rows(influence.where(ever_edge, torch.nan), honest)
         return result
 
     def _check_aggregation(self, agg: Aggregation, shape: torch.Size, nb: Neighbourhood) -> None:
@@ -287,8 +280,10 @@ class Simulation:
 
     @torch.no_grad()
     def evaluate(self, theta: torch.Tensor, round_index: int, honest: torch.Tensor) -> CurvePoint:
+        """The curve point of ``round_index``; keeps each honest node's accuracy in ``self._last_accuracy``."""
         h = theta[honest]
         acc, loss = honest_test_metrics(self.setup, h)
+        self._last_accuracy = acc
         consensus = ((h - h.mean(0, keepdim=True)) ** 2).sum(1).mean().item()
         return CurvePoint(round_index, float(acc.mean()), float(acc.min()), float(loss.mean()), float(consensus))
 
@@ -303,12 +298,10 @@ class Simulation:
         eval_s: float,
     ) -> RunResult:
         st, s = self.setup, self.setup.scenario
-        acc, _ = honest_test_metrics(st, theta[honest])
+        acc = self._last_accuracy  # the last round is always evaluated
+        assert acc is not None
         honest_list = honest.tolist()
-        sus = detection.suspicion[honest].cpu().numpy()
-        edges = [
-            [j, int(k), float(sus[i, k])] for i, j in enumerate(honest_list) for k in np.flatnonzero(~np.isnan(sus[i]))
-        ]
+        edges = _edge_rows(detection.suspicion, honest)
         byz_set = {int(b) for b in st.byzantine}
         e_auc, n_auc = metrics.edge_auc(edges, byz_set), metrics.node_auc(edges, byz_set)
         m0 = st.mixing.at(0)
@@ -344,21 +337,30 @@ class Simulation:
         return result
 
     def _pruning_metrics(self, result: RunResult, det: _Detection, honest: list[int], byz: set[int]) -> None:
-        if not det.emits_pruning or det.pruned is None:
+        if det.pruned is None:
             result.time_to_detection_reason = f"defense {self.defense.name!r} does not prune edges"
             return
         union = self.setup.mixing.topology.union().adjacency
         pruned = det.pruned.cpu().numpy()
         result.pruned_edges = [[j, int(k)] for j in honest for k in np.flatnonzero(pruned[j])]
-        honest_set = set(honest)
-        result.honest_edges = int(sum(union[j, k] for j in honest for k in honest_set if k != j))
+        result.honest_edges = int(union[np.ix_(honest, honest)].sum())  # the diagonal is never an edge
         result.honest_edges_wrongly_pruned = sum(1 for j, k in result.pruned_edges if k not in byz)
-        if not any(union[j, k] for j in honest for k in byz):
+        if not union[np.ix_(honest, sorted(byz))].any():
             result.time_to_detection_reason = "no honest node has a Byzantine in-neighbour"
         elif det.caught_since is None:
             result.time_to_detection_reason = "Byzantine in-edges were not all pruned by the last round"
         else:
             result.time_to_detection = det.caught_since
+
+
+def _edge_rows(matrix: torch.Tensor, honest: torch.Tensor) -> list[list[float]]:
+    """``[j, k, matrix[j, k]]`` for honest receivers j and every k where ``matrix (N, N)`` is not NaN."""
+    values = matrix[honest].double().cpu().numpy()
+    return [
+        [j, int(k), float(values[i, k])]
+        for i, j in enumerate(honest.tolist())
+        for k in np.flatnonzero(~np.isnan(values[i]))
+    ]
 
 
 def honest_test_metrics(

@@ -243,10 +243,10 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[list[dict[
                         spearman_per_receiver=spear_k,
                     )
                 )
-        dice_r3 = [s["pearson"] for s in summary[-2 * config.horizon :] if s["estimator"] == "dice"]
+        dice_pearson = [s["pearson"] for s in summary[-2 * config.horizon :] if s["estimator"] == "dice"]
         log(
             f"[{index}/{len(settings)}] {model} {topology} lr={lr}: Pearson r=1..{config.horizon}"
-            f" {', '.join(f'{p:.4f}' for p in dice_r3)} ({time.perf_counter() - start:.1f}s)"
+            f" {', '.join(f'{p:.4f}' for p in dice_pearson)} ({time.perf_counter() - start:.1f}s)"
         )
     return rows, summary
 

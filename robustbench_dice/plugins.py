@@ -35,6 +35,11 @@ class CellInfo:
     min_in_degree: int  # smallest number of in-neighbours of any node in any round (self excluded)
     max_in_degree: int
 
+    @property
+    def smallest_neighbourhood(self) -> int:
+        """Models in the smallest neighbourhood, the node's own included."""
+        return self.min_in_degree + 1
+
 
 @dataclass(frozen=True)
 class AttackSetup:

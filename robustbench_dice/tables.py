@@ -62,7 +62,7 @@ def summary_rows(records: list[Record]) -> list[dict[str, Any]]:
                 "reason": " ".join(str(reason).split()),
             }
         )
-    order = (*CELL_COLUMNS[:6], "attack", "defense", "seed")
+    order = (*CELL_COLUMNS, "seed")
     return sorted(rows, key=lambda r: tuple(str(r[k]).zfill(8) if isinstance(r[k], int) else str(r[k]) for k in order))
 
 
@@ -70,12 +70,21 @@ def _num(value: Any) -> str:
     return "" if value is None else f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
+def _values(rows: list[dict[str, Any]], metric: str) -> list[float]:
+    """The metric of the runs that have it (ok status, defined value)."""
+    return [r[metric] for r in rows if r["status"] == "ok" and r[metric] is not None]
+
+
+def _first_reason(rows: list[dict[str, Any]], default: str = "") -> str:
+    return next((r["reason"] for r in rows if r["reason"]), default)
+
+
 def _cell(rows: list[dict[str, Any]], metric: str, notes: dict[str, int]) -> str:
-    values = [r[metric] for r in rows if r["status"] == "ok" and r[metric] is not None]
+    values = _values(rows, metric)
     if len(values) == len(rows) and values:
         spread = statistics.pstdev(values) if len(values) > 1 else 0.0
         return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
-    reason = next((r["reason"] for r in rows if r["reason"]), "no value")
+    reason = _first_reason(rows, "no value")
     if values:
         reason = f"{len(values)} of {len(rows)} seeds: " + reason
     number = notes.setdefault(reason, len(notes) + 1)
@@ -132,10 +141,10 @@ def write_tables(store: ResultStore, out: str | Path) -> list[Path]:
                 )
                 for d in defenses:
                     runs = by_defense.get(d, [])
-                    values = [r[metric] for r in runs if r["status"] == "ok" and r[metric] is not None]
+                    values = _values(runs, metric)
                     mean = f"{statistics.fmean(values):.6f}" if values else ""
                     std = f"{statistics.pstdev(values):.6f}" if len(values) > 1 else ("0.000000" if values else "")
-                    note = "" if len(values) == len(runs) else next((r["reason"] for r in runs if r["reason"]), "")
+                    note = "" if len(values) == len(runs) else _first_reason(runs)
                     flat_writer.writerow(
                         [dataset, model, nodes, byzantine, partition, topology, attack, d, mean, std, len(values), note]
                     )
