@@ -238,22 +238,40 @@ def cmd_influence(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import default_jobs, run_suite
+    from .executors import ExecutorConfig, default_jobs
+    from .runner import run_suite
     from .store import ResultStore
     from .suite import load_suite
     from .tables import write_tables
 
     _load_user_plugins(args)
+    executor = ExecutorConfig(
+        kind=args.executor,
+        jobs=args.jobs,
+        address=args.address,
+        connect_timeout_s=args.connect_timeout,
+        slurm_partition=args.slurm_partition,
+        slurm_time_min=args.slurm_time,
+        slurm_mem_gb=args.slurm_mem,
+        slurm_cpus=args.slurm_cpus,
+        slurm_parallel=args.slurm_parallel,
+        runs_per_job=args.runs_per_job,
+        slurm_cluster=args.slurm_cluster,
+    )
     suite = load_suite(args.suite)
     store = ResultStore(args.store)
-    jobs = args.jobs or default_jobs()
     cells = len(suite.scenarios())
-    print(f"suite {suite.name!r}: {cells} runs, store {args.store}, {jobs} job(s)")
+    where = {
+        "local": f"{executor.jobs or default_jobs()} local job(s)",
+        "dask": f"Dask scheduler {executor.address}",
+        "slurm": f"submitit ({executor.slurm_cluster}), {executor.runs_per_job} runs per job",
+    }[executor.kind]
+    print(f"suite {suite.name!r}: {cells} runs, store {args.store}, {where}")
     start = time.perf_counter()
     progress = run_suite(
         suite,
         store,
-        jobs=jobs,
+        executor=executor,
         force=args.force,
         plugin_folders=tuple(args.plugins or ()),
         show_progress=not args.quiet,
@@ -301,6 +319,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--store", default="results/store", help="result store folder (default: results/store)")
     run.add_argument("--tables", default="results/tables", help="where the tables go (default: results/tables)")
     run.add_argument("--jobs", type=int, default=None, help="local worker processes (default: the cores available)")
+    run.add_argument(
+        "--executor", choices=["local", "dask", "slurm"], default="local", help="where runs execute (default: local)"
+    )
+    run.add_argument("--address", help="Dask scheduler address for --executor dask, e.g. tcp://10.0.0.5:8786")
+    run.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the Dask scheduler")
+    slurm = run.add_argument_group("SLURM (--executor slurm, through submitit)")
+    slurm.add_argument("--slurm-partition", help="partition (default: the cluster's default)")
+    slurm.add_argument("--slurm-time", type=int, default=60, metavar="MIN", help="time limit per job (default: 60)")
+    slurm.add_argument("--slurm-mem", type=float, default=4.0, metavar="GB", help="memory per job (default: 4)")
+    slurm.add_argument("--slurm-cpus", type=int, default=1, help="CPUs per job (default: 1)")
+    slurm.add_argument("--slurm-parallel", type=int, default=64, help="array jobs running at once (default: 64)")
+    slurm.add_argument("--runs-per-job", type=int, default=8, help="suite runs packed into one job (default: 8)")
+    slurm.add_argument(
+        "--slurm-cluster",
+        choices=["slurm", "local"],
+        default="slurm",
+        help="'local' runs the same submitit jobs on this machine, to try a setup without a cluster",
+    )
     run.add_argument("--force", action="store_true", help="recompute runs that are already stored")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--plugins", action="append", metavar="DIR", help="also load plugins from DIR")

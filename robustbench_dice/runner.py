@@ -1,23 +1,24 @@
-"""Run a suite against a result store: skip what is stored, retry failures, run the rest in processes.
+"""Run a suite against a result store: skip what is stored, retry failures, run the rest on an executor.
 
-Each run is independent: a worker process runs one Scenario and writes its
-record itself (atomically), so killing the runner loses only the runs in
-flight, and a failing run never stops the others.
+Each run is independent: a worker (a local process, a Dask worker, a SLURM
+job) runs one Scenario and writes its record itself (atomically), so killing
+the runner loses only the runs in flight, and a failing run never stops the
+others.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
-import os
+import json
 import sys
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
+from .errors import ConfigError
+from .executors import ExecutorConfig, default_jobs, execute
 from .scenario import Scenario
-from .store import ResultStore, scenario_key
+from .store import ResultStore, failure_record, result_record
 from .suite import Suite
 
 RUN_THREADS = 1
@@ -35,15 +36,14 @@ class SuiteProgress:
         return f"done {self.done}, stored {self.stored}, skipped {self.skipped}, failed {self.failed} of {self.total}"
 
 
-def default_jobs() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+def run_cell(
+    scenario_data: dict[str, object], store_root: str, plugin_folders: tuple[str, ...], threads: int
+) -> dict[str, Any]:
+    """Worker entry point: run one scenario, store its record when the store is reachable, return the record.
 
-
-def run_cell(scenario_data: dict[str, object], store_root: str, plugin_folders: tuple[str, ...], threads: int) -> str:
-    """Worker entry point: run one scenario and store its record; returns the status."""
+    The record is returned too so that a runner whose workers do not share its filesystem (a remote Dask
+    worker, a SLURM node) can still store it; a failing run is a ``failed`` record, never an exception.
+    """
     import torch
 
     from .engine import simulate
@@ -54,25 +54,35 @@ def run_cell(scenario_data: dict[str, object], store_root: str, plugin_folders: 
     for folder in plugin_folders:
         load_plugin_folder(folder)
     scenario = Scenario.from_dict(scenario_data)
-    store = ResultStore(store_root)
-    log = Path(store_root) / "logs" / f"{scenario_key(scenario)}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        store: ResultStore | None = ResultStore(store_root)
+    except ConfigError:
+        store = None  # not writable from this machine: the runner stores the returned record
     start = time.perf_counter()
     try:
         result = simulate(scenario)
-        store.put_result(scenario, result)
     except Exception as exc:  # noqa: BLE001 - a failing run is recorded, never raised into the suite
         text = traceback.format_exc()
-        store.put_failure(scenario, f"{type(exc).__name__}: {exc}", text)
-        log.write_text(f"{scenario.to_dict()}\nFAILED after {time.perf_counter() - start:.1f}s\n{text}")
-        return "failed"
-    summary = (
-        f"status {result.status}"
-        + (f": {result.reason}" if result.reason else "")
-        + (f"; accuracy {result.final_accuracy_mean:.4f}, edge AUC {result.edge_auc}" if result.status == "ok" else "")
-    )
-    log.write_text(f"{scenario.to_dict()}\n{summary}\nin {time.perf_counter() - start:.1f}s\n")
-    return result.status
+        record = failure_record(scenario, f"{type(exc).__name__}: {exc}", text)
+        summary = f"FAILED after {time.perf_counter() - start:.1f}s\n{text}"
+    else:
+        record = result_record(scenario, result)
+        summary = (
+            f"status {result.status}"
+            + (f": {result.reason}" if result.reason else "")
+            + (
+                f"; accuracy {result.final_accuracy_mean:.4f}, edge AUC {result.edge_auc}"
+                if result.status == "ok"
+                else ""
+            )
+            + f"\nin {time.perf_counter() - start:.1f}s\n"
+        )
+    if store is not None:
+        store.put_record(record)
+        log = store.root / "logs" / f"{record['key']}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"{scenario.to_dict()}\n{summary}")
+    return record
 
 
 def pending(suite: Suite, store: ResultStore, force: bool) -> tuple[list[Scenario], int]:
@@ -92,12 +102,13 @@ def run_suite(
     store: ResultStore,
     *,
     jobs: int | None = None,
+    executor: ExecutorConfig | None = None,
     force: bool = False,
     plugin_folders: tuple[str, ...] = (),
     show_progress: bool = True,
 ) -> SuiteProgress:
-    """Run every pending cell of ``suite`` with ``jobs`` local processes (1: in this process)."""
-    jobs = jobs or default_jobs()
+    """Run every pending cell of ``suite`` on ``executor`` (default: ``jobs`` local processes; 1 = in this process)."""
+    config = executor or ExecutorConfig(kind="local", jobs=jobs)
     todo, stored = pending(suite, store, force)
     progress = SuiteProgress(total=len(todo) + stored, stored=stored)
     bar = None
@@ -114,40 +125,44 @@ def run_suite(
             dynamic_ncols=True,
         )
 
-    def account(status: str) -> None:
-        if status == "ok":
-            progress.done += 1
-        elif status == "skipped":
-            progress.skipped += 1
-        else:
-            progress.failed += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(progress.line(), refresh=False)
-
     # one thread per run, whatever --jobs is: matmul rounding depends on the thread count, and a stored number must
     # not depend on how many runs were in flight (suites parallelise across runs instead)
-    args = [(s.to_dict(), str(store.root), tuple(plugin_folders), RUN_THREADS) for s in todo]
-    if jobs == 1:
-        import torch
-
-        previous = torch.get_num_threads()
-        try:
-            for a in args:
-                account(run_cell(*a))
-        finally:
-            torch.set_num_threads(previous)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = {pool.submit(run_cell, *a): scenario for a, scenario in zip(args, todo, strict=True)}
-            for future in cf.as_completed(futures):
-                try:
-                    account(future.result())
-                except Exception as exc:  # noqa: BLE001 - the worker died: record it, the next run retries it
-                    text = "".join(traceback.format_exception(exc))
-                    store.put_failure(futures[future], f"worker process failed: {type(exc).__name__}: {exc}", text)
-                    account("failed")
-    if bar is not None:
-        bar.close()
+    tasks = [(s.to_dict(), str(store.root), tuple(plugin_folders), RUN_THREADS) for s in todo]
+    previous_threads = torch_threads()
+    try:
+        for index, record, error in execute(config, run_cell, tasks, str(store.root)):
+            scenario = todo[index]
+            if record is None:
+                text = "".join(traceback.format_exception(error)) if error is not None else "no record returned"
+                record = store.put_failure(scenario, f"worker failed: {type(error).__name__}: {error}", text).data
+            else:
+                existing = store.get(scenario)
+                if existing is None or existing.data != json.loads(json.dumps(record)):  # worker could not write here
+                    store.put_record(record)
+            status = str(record["status"])
+            if status == "ok":
+                progress.done += 1
+            elif status == "skipped":
+                progress.skipped += 1
+            else:
+                progress.failed += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(progress.line(), refresh=False)
+    finally:
+        torch_threads(previous_threads)
+        if bar is not None:
+            bar.close()
     return progress
+
+
+def torch_threads(count: int | None = None) -> int:
+    """Torch's intra-op thread count, set to ``count`` when given (in-process runs change it)."""
+    import torch
+
+    if count is not None:
+        torch.set_num_threads(count)
+    return torch.get_num_threads()
+
+
+__all__ = ["SuiteProgress", "default_jobs", "pending", "run_cell", "run_suite"]

@@ -45,6 +45,25 @@ class Record:
         return RunResult.from_dict(self.data["result"]) if "result" in self.data else None
 
 
+def result_record(scenario: Scenario, result: RunResult) -> dict[str, Any]:
+    data: dict[str, Any] = {"key": scenario_key(scenario), "status": result.status, "scenario": scenario.to_dict()}
+    if result.status == "skipped":
+        data["reason"] = result.reason
+    else:
+        data["result"] = result.to_dict()
+    return data
+
+
+def failure_record(scenario: Scenario, error: str, traceback_text: str) -> dict[str, Any]:
+    return {
+        "key": scenario_key(scenario),
+        "status": "failed",
+        "scenario": scenario.to_dict(),
+        "error": error,
+        "traceback": traceback_text,
+    }
+
+
 class ResultStore:
     """A folder of ``<key>.json`` records."""
 
@@ -78,26 +97,18 @@ class ResultStore:
             return None
 
     def put_result(self, scenario: Scenario, result: RunResult) -> Record:
-        key = scenario_key(scenario)
-        data: dict[str, Any] = {"key": key, "status": result.status, "scenario": scenario.to_dict()}
-        if result.status == "skipped":
-            data["reason"] = result.reason
-        else:
-            data["result"] = result.to_dict()
-        atomic_write_json(self.path(key), data)
-        return Record(key, result.status, data)
+        return self.put_record(result_record(scenario, result))
 
     def put_failure(self, scenario: Scenario, error: str, traceback_text: str) -> Record:
-        key = scenario_key(scenario)
-        data = {
-            "key": key,
-            "status": "failed",
-            "scenario": scenario.to_dict(),
-            "error": error,
-            "traceback": traceback_text,
-        }
-        atomic_write_json(self.path(key), data)
-        return Record(key, "failed", data)
+        return self.put_record(failure_record(scenario, error, traceback_text))
+
+    def put_record(self, data: dict[str, Any]) -> Record:
+        """Write a record made by ``result_record`` / ``failure_record`` (perhaps on another machine)."""
+        scenario = Scenario.from_dict(data["scenario"])
+        if data.get("key") != scenario_key(scenario):
+            raise ValueError(f"record key {data.get('key')!r} does not match its scenario (another results version?)")
+        atomic_write_json(self.path(data["key"]), data)
+        return Record(data["key"], str(data["status"]), data)
 
     def records(self) -> list[Record]:
         """Every parseable record in the store, sorted by key."""

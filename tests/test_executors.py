@@ -1,0 +1,146 @@
+"""Dask and submitit executors give the same records as running in this process; their faults are clear errors."""
+
+import json
+import shutil
+import socket
+
+import pytest
+
+import robustbench_dice.runner as runner
+from robustbench_dice.cli import main
+from robustbench_dice.errors import ConfigError
+from robustbench_dice.executors import ExecutorConfig
+from robustbench_dice.runner import run_suite
+from robustbench_dice.store import ResultStore
+from robustbench_dice.suite import load_suite
+
+SMALL = """
+[suite]
+topologies = ["ring", "complete"]
+attacks = ["none", "label_flip"]
+defenses = ["gossip", "krum", "dice_prune"]
+nodes = [6]
+byzantine = [1]
+seeds = [0]
+[suite.base]
+rounds = 6
+eval_every = 3
+batch_size = 8
+"""
+
+
+@pytest.fixture
+def small(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    return load_suite(str(path))
+
+
+@pytest.fixture
+def reference_store(small, tmp_path):
+    store = ResultStore(tmp_path / "in-process")
+    progress = run_suite(small, store, jobs=1, show_progress=False)
+    assert progress.done == 10 and progress.skipped == 2  # krum declines the ring
+    return store
+
+
+def _without_timings(data):
+    data = json.loads(json.dumps(data))
+    if "result" in data:
+        data["result"] = {k: v for k, v in data["result"].items() if k not in ("timings", "versions")}
+    return data
+
+
+def assert_same_records(expected: ResultStore, actual: ResultStore):
+    mine = {r.key: _without_timings(r.data) for r in expected.records()}
+    theirs = {r.key: _without_timings(r.data) for r in actual.records()}
+    assert set(mine) == set(theirs)
+    failures = [r["error"] for r in theirs.values() if r["status"] == "failed"]
+    assert not failures, failures
+    for key, record in mine.items():
+        assert theirs[key] == record, key
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_dask_local_cluster_gives_the_same_records(small, reference_store, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        store = ResultStore(tmp_path / "dask")
+        config = ExecutorConfig(kind="dask", address=cluster.scheduler_address)
+        progress = run_suite(small, store, executor=config, show_progress=False)
+    assert (progress.done, progress.skipped, progress.failed) == (10, 2, 0)
+    assert_same_records(reference_store, store)
+    assert len(list((store.root / "logs").glob("*.log"))) == 12
+
+
+def test_submitit_local_executor_gives_the_same_records(small, reference_store, tmp_path):
+    pytest.importorskip("submitit")
+    store = ResultStore(tmp_path / "submitit")
+    config = ExecutorConfig(kind="slurm", slurm_cluster="local", runs_per_job=5, slurm_time_min=10)
+    progress = run_suite(small, store, executor=config, show_progress=False)
+    assert (progress.done, progress.skipped, progress.failed) == (10, 2, 0)
+    assert_same_records(reference_store, store)
+    assert (store.root / "submitit").is_dir()  # submitit's own job folder, kept for its logs
+    again = run_suite(small, store, executor=config, show_progress=False)
+    assert again.stored == 12 and again.done == 0  # resume works the same on every executor
+
+
+def test_records_reach_the_store_when_workers_cannot_write_to_it(small, reference_store, tmp_path, monkeypatch):
+    """A remote worker without the runner's filesystem returns its record; the runner stores it."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    real_execute = runner.execute
+
+    def elsewhere(config, worker, tasks, store_root):
+        moved = [(scenario, str(blocker / "store"), *rest) for scenario, _, *rest in tasks]
+        return real_execute(config, worker, moved, store_root)
+
+    monkeypatch.setattr(runner, "execute", elsewhere)
+    store = ResultStore(tmp_path / "runner-side")
+    progress = run_suite(small, store, jobs=1, show_progress=False)
+    assert progress.done == 10 and progress.failed == 0
+    assert_same_records(reference_store, store)
+
+
+def test_unreachable_dask_address_is_a_clear_error(small, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    address = f"tcp://127.0.0.1:{_closed_port()}"
+    config = ExecutorConfig(kind="dask", address=address, connect_timeout_s=1.5)
+    with pytest.raises(ConfigError, match=f"could not reach the Dask scheduler at '{address}' within 1.5s"):
+        run_suite(small, ResultStore(tmp_path / "s"), executor=config, show_progress=False)
+    suite_file = tmp_path / "small.toml"
+    code = main(
+        ["run", "--suite", str(suite_file), "--store", str(tmp_path / "s2"), "--tables", str(tmp_path / "t")]
+        + ["--executor", "dask", "--address", address, "--connect-timeout", "1", "--quiet"]
+    )
+    assert code == 2 and "could not reach the Dask scheduler" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"kind": "dask"}, "--executor dask needs --address"),
+        ({"kind": "local", "address": "tcp://x:1"}, "--address is for --executor dask"),
+        ({"kind": "ray"}, "unknown executor 'ray'; choose one of local, dask, slurm"),
+        ({"kind": "slurm", "runs_per_job": 0}, "runs_per_job must be >= 1, got 0"),
+        ({"kind": "local", "jobs": 0}, "jobs must be >= 1, got 0"),
+        ({"kind": "slurm", "slurm_cluster": "pbs"}, "slurm_cluster must be 'slurm' or 'local', got 'pbs'"),
+    ],
+)
+def test_bad_executor_settings(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        ExecutorConfig(**kwargs)
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="this machine has SLURM")
+def test_slurm_without_sbatch_says_how_to_proceed(small, tmp_path):
+    pytest.importorskip("submitit")
+    with pytest.raises(ConfigError, match="needs `sbatch` on PATH.*--slurm-cluster local"):
+        run_suite(small, ResultStore(tmp_path / "s"), executor=ExecutorConfig(kind="slurm"), show_progress=False)
