@@ -237,11 +237,36 @@ def cmd_influence(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suites(name: str, data_root: str | None, influence: str) -> tuple[list[Any], Any]:
+    """The grid suites behind ``--suite name`` and, for ``paper``, its whole plan (else None)."""
+    from .paper import paper_plan
+    from .suite import load_suite
+
+    if name == "paper":
+        plan = paper_plan(data_root, influence)
+        return plan.suites, plan
+    return [load_suite(name)], None
+
+
+def _suite_keys(suites: list[Any]) -> set[str]:
+    from .store import scenario_key
+
+    return {scenario_key(s) for suite in suites for s in suite.scenarios()}
+
+
+def _tables_folder(args: argparse.Namespace) -> str:
+    if args.tables:
+        return str(args.tables)
+    from pathlib import Path
+
+    name = Path(args.suite).stem if args.suite.endswith(".toml") else args.suite
+    return "results/tables" if name == "quick" else f"results/{name}/tables"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .executors import ExecutorConfig, default_jobs
     from .runner import run_suite
     from .store import ResultStore
-    from .suite import load_suite
     from .tables import write_tables
 
     _load_user_plugins(args)
@@ -258,37 +283,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         runs_per_job=args.runs_per_job,
         slurm_cluster=args.slurm_cluster,
     )
-    suite = load_suite(args.suite)
+    suites, plan = _suites(args.suite, args.data_root, args.influence)
+    if plan is not None:
+        for line in plan.missing:
+            print(f"paper suite: leaving out {line}")
     store = ResultStore(args.store)
-    cells = len(suite.scenarios())
     where = {
         "local": f"{executor.jobs or default_jobs()} local job(s)",
         "dask": f"Dask scheduler {executor.address}",
         "slurm": f"submitit ({executor.slurm_cluster}), {executor.runs_per_job} runs per job",
     }[executor.kind]
-    print(f"suite {suite.name!r}: {cells} runs, store {args.store}, {where}")
-    start = time.perf_counter()
-    progress = run_suite(
-        suite,
-        store,
-        executor=executor,
-        force=args.force,
-        plugin_folders=tuple(args.plugins or ()),
-        show_progress=not args.quiet,
-    )
-    for line in store.corrupted:
-        print(f"warning: corrupted record recomputed: {line}", file=sys.stderr)
-    print(f"{progress.line()} in {time.perf_counter() - start:.1f}s; logs in {args.store}/logs")
-    written = write_tables(store, args.tables)
-    print(f"tables written to {args.tables}/ ({', '.join(p.name for p in written[:4])}, ...)")
-    return 1 if progress.failed else 0
+    failed = 0
+    for suite in suites:
+        cells = len(suite.scenarios())
+        print(f"suite {suite.name!r}: {cells} runs, store {args.store}, {where}")
+        start = time.perf_counter()
+        progress = run_suite(
+            suite,
+            store,
+            executor=executor,
+            force=args.force,
+            plugin_folders=tuple(args.plugins or ()),
+            show_progress=not args.quiet,
+        )
+        for line in store.corrupted:
+            print(f"warning: corrupted record recomputed: {line}", file=sys.stderr)
+        store.corrupted.clear()
+        print(f"{progress.line()} in {time.perf_counter() - start:.1f}s; logs in {args.store}/logs")
+        failed += progress.failed
+    tables = _tables_folder(args)
+    written = write_tables(store, tables, keys=_suite_keys(suites))
+    print(f"tables written to {tables}/ ({', '.join(p.name for p in written[:4])}, ...)")
+    if plan is not None:
+        for job in plan.influence:
+            if job.up_to_date() and not args.force:
+                print(f"influence {job.kind} in {job.out}/ is up to date (same configuration; --force reruns it)")
+                continue
+            print(f"influence {job.kind} -> {job.out}/")
+            job.run(log=print)
+        print("figures: robustbench-dice figures")
+    return 1 if failed else 0
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
     from .store import ResultStore
     from .tables import write_tables
 
-    written = write_tables(ResultStore(args.store), args.out)
+    keys = _suite_keys(_suites(args.suite, args.data_root, "results/influence")[0]) if args.suite else None
+    written = write_tables(ResultStore(args.store), args.out, keys=keys)
     print(f"{len(written)} files written to {args.out}/")
     return 0
 
@@ -297,7 +339,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from .figures import write_figures
     from .store import ResultStore
 
-    written = write_figures(ResultStore(args.store), args.influence, args.out)
+    keys = _suite_keys(_suites(args.suite, args.data_root, args.influence)[0]) if args.suite else None
+    written = write_figures(ResultStore(args.store), args.influence, args.out, keys=keys)
     print(f"{len(written)} files written to {args.out}/")
     return 0
 
@@ -315,9 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_simulate)
 
     run = sub.add_parser("run", help="run a suite (default: quick) into the result store, then write the tables")
-    run.add_argument("--suite", default="quick", help="built-in suite (quick, full) or a suite TOML file")
+    run.add_argument("--suite", default="quick", help="built-in suite (quick, full, paper) or a suite TOML file")
     run.add_argument("--store", default="results/store", help="result store folder (default: results/store)")
-    run.add_argument("--tables", default="results/tables", help="where the tables go (default: results/tables)")
+    run.add_argument(
+        "--tables", help="where the tables go (default: results/tables for quick, results/SUITE/tables otherwise)"
+    )
+    run.add_argument("--data-root", help="folder holding MNIST / CIFAR-10 for the paper suite (optional)")
+    run.add_argument("--influence", default="results/influence", help="paper suite: influence experiments' folder")
     run.add_argument("--jobs", type=int, default=None, help="local worker processes (default: the cores available)")
     run.add_argument(
         "--executor", choices=["local", "dask", "slurm"], default="local", help="where runs execute (default: local)"
@@ -345,12 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     tab = sub.add_parser("tables", help="write the fixed tables from the result store only")
     tab.add_argument("--store", default="results/store")
     tab.add_argument("--out", default="results/tables")
+    tab.add_argument("--suite", help="only the runs of this suite (default: every record in the store)")
+    tab.add_argument("--data-root", help="with --suite paper: the folder holding MNIST / CIFAR-10")
     tab.set_defaults(func=cmd_tables)
 
     fig = sub.add_parser("figures", help="write figures (PNG and PDF) from the result store and results/influence")
     fig.add_argument("--store", default="results/store")
     fig.add_argument("--influence", default="results/influence", help="output folder of `influence` experiments")
     fig.add_argument("--out", default="results/figures")
+    fig.add_argument("--suite", help="only the runs of this suite (default: every record in the store)")
+    fig.add_argument("--data-root", help="with --suite paper: the folder holding MNIST / CIFAR-10")
     fig.set_defaults(func=cmd_figures)
 
     lst = sub.add_parser("list", help="list attacks, defenses, topologies, mixing rules, datasets, models")

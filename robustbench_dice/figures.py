@@ -6,6 +6,15 @@
 - ``influence_alignment``: DICE estimate against counterfactual ground truth
   (default learning rate), one panel per hop count r.
 - ``cascade_decay``: mean |influence| against hop distance, per topology.
+- ``roc_curves_<topology>``: ROC curves of the edge-level suspicion scores
+  (label: the sender is Byzantine), one panel per attack, defenses overlaid,
+  scores pooled over seeds.
+- ``influence_curves_<topology>``: running proximal influence that honest
+  nodes receive from honest vs Byzantine neighbours over rounds (the paper's
+  anomaly-detection picture); from runs with ``track_influence``.
+- ``topology_influence_<topology>``: the graph of one such run, each edge
+  k -> j coloured by the proximal influence j accumulated from k, Byzantine
+  nodes marked.
 """
 
 from __future__ import annotations
@@ -49,27 +58,44 @@ def _save(fig: Any, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def _ok_records(store: ResultStore) -> list[dict[str, Any]]:
-    return [r.data for r in store.records() if r.status == "ok"]
+def _ok_records(store: ResultStore, keys: set[str] | None = None) -> list[dict[str, Any]]:
+    return [r.data for r in store.records() if r.status == "ok" and (keys is None or r.key in keys)]
 
 
-def accuracy_curves(store: ResultStore, out: Path) -> list[Path]:
+def _group(s: dict[str, Any]) -> str:
+    """File-name key of the figure a run belongs to: topology and block (dataset, model, nodes, Byzantine, partition)."""
+    byzantine = s["byzantine"] if s.get("byzantine_fraction") is None else int(s["byzantine_fraction"] * s["nodes"])
+    return f"{s['topology']}_{s['dataset']}_{s['model']}_{s['nodes']}n_{byzantine}b_{s['partition']}"
+
+
+def _describe(group: str) -> str:
+    topology, dataset, model, nodes, byzantine, partition = group.rsplit("_", 5)  # topology names contain "_"
+    return f"the {topology} graph; {dataset}, {model}, {nodes[:-1]} nodes, {byzantine[:-1]} Byzantine, {partition}"
+
+
+def _panel_row(plt: Any, panels: int, width: float, height: float) -> tuple[Any, Any]:
+    """A figure with one row of ``panels`` panels sharing the y axis (one per attack)."""
+    return plt.subplots(1, panels, figsize=(width * panels, height), sharey=True, squeeze=False, layout="constrained")
+
+
+def _labels(s: dict[str, Any]) -> tuple[str, str]:
+    return PluginSpec(s["attack"], s["attack_params"]).label, PluginSpec(s["defense"], s["defense_params"]).label
+
+
+def accuracy_curves(records: list[dict[str, Any]], out: Path) -> list[Path]:
     plt = _pyplot()
     curves: dict[str, dict[str, dict[str, list[list[tuple[int, float]]]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
     )
-    for data in _ok_records(store):
+    for data in records:
         s = data["scenario"]
         points = [(p["round"], p["accuracy_mean"]) for p in data["result"]["curve"]]
-        attack = PluginSpec(s["attack"], s["attack_params"]).label
-        defense = PluginSpec(s["defense"], s["defense_params"]).label
-        curves[s["topology"]][attack][defense].append(points)
+        attack, defense = _labels(s)
+        curves[_group(s)][attack][defense].append(points)
     written: list[Path] = []
     for topology, by_attack in sorted(curves.items()):
         attacks = sorted(by_attack)
-        fig, axes = plt.subplots(
-            1, len(attacks), figsize=(3.2 * len(attacks), 3.0), sharey=True, squeeze=False, layout="constrained"
-        )
+        fig, axes = _panel_row(plt, len(attacks), 3.2, 3.0)
         for ax, attack in zip(axes[0], attacks, strict=True):
             for defense, runs in sorted(by_attack[attack].items()):
                 rounds = [r for r, _ in runs[0]]
@@ -81,22 +107,22 @@ def accuracy_curves(store: ResultStore, out: Path) -> list[Path]:
         axes[0][0].set_ylabel("mean honest test accuracy")
         axes[0][0].set_ylim(0, 1)
         axes[0][-1].legend(title="defense", fontsize=8, loc="lower right")
-        fig.suptitle(f"Accuracy over rounds on the {topology} graph (mean over seeds)")
+        fig.suptitle(f"Accuracy over rounds on {_describe(topology)} (mean over seeds)")
         written += _save(fig, out, f"accuracy_curves_{topology}")
     return written
 
 
-def detection_heatmaps(store: ResultStore, out: Path) -> list[Path]:
+def detection_heatmaps(records: list[dict[str, Any]], out: Path) -> list[Path]:
     plt = _pyplot()
     values: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
-    for data in _ok_records(store):
+    for data in records:
         s, auc = data["scenario"], data["result"].get("edge_auc")
         if auc is not None:
             key = (
                 PluginSpec(s["attack"], s["attack_params"]).label,
                 PluginSpec(s["defense"], s["defense_params"]).label,
             )
-            values[s["topology"]][key].append(auc)
+            values[_group(s)][key].append(auc)
     written: list[Path] = []
     for topology, cells in sorted(values.items()):
         attacks = sorted({a for a, _ in cells})
@@ -115,7 +141,7 @@ def detection_heatmaps(store: ResultStore, out: Path) -> list[Path]:
         ax.set_xlabel("defense")
         ax.set_ylabel("attack")
         fig.colorbar(image, ax=ax, label="edge-level detection AUC")
-        ax.set_title(f"Detection AUC on the {topology} graph (mean over seeds)")
+        ax.set_title(f"Detection AUC (mean over seeds)\n{_describe(topology)}", fontsize=8)
         written += _save(fig, out, f"detection_auc_{topology}")
     return written
 
@@ -175,11 +201,193 @@ def cascade_decay(influence_dir: Path, out: Path) -> list[Path]:
     return _save(fig, out, "cascade_decay")
 
 
-def write_figures(store: ResultStore, influence_dir: str | Path, out: str | Path) -> list[Path]:
+def roc_curves(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _pyplot()
+    pooled: dict[str, dict[str, dict[str, tuple[list[int], list[float]]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(lambda: ([], [])))
+    )
+    for data in records:
+        s, result = data["scenario"], data["result"]
+        if not result.get("suspicion") or result.get("edge_auc") is None:
+            continue
+        attack, defense = _labels(s)
+        byzantine = set(result["byzantine"])
+        labels, scores = pooled[_group(s)][attack][defense]
+        for j, k, score in result["suspicion"]:
+            if int(j) != int(k):
+                labels.append(int(int(k) in byzantine))
+                scores.append(float(score))
+    written: list[Path] = []
+    for topology, by_attack in sorted(pooled.items()):
+        attacks = sorted(by_attack)
+        fig, axes = _panel_row(plt, len(attacks), 3.0, 3.1)
+        for ax, attack in zip(axes[0], attacks, strict=True):
+            for defense, (labels, scores) in sorted(by_attack[attack].items()):
+                fpr, tpr, _ = roc_curve(labels, scores)
+                ax.plot(fpr, tpr, linewidth=1.3, label=f"{defense} ({roc_auc_score(labels, scores):.2f})")
+            ax.plot([0, 1], [0, 1], color="grey", linewidth=0.7, linestyle=":")
+            ax.set_title(f"attack: {attack}")
+            ax.set_xlabel("false positive rate (honest edges flagged)")
+            ax.set_aspect("equal")
+            ax.grid(alpha=0.3)
+            ax.legend(title="defense (AUC)", fontsize=7, title_fontsize=7, loc="lower right")
+        axes[0][0].set_ylabel("true positive rate (Byzantine edges flagged)")
+        fig.suptitle(f"ROC of edge suspicion scores (final round, seeds pooled) on {_describe(topology)}")
+        written += _save(fig, out, f"roc_curves_{topology}")
+    return written
+
+
+def influence_curves(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    plt = _pyplot()
+    runs: dict[str, dict[tuple[str, str], list[list[dict[str, Any]]]]] = defaultdict(lambda: defaultdict(list))
+    for data in records:
+        curve = data["result"].get("influence_curve")
+        if curve and not data["result"].get("diverged"):  # a diverged run's influence overflows to +-inf
+            runs[_group(data["scenario"])][_labels(data["scenario"])].append(curve)
+    written: list[Path] = []
+    for topology, by_cell in sorted(runs.items()):
+        attacks = sorted({a for a, _ in by_cell})
+        defenses = sorted({d for _, d in by_cell})
+        fig, axes = plt.subplots(
+            len(defenses),
+            len(attacks),
+            figsize=(3.0 * len(attacks), 2.5 * len(defenses) + 0.4),
+            sharex=True,
+            squeeze=False,
+            layout="constrained",
+        )
+        for row, defense in enumerate(defenses):
+            for col, attack in enumerate(attacks):
+                ax = axes[row][col]
+                curves = by_cell.get((attack, defense), [])
+                for kind, colour in (("honest_mean", "tab:blue"), ("byzantine_mean", "tab:red")):
+                    if not curves:
+                        continue
+                    rounds = [p["round"] for p in curves[0]]
+                    values = np.array([[np.nan if p[kind] is None else p[kind] for p in c] for c in curves], float)
+                    mean = np.nanmean(values, axis=0) if np.isfinite(values).any() else values[0]
+                    label = "from honest neighbours" if kind == "honest_mean" else "from Byzantine neighbours"
+                    ax.plot(rounds, mean, color=colour, linewidth=1.3, label=label)
+                    if len(curves) > 1 and np.isfinite(values).any():
+                        ax.fill_between(
+                            rounds, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=colour, alpha=0.15
+                        )
+                ax.axhline(0, color="grey", linewidth=0.6)
+                ax.set_title(f"{attack} / defense {defense}", fontsize=8)
+                ax.grid(alpha=0.3)
+                if row == len(defenses) - 1:
+                    ax.set_xlabel("round")
+            axes[row][0].set_ylabel("running proximal influence\n(validation-loss decrease)")
+        axes[0][-1].legend(fontsize=7, loc="best")
+        fig.suptitle(
+            f"Proximal influence received by honest nodes on {_describe(topology)}\n"
+            "(mean over edges; line: mean over seeds, band: min-max; diverged runs left out)"
+        )
+        written += _save(fig, out, f"influence_curves_{topology}")
+    return written
+
+
+def topology_influence(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    import matplotlib.colors as mcolors
+    import networkx as nx
+
+    from .scenario import Scenario
+    from .setup import scenario_topology
+    from .topology import torus_sides
+
+    plt = _pyplot()
+    chosen: dict[str, dict[str, Any]] = {}
+    # one representative run per topology: label flipping, no defense, lowest seed (then the first in sort order)
+    candidates = sorted(
+        (r for r in records if r["result"].get("proximal_influence")),
+        key=lambda r: (
+            r["scenario"]["attack"] != "label_flip",
+            r["scenario"]["defense"] != "gossip",
+            r["scenario"]["dataset"],
+            r["scenario"]["seed"],
+            r["key"],
+        ),
+    )
+    for data in candidates:
+        chosen.setdefault(_group(data["scenario"]), data)
+    written: list[Path] = []
+    for group, data in sorted(chosen.items()):
+        scenario = Scenario.from_dict(data["scenario"])
+        topology = scenario.topology
+        union = scenario_topology(scenario).union().adjacency  # [j, k]: j receives from k
+        n = union.shape[0]
+        byzantine = set(data["result"]["byzantine"])
+        influence = {(int(j), int(k)): float(v) for j, k, v in data["result"]["proximal_influence"] if int(j) != int(k)}
+        graph = nx.DiGraph()
+        graph.add_nodes_from(range(n))
+        graph.add_edges_from((int(k), int(j)) for j, k in zip(*np.nonzero(union), strict=True))
+        if topology == "torus":  # the grid the torus is built on (node = row * cols + col); wrap edges curve back
+            _, cols = torus_sides(n, scenario.torus_rows)
+            positions = {v: np.array([v % cols, -(v // cols)], dtype=float) for v in range(n)}
+        elif topology in ("ring", "exponential", "one_peer_exponential", "complete"):
+            positions = nx.circular_layout(graph)
+        else:
+            positions = nx.kamada_kawai_layout(graph)
+        scale = max((abs(v) for v in influence.values()), default=1.0) or 1.0
+        norm = mcolors.TwoSlopeNorm(vmin=-scale, vcenter=0.0, vmax=scale)
+        cmap = plt.get_cmap("coolwarm_r")
+        fig, ax = plt.subplots(figsize=(5.6, 4.8), layout="constrained")
+        scored = [(k, j) for (j, k) in sorted(influence)]
+        unscored = [e for e in graph.edges if (e[1], e[0]) not in influence]
+        nx.draw_networkx_edges(
+            graph,
+            positions,
+            edgelist=unscored,
+            ax=ax,
+            edge_color="lightgrey",
+            arrows=True,
+            arrowsize=6,
+            connectionstyle="arc3,rad=0.12",
+            node_size=260,
+        )
+        nx.draw_networkx_edges(
+            graph,
+            positions,
+            edgelist=scored,
+            ax=ax,
+            arrows=True,
+            arrowsize=8,
+            width=1.6,
+            edge_color=[cmap(norm(influence[(j, k)])) for k, j in scored],
+            connectionstyle="arc3,rad=0.12",
+            node_size=260,
+        )
+        colours = ["tab:red" if v in byzantine else "white" for v in range(n)]
+        nx.draw_networkx_nodes(graph, positions, ax=ax, node_color=colours, edgecolors="black", node_size=260)
+        nx.draw_networkx_labels(graph, positions, ax=ax, font_size=7)
+        mappable = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(mappable, ax=ax, shrink=0.8, label="accumulated proximal influence k -> j (loss decrease)")
+        s = data["scenario"]
+        attack, defense = _labels(s)
+        ax.set_title(
+            f"{_describe(group)}\n{attack}, defense {defense}, seed {s['seed']}; "
+            "red nodes: Byzantine; grey edges: into Byzantine nodes (not scored)",
+            fontsize=8,
+        )
+        ax.set_axis_off()
+        written += _save(fig, out, f"topology_influence_{group}")
+    return written
+
+
+def write_figures(
+    store: ResultStore, influence_dir: str | Path, out: str | Path, keys: set[str] | None = None
+) -> list[Path]:
+    """Every figure the store (restricted to ``keys`` when given) and ``influence_dir`` have data for."""
     out, influence_dir = Path(out), Path(influence_dir)
+    records = _ok_records(store, keys)
     return (
-        accuracy_curves(store, out)
-        + detection_heatmaps(store, out)
+        accuracy_curves(records, out)
+        + detection_heatmaps(records, out)
+        + roc_curves(records, out)
+        + influence_curves(records, out)
+        + topology_influence(records, out)
         + influence_alignment(influence_dir, out)
         + cascade_decay(influence_dir, out)
     )

@@ -9,12 +9,18 @@ node's own gradient, so one backward pass serves all nodes.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
 from .models import Model
 
 LOSSES = ("cross_entropy", "squared", "linear")
+
+# torch's forward-mode AD registers its own decompositions with torch.jit.script on first use, which warns in
+# torch >= 2.9; the warning is about torch's internals, not about anything a user of this package can change
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 
 def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy") -> torch.Tensor:

@@ -93,6 +93,7 @@ class AlignmentConfig:
     horizon: int = field(default=3, metadata={"help": "largest hop count r"})
     batch_size: int = field(default=32, metadata={"help": "minibatch size"})
     seed: int = field(default=0, metadata={"help": "seed of the runs"})
+    data_root: str | None = field(default=None, metadata={"help": "folder of on-disk datasets (mnist, cifar10)"})
 
 
 def _probe_rounds(rounds: int, count: int, horizon: int) -> list[int]:
@@ -134,10 +135,19 @@ def measure_windows(
 
 
 def _scenario(
-    dataset: str, model: str, topology: str, nodes: int, rounds: int, lr: float, batch: int, seed: int
+    dataset: str,
+    model: str,
+    topology: str,
+    nodes: int,
+    rounds: int,
+    lr: float,
+    batch: int,
+    seed: int,
+    data_root: str | None = None,
 ) -> Scenario:
     return Scenario(
         dataset=dataset,
+        data_root=data_root,
         model=model,
         topology=topology,
         nodes=nodes,
@@ -196,7 +206,15 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[list[dict[
     for index, (model, topology, lr) in enumerate(settings, 1):
         start = time.perf_counter()
         scenario = _scenario(
-            config.dataset, model, topology, config.nodes, config.rounds, lr, config.batch_size, config.seed
+            config.dataset,
+            model,
+            topology,
+            config.nodes,
+            config.rounds,
+            lr,
+            config.batch_size,
+            config.seed,
+            config.data_root,
         )
         rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
         sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ("dice", "no_curvature"))
@@ -268,6 +286,7 @@ class CascadeConfig:
     lr: float = field(default=0.1, metadata={"help": "learning rate"})
     batch_size: int = field(default=32, metadata={"help": "minibatch size"})
     seed: int = field(default=0, metadata={"help": "seed of the runs"})
+    data_root: str | None = field(default=None, metadata={"help": "folder of on-disk datasets (mnist, cifar10)"})
 
 
 DECAY_COLUMNS = ("dataset", "model", "topology", "r", "hop", "pairs", "mean_abs_estimate", "mean_abs_ground_truth")
@@ -298,6 +317,7 @@ def run_cascade(config: CascadeConfig, log: Log = print) -> tuple[list[dict[str,
             config.lr,
             config.batch_size,
             config.seed,
+            config.data_root,
         )
         rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
         sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ("dice",))

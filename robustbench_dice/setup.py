@@ -23,7 +23,7 @@ from .mixing import MixingSchedule
 from .models import Model, build_model
 from .partition import partition_indices, split_validation
 from .scenario import Scenario
-from .topology import Graph, build_topology
+from .topology import Graph, TopologySchedule, build_topology
 
 STREAMS = ("partition", "topology", "byzantine", "init", "sampler", "attack")
 
@@ -135,6 +135,20 @@ class RunSetup:
         return torch.Generator().manual_seed(self.seeds["sampler"])
 
 
+def scenario_topology(s: Scenario) -> TopologySchedule:
+    """The graph schedule of ``s``, exactly as a run builds it (seeded by the scenario's topology stream)."""
+    return build_topology(
+        s.topology,
+        s.nodes,
+        seed=seed_streams(s.seed)["topology"],
+        edge_probability=s.edge_probability,
+        small_world_k=s.small_world_k,
+        small_world_p=s.small_world_p,
+        torus_rows=s.torus_rows,
+        adjacency_file=s.adjacency_file,
+    )
+
+
 def prepare(scenario: Scenario) -> RunSetup:
     """Build data, graph, Byzantine set, model and initial parameters; ConfigError on impossible requests."""
     s = scenario
@@ -143,16 +157,7 @@ def prepare(scenario: Scenario) -> RunSetup:
     dataset = load_dataset(s.dataset, s.data_root, mnist1d_samples=s.mnist1d_samples)
     model = build_model(s.model, dataset.input_shape, dataset.num_classes, s.hidden)
 
-    schedule = build_topology(
-        s.topology,
-        s.nodes,
-        seed=seeds["topology"],
-        edge_probability=s.edge_probability,
-        small_world_k=s.small_world_k,
-        small_world_p=s.small_world_p,
-        torus_rows=s.torus_rows,
-        adjacency_file=s.adjacency_file,
-    )
+    schedule = scenario_topology(s)
     mixing = MixingSchedule(schedule, s.mixing)
     byzantine = choose_byzantine(
         schedule.union(), s.n_byzantine, s.byzantine_placement, np.random.default_rng(seeds["byzantine"])

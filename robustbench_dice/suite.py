@@ -153,7 +153,9 @@ def load_suite(name_or_path: str) -> Suite:
         return suite
     path = Path(name_or_path)
     if not path.is_file():
-        raise ConfigError(f"no built-in suite or file named {name_or_path!r}; built-in: {', '.join(BUILTIN_SUITES)}")
+        raise ConfigError(
+            f"no built-in suite or file named {name_or_path!r}; built-in: {', '.join(BUILTIN_SUITES)}, paper"
+        )
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:

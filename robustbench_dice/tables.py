@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write_bytes
+from .metrics import Auc, edge_auc
 from .store import Record, ResultStore
 from .suite import PluginSpec
 
@@ -28,10 +29,29 @@ SUMMARY_COLUMNS = (
     "final_accuracy_worst",
     "edge_auc",
     "node_auc",
+    "influence_auc",
     "honest_edges_wrongly_pruned",
     "reason",
 )
-METRICS = {"accuracy": "final_accuracy_mean", "worst_accuracy": "final_accuracy_worst", "detection_auc": "edge_auc"}
+METRICS = {
+    "accuracy": "final_accuracy_mean",
+    "worst_accuracy": "final_accuracy_worst",
+    "detection_auc": "edge_auc",
+    "influence_auc": "influence_auc",  # written only when some run tracked proximal influence
+}
+
+
+UNTRACKED = "run without track_influence"
+
+
+def influence_auc(result: dict[str, Any]) -> Auc:
+    """Edge AUC of the accumulated proximal influence as a detector: low influence = suspicious (score = -Prox)."""
+    rows = result.get("proximal_influence") or []
+    if not result.get("scenario", {}).get("track_influence"):
+        return Auc(None, UNTRACKED)
+    if not rows:
+        return Auc(None, "the run diverged: its influence is not finite" if result.get("diverged") else "no edges")
+    return edge_auc(([j, k, -v] for j, k, v in rows if v is not None), set(result.get("byzantine", [])))
 
 
 def summary_rows(records: list[Record]) -> list[dict[str, Any]]:
@@ -40,6 +60,7 @@ def summary_rows(records: list[Record]) -> list[dict[str, Any]]:
         s = record.data["scenario"]
         result = record.data.get("result", {})
         reason = record.data.get("reason") or record.data.get("error") or result.get("edge_auc_reason") or ""
+        by_influence = influence_auc(result)
         rows.append(
             {
                 "dataset": s["dataset"],
@@ -58,6 +79,8 @@ def summary_rows(records: list[Record]) -> list[dict[str, Any]]:
                 "final_accuracy_worst": result.get("final_accuracy_worst"),
                 "edge_auc": result.get("edge_auc"),
                 "node_auc": result.get("node_auc"),
+                "influence_auc": by_influence.value,
+                "influence_auc_reason": by_influence.reason,
                 "honest_edges_wrongly_pruned": result.get("honest_edges_wrongly_pruned"),
                 "reason": " ".join(str(reason).split()),
             }
@@ -75,8 +98,11 @@ def _values(rows: list[dict[str, Any]], metric: str) -> list[float]:
     return [r[metric] for r in rows if r["status"] == "ok" and r[metric] is not None]
 
 
-def _first_reason(rows: list[dict[str, Any]], default: str = "") -> str:
-    return next((r["reason"] for r in rows if r["reason"]), default)
+def _first_reason(rows: list[dict[str, Any]], default: str = "", metric: str = "") -> str:
+    own = f"{metric}_reason"
+    return next((r[own] for r in rows if r.get(own) and r["status"] == "ok"), "") or next(
+        (r["reason"] for r in rows if r["reason"]), default
+    )
 
 
 def _cell(rows: list[dict[str, Any]], metric: str, notes: dict[str, int]) -> str:
@@ -84,7 +110,7 @@ def _cell(rows: list[dict[str, Any]], metric: str, notes: dict[str, int]) -> str
     if len(values) == len(rows) and values:
         spread = statistics.pstdev(values) if len(values) > 1 else 0.0
         return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
-    reason = _first_reason(rows, "no value")
+    reason = _first_reason(rows, "no value", metric)
     if values:
         reason = f"{len(values)} of {len(rows)} seeds: " + reason
     number = notes.setdefault(reason, len(notes) + 1)
@@ -92,10 +118,10 @@ def _cell(rows: list[dict[str, Any]], metric: str, notes: dict[str, int]) -> str
     return f"{mean}n/a[{number}]"
 
 
-def write_tables(store: ResultStore, out: str | Path) -> list[Path]:
-    """Write every table from the records in ``store``; returns the files written."""
+def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = None) -> list[Path]:
+    """Write every table from the records in ``store`` (only those in ``keys`` when given); returns the files."""
     out = Path(out)
-    rows = summary_rows(store.records())
+    rows = summary_rows([r for r in store.records() if keys is None or r.key in keys])
     written = [out / "summary.csv"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
@@ -106,7 +132,10 @@ def write_tables(store: ResultStore, out: str | Path) -> list[Path]:
     blocks: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         blocks[(r["dataset"], r["model"], r["nodes"], r["byzantine"], r["partition"])].append(r)
+    tracked = any(r["influence_auc_reason"] != UNTRACKED for r in rows)
     for table, metric in METRICS.items():
+        if metric == "influence_auc" and not tracked:
+            continue
         md, tex, flat = [f"# {table.replace('_', ' ')} ({metric})", ""], [], io.StringIO()
         flat_writer = csv.writer(flat, lineterminator="\n")
         flat_writer.writerow([*CELL_COLUMNS, "mean", "std", "seeds", "note"])
@@ -144,7 +173,7 @@ def write_tables(store: ResultStore, out: str | Path) -> list[Path]:
                     values = _values(runs, metric)
                     mean = f"{statistics.fmean(values):.6f}" if values else ""
                     std = f"{statistics.pstdev(values):.6f}" if len(values) > 1 else ("0.000000" if values else "")
-                    note = "" if len(values) == len(runs) else _first_reason(runs)
+                    note = "" if len(values) == len(runs) else _first_reason(runs, metric=metric)
                     flat_writer.writerow(
                         [dataset, model, nodes, byzantine, partition, topology, attack, d, mean, std, len(values), note]
                     )

@@ -264,7 +264,13 @@ def test_figures_from_a_store(tiny, tmp_path):
     run_suite(tiny, store, jobs=1, show_progress=False)
     written = write_figures(store, tmp_path / "no-influence-yet", tmp_path / "figures")
     names = {p.name for p in written}
-    assert {"accuracy_curves_ring.png", "accuracy_curves_complete.pdf", "detection_auc_complete.png"} <= names
+    assert {
+        "accuracy_curves_ring_digits_mlp_6n_1b_iid.png",
+        "accuracy_curves_complete_digits_mlp_6n_1b_iid.pdf",
+        "detection_auc_complete_digits_mlp_6n_1b_iid.png",
+        "roc_curves_complete_digits_mlp_6n_1b_iid.png",
+    } <= names
+    assert not any(n.startswith(("influence_curves", "topology_influence")) for n in names)  # nothing tracked
     assert all(p.stat().st_size > 1000 for p in written)
     assert (
         main(
