@@ -134,30 +134,21 @@ def measure_windows(
     return sim, hop_distances(sim), {k: np.stack(v) for k, v in out.items()}
 
 
-def _scenario(
-    dataset: str,
-    model: str,
-    topology: str,
-    nodes: int,
-    rounds: int,
-    lr: float,
-    batch: int,
-    seed: int,
-    data_root: str | None = None,
-) -> Scenario:
+def _scenario(config: AlignmentConfig | CascadeConfig, model: str, topology: str, lr: float) -> Scenario:
+    """A DICE experiment run: plain SGD (momentum 0) in float64, evaluated once at the end."""
     return Scenario(
-        dataset=dataset,
-        data_root=data_root,
+        dataset=config.dataset,
+        data_root=config.data_root,
         model=model,
         topology=topology,
-        nodes=nodes,
-        rounds=rounds,
+        nodes=config.nodes,
+        rounds=config.rounds,
         lr=lr,
         momentum=0.0,
-        batch_size=batch,
+        batch_size=config.batch_size,
         dtype="float64",
-        seed=seed,
-        eval_every=rounds,
+        seed=config.seed,
+        eval_every=config.rounds,
     )
 
 
@@ -205,17 +196,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[list[dict[
     settings += [(m, t, lr) for lr in config.lrs[1:] for m in config.models for t in config.sweep_topologies]
     for index, (model, topology, lr) in enumerate(settings, 1):
         start = time.perf_counter()
-        scenario = _scenario(
-            config.dataset,
-            model,
-            topology,
-            config.nodes,
-            config.rounds,
-            lr,
-            config.batch_size,
-            config.seed,
-            config.data_root,
-        )
+        scenario = _scenario(config, model, topology, lr)
         rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
         sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ("dice", "no_curvature"))
         for w, t in enumerate(rounds):
@@ -308,17 +289,7 @@ def run_cascade(config: CascadeConfig, log: Log = print) -> tuple[list[dict[str,
     centrality: list[dict[str, object]] = []
     for index, topology in enumerate(config.topologies, 1):
         start = time.perf_counter()
-        scenario = _scenario(
-            config.dataset,
-            config.model,
-            topology,
-            config.nodes,
-            config.rounds,
-            config.lr,
-            config.batch_size,
-            config.seed,
-            config.data_root,
-        )
+        scenario = _scenario(config, config.model, topology, config.lr)
         rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
         sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ("dice",))
         est, truth = arrays["dice"], arrays["truth"]
