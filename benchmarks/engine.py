@@ -13,6 +13,9 @@ and converts the round's FLOPs (forward + backward = 6 x MACs per sample,
 plus 2 x nnz(W) x P for gossip) to seconds at the dense float32 matmul rate
 measured here. ``speedup`` = reference / vectorised seconds per round; each time is the best of
 ``--repeats`` runs, as timeit recommends, so background noise does not pick the ratio.
+``gradient_speedup`` = seconds of every node's minibatch gradient by autograd
+(:func:`~robustbench_dice.functional.per_node_grad_autograd`) / by the dense
+models' hand-written backward pass, which the engine uses.
 
 Usage: ``python benchmarks/engine.py [--json] [--nodes 16 64 256 1024]``
 """
@@ -27,8 +30,9 @@ import numpy as np
 import torch
 
 from robustbench_dice import Scenario, Simulation
+from robustbench_dice.functional import per_node_grad, per_node_grad_autograd
 from robustbench_dice.reference import run_reference
-from robustbench_dice.setup import prepare
+from robustbench_dice.setup import prepare, sample_positions
 
 
 def matmul_flops_per_second(size: int = 1024, repeats: int = 5) -> float:
@@ -88,6 +92,23 @@ def reference_seconds_per_round(n_nodes: int, rounds: int, repeats: int) -> floa
     return best
 
 
+def gradient_seconds(sim: Simulation, repeats: int, calls: int = 50) -> tuple[float, float]:
+    """Best-of-``repeats`` seconds of one all-node minibatch gradient: hand-written, autograd."""
+    st = sim.setup
+    x, y = st.data.batch(sample_positions(st.sampler(), st.data.train_count, st.data.train_index.shape[1], 32))
+    out = []
+    for grad in (per_node_grad, per_node_grad_autograd):
+        grad(st.model, st.theta0, x, y)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(calls):
+                grad(st.model, st.theta0, x, y)
+            best = min(best, (time.perf_counter() - start) / calls)
+        out.append(best)
+    return out[0], out[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="one JSON object per node count on stdout")
@@ -118,6 +139,8 @@ def main() -> None:
             row["reference_s_per_round"] = ref
             row["speedup"] = ref / vec
         row["vectorised_vs_flop_bound"] = vec / row["flop_bound_s_per_round"]
+        row["hand_written_grad_s"], row["autograd_grad_s"] = gradient_seconds(sim, args.repeats)
+        row["gradient_speedup"] = row["autograd_grad_s"] / row["hand_written_grad_s"]
         if args.json:
             print(json.dumps(row), flush=True)
         else:
@@ -128,7 +151,8 @@ def main() -> None:
             )
             print(
                 f"N={n:5d}  vectorised {vec * 1e3:8.2f} ms/round  reference{ref_text}"
-                f"  FLOP bound {row['flop_bound_s_per_round'] * 1e3:7.2f} ms",
+                f"  FLOP bound {row['flop_bound_s_per_round'] * 1e3:7.2f} ms"
+                f"  gradient vs autograd x{row['gradient_speedup']:.1f}",
                 flush=True,
             )
 

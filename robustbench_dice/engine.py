@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .dice import proximal_influence
-from .functional import per_node_grad
+from .functional import Samples, per_node_grad, per_node_grads
 from .mixing import MixingMatrix, Neighbourhood
 from .models import CNN, Model
 from .plugins import Aggregation, Attack, AttackSetup, AttackView, CellInfo, Defense, DefenseView
@@ -202,10 +202,14 @@ class Simulation:
             return validation_grad(st.model, st.data, params)
 
         data = st.data
+        validation = Samples(data.val_x, data.val_y, data.val_mask_if_needed)
+        lookahead: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # this round's x, y, grad
         for t in range(s.rounds):
-            positions = sample_positions(sampler, data.train_count, width, s.batch_size).to(dev)
-            x, y = data.batch(positions)
-            grad = local_gradients(st.model, theta, x, y)
+            if lookahead is None:
+                x, y = data.batch(sample_positions(sampler, data.train_count, width, s.batch_size).to(dev))
+                grad = local_gradients(st.model, theta, x, y)
+            else:
+                (x, y, grad), lookahead = lookahead, None
             delta, buffer = sgd_displacement(grad, theta, buffer, s.lr, s.momentum, s.weight_decay)
             if byz.numel() and not self.attack.local_training:
                 delta[byz] = 0.0
@@ -246,7 +250,15 @@ class Simulation:
             theta = agg.theta.detach()
             detection.update(t, agg, rm)
             if s.track_influence:  # Prox_t[j, k] = -W_jk grad L(theta_j^{t+1}; z'_j)^T Delta_k, zero off the edges
-                influence.add_(proximal_influence(val_grad(theta), reported, rm.weights))
+                if t + 1 < s.rounds:
+                    # next round's minibatch gradient is taken at the same theta^{t+1}: one pass serves both
+                    x, y = data.batch(sample_positions(sampler, data.train_count, width, s.batch_size).to(dev))
+                    grad, test_grad = per_node_grads(st.model, theta, [Samples(x, y), validation])
+                    lookahead = x, y, grad
+                else:
+                    test_grad = val_grad(theta)
+                # W is CSR where gossip is sparse (large sparse graphs); then only the edges' products are taken
+                influence.add_(proximal_influence(test_grad, reported, rm.weights))
             if (t + 1) % s.eval_every == 0 or t + 1 == s.rounds:
                 t_eval = time.perf_counter()
                 curve.append(self.evaluate(theta, t + 1, honest))

@@ -10,6 +10,8 @@ node's own gradient, so one backward pass serves all nodes.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +64,33 @@ def per_node_loss(
     return (per_sample * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
+def logit_grad(
+    logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None, loss: str = "cross_entropy"
+) -> torch.Tensor:
+    """``(N, B, C)`` derivative of :func:`per_node_loss` (each node's mean loss) with respect to its logits."""
+    return _average_(_sample_logit_grad(logits, y, loss), mask)
+
+
+def _sample_logit_grad(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """``(N, B, C)`` derivative of each sample's own loss with respect to its logits (a new tensor)."""
+    n, b, c = logits.shape
+    y = y.expand(n, b)
+    if loss == "squared":
+        return logits - F.one_hot(y, c).to(logits.dtype)
+    if loss == "linear":
+        return -F.one_hot(y, c).to(logits.dtype)
+    grad = torch.softmax(logits, dim=-1)
+    return grad.scatter_add_(-1, y.unsqueeze(-1), torch.full((n, b, 1), -1.0, dtype=grad.dtype, device=grad.device))
+
+
+def _average_(grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Scales per-sample derivatives ``(N, B, C)`` in place to those of the (masked) mean over samples."""
+    if mask is None:
+        return grad.mul_(1.0 / grad.shape[1])
+    weights = mask.to(grad.dtype)
+    return grad.mul_((weights / weights.sum(1, keepdim=True).clamp_min(1.0)).unsqueeze(-1))
+
+
 def per_node_grad(
     model: Model,
     theta: torch.Tensor,
@@ -70,7 +99,57 @@ def per_node_grad(
     mask: torch.Tensor | None = None,
     loss: str = "cross_entropy",
 ) -> torch.Tensor:
-    """``(N, P)``: row k is the gradient of node k's loss at ``theta[k]``, from one backward pass.
+    """``(N, P)``: row k is the gradient of node k's loss at ``theta[k]``.
+
+    Uses the model's hand-written backward pass where it has one
+    (:meth:`Model.gradient`: the dense models), else :func:`per_node_grad_autograd`;
+    tests check the two agree.
+    """
+    if model.has_gradient:
+        return model.gradient(theta.detach(), x, lambda logits: logit_grad(logits, y, mask, loss))[0]
+    return per_node_grad_autograd(model, theta, x, y, mask, loss)
+
+
+class Samples(NamedTuple):
+    """Per-node samples ``x (N, B, *input_shape)``, labels ``y (N, B)``, optional valid-sample ``mask (N, B)``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor | None = None
+
+
+def per_node_grads(
+    model: Model, theta: torch.Tensor, parts: Sequence[Samples], loss: str = "cross_entropy"
+) -> list[torch.Tensor]:
+    """``[per_node_grad(model, theta, *part) for part in parts]``, with one forward pass over all parts.
+
+    For the dense models the parts' samples go through the network together
+    and each part's gradient is then summed over its own samples; every
+    sample's arithmetic is the same as in a separate call. Other models make
+    separate calls.
+    """
+    sizes = [part.x.shape[1] for part in parts]
+
+    def output_grad(logits: torch.Tensor) -> torch.Tensor:
+        grad = _sample_logit_grad(logits, torch.cat([p.y for p in parts], dim=1), loss)
+        for group, part in zip(grad.split(sizes, dim=1), parts, strict=True):
+            _average_(group, part.mask)  # views: scales grad in place
+        return grad
+
+    if not model.has_gradient or any(p.x.dim() != len(model.input_shape) + 2 for p in parts):
+        return [per_node_grad(model, theta, p.x, p.y, p.mask, loss) for p in parts]
+    return model.gradient(theta.detach(), torch.cat([p.x for p in parts], dim=1), output_grad, sizes)
+
+
+def per_node_grad_autograd(
+    model: Model,
+    theta: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    loss: str = "cross_entropy",
+) -> torch.Tensor:
+    """:func:`per_node_grad` by autograd: one backward pass through the batched forward serves every node.
 
     Gradients are taken with respect to each named parameter tensor and then
     concatenated: differentiating through slices of the flat ``theta`` would

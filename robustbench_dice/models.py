@@ -11,7 +11,9 @@ No BatchNorm: a node's output depends on its own parameters and inputs only.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +39,7 @@ class Model:
     """Base class: subclasses set ``specs`` and implement the two forwards."""
 
     name = "model"
+    has_gradient = False  # whether :meth:`gradient` is implemented
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int):
         self.input_shape = tuple(input_shape)
@@ -82,6 +85,24 @@ class Model:
         """Logits ``(B, C)`` of one node: ``theta (P,)``, ``x (B, *input_shape)``."""
         raise NotImplementedError
 
+    def gradient(
+        self,
+        theta: torch.Tensor,
+        x: torch.Tensor,
+        output_grad: Callable[[torch.Tensor], torch.Tensor],
+        groups: Sequence[int] | None = None,
+    ) -> list[torch.Tensor]:
+        """Hand-written backward pass: ``(N, P)`` gradients of ``sum(output_grad(logits) * logits)``.
+
+        ``output_grad`` maps the logits ``(N, B, C)`` to the derivative of the
+        loss with respect to them (same shape). ``groups`` splits the B samples
+        into consecutive groups of these sizes (default: one group) and the
+        result has one gradient per group, each summed over its own samples
+        only: several losses at the same parameters share one forward pass.
+        Only models with ``has_gradient`` implement it; callers use autograd for the others.
+        """
+        raise NotImplementedError(f"model {self.name!r} has no hand-written backward pass")
+
 
 def _dense_specs(sizes: list[int]) -> tuple[ParamSpec, ...]:
     specs = []
@@ -90,9 +111,16 @@ def _dense_specs(sizes: list[int]) -> tuple[ParamSpec, ...]:
     return tuple(specs)
 
 
-def _dense_stack(params: dict[str, torch.Tensor], h: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """Batched dense layers with ReLU between; ``h (N, B, d)`` or shared ``(B, d)``."""
+def _dense_stack(
+    params: dict[str, torch.Tensor], h: torch.Tensor, n_layers: int, inputs: list[torch.Tensor] | None = None
+) -> torch.Tensor:
+    """Batched dense layers with ReLU between; ``h (N, B, d)`` or shared ``(B, d)``.
+
+    ``inputs``, when given, receives each layer's input (what its backward pass needs).
+    """
     for i in range(n_layers):
+        if inputs is not None:
+            inputs.append(h)
         w, b = params[f"w{i}"], params[f"b{i}"]
         if h.dim() == 3 and w.dim() == 3:  # per-node inputs: one fused batched multiply-add
             h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
@@ -101,6 +129,31 @@ def _dense_stack(params: dict[str, torch.Tensor], h: torch.Tensor, n_layers: int
         if i < n_layers - 1:
             h = torch.relu(h)
     return h
+
+
+def _dense_backward(
+    params: dict[str, torch.Tensor], inputs: list[torch.Tensor], grad_out: torch.Tensor, groups: Sequence[int]
+) -> list[list[torch.Tensor]]:
+    """Per sample group, gradients ``[w0, b0, w1, b1, ...]`` of ``sum(grad_out * output)`` for :func:`_dense_stack`.
+
+    ``inputs`` are the layer inputs it recorded; ``grad_out (N, B, C)``;
+    ``groups`` sizes of consecutive sample groups (summing to B). A ReLU
+    output is positive exactly where its input was, so the recorded inputs
+    also give the ReLU masks (autograd uses the same rule).
+    """
+    bounds = [0, *itertools.accumulate(groups)]
+    grads: list[list[torch.Tensor]] = [[] for _ in groups]
+    g = grad_out
+    for i in reversed(range(len(inputs))):
+        h = inputs[i]
+        for out, start, stop in zip(grads, bounds[:-1], bounds[1:], strict=True):
+            g_part, h_part = g[:, start:stop], h[..., start:stop, :]  # h may be shared by all nodes, (B, in)
+            out += [g_part.sum(1), torch.matmul(g_part.transpose(1, 2), h_part)]  # (N, out), (N, out, in)
+        if i > 0:
+            g = torch.bmm(g, params[f"w{i}"]).mul_(h > 0)
+    for out in grads:
+        out.reverse()
+    return grads
 
 
 def _dense_single(params: dict[str, torch.Tensor], h: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -115,6 +168,7 @@ class MLP(Model):
     """Fully connected ReLU network; ``hidden=()`` is multinomial logistic regression."""
 
     name = "mlp"
+    has_gradient = True
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (64,)):
         super().__init__(input_shape, num_classes)
@@ -130,6 +184,22 @@ class MLP(Model):
 
     def forward_single(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return _dense_single(self.unflatten(theta), self._flatten(x), self.n_layers)
+
+    def gradient(
+        self,
+        theta: torch.Tensor,
+        x: torch.Tensor,
+        output_grad: Callable[[torch.Tensor], torch.Tensor],
+        groups: Sequence[int] | None = None,
+    ) -> list[torch.Tensor]:
+        # on these small per-node tensors autograd's bookkeeping costs as much as the arithmetic
+        params = self.unflatten(theta)
+        inputs: list[torch.Tensor] = []
+        h = self._flatten(x)
+        logits = _dense_stack(params, h, self.n_layers, inputs)
+        grads = _dense_backward(params, inputs, output_grad(logits), groups or (h.shape[-2],))
+        n = theta.shape[0]
+        return [torch.cat([g.reshape(n, -1) for g in group], dim=1) for group in grads]
 
 
 class LogisticRegression(MLP):

@@ -33,6 +33,7 @@ from typing import Any
 from .errors import ConfigError, DatasetNotFoundError
 from .influence import AlignmentConfig, CascadeConfig, write_alignment, write_cascade
 from .io import atomic_write_json
+from .store import RESULTS_VERSION
 from .suite import PluginSpec, Suite
 
 ATTACKS = ("none", "label_flip", "gradient_scale", "free_ride")
@@ -54,13 +55,17 @@ class InfluenceJob:
     def stamp(self) -> Path:
         return self.out / f"{self.kind}.config.json"
 
+    def stamp_content(self) -> dict[str, Any]:
+        """The configuration and the results version (a code change that moves the numbers bumps it)."""
+        return {**asdict(self.config), "results_version": RESULTS_VERSION}
+
     def up_to_date(self) -> bool:
-        """True when the outputs exist and were made with this exact configuration."""
+        """True when the outputs exist and were made with this exact configuration and results version."""
         expected = self.out / ("alignment_summary.csv" if self.kind == "alignment" else "cascade_decay.csv")
         if not (expected.is_file() and self.stamp.is_file()):
             return False
         try:
-            return json.loads(self.stamp.read_text()) == json.loads(json.dumps(asdict(self.config)))
+            return json.loads(self.stamp.read_text()) == json.loads(json.dumps(self.stamp_content()))
         except ValueError:
             return False
 
@@ -71,7 +76,7 @@ class InfluenceJob:
         else:
             assert isinstance(self.config, CascadeConfig)
             write_cascade(self.out, self.config, log=log)
-        atomic_write_json(self.stamp, asdict(self.config))
+        atomic_write_json(self.stamp, self.stamp_content())
 
 
 @dataclass

@@ -132,11 +132,13 @@ def test_proximal_influence_equals_per_pair_formula():
     n, p = 7, 11
     g, delta = torch.randn(n, p), torch.randn(n, p)
     w = torch.rand(n, n) * (torch.rand(n, n) > 0.5)
-    prox = proximal_influence(g, delta, w.to_sparse_csr())
-    for j in range(n):
-        for k in range(n):
-            expected = -float(w[j, k]) * float(g[j] @ delta[k])
-            assert prox[j, k].item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    for weights in (w, w.to_sparse_csr()):
+        prox = proximal_influence(g, delta, weights)
+        assert prox.layout == torch.strided and prox.shape == (n, n)
+        for j in range(n):
+            for k in range(n):
+                expected = -float(w[j, k]) * float(g[j] @ delta[k])
+                assert prox[j, k].item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 def test_hvp_is_vectorised_over_tangents():

@@ -55,3 +55,46 @@ def test_bad_models():
         build_model("cnn", (40,), 10)
     with pytest.raises(ConfigError, match="hidden sizes"):
         build_model("mlp", (64,), 10, hidden=(0,))
+
+
+DENSE = [("logreg", ()), ("mlp", (64,)), ("mlp", (32, 16))]
+
+
+@pytest.mark.parametrize("name,hidden", DENSE)
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared", "linear"])
+def test_hand_written_gradient_equals_autograd(name, hidden, shared, masked, loss):
+    from robustbench_dice.functional import per_node_grad, per_node_grad_autograd
+
+    model = build_model(name, (8, 8), 10, hidden=hidden or (64,))
+    assert model.has_gradient
+    gen = torch.Generator().manual_seed(3)
+    theta = model.init(5, gen, same=False).double() * 3  # larger weights: more ReLUs switched off
+    x = torch.randn(7, 8, 8, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 10, (7,), generator=gen)
+    if not shared:
+        x, y = torch.randn(5, 7, 8, 8, generator=gen, dtype=torch.float64), torch.randint(0, 10, (5, 7), generator=gen)
+    mask = (torch.rand(5, 7, generator=gen) > 0.4) if masked else None
+    if masked:
+        mask[0] = False  # a node with no valid sample has a zero gradient
+    fast = per_node_grad(model, theta, x, y, mask, loss)
+    torch.testing.assert_close(fast, per_node_grad_autograd(model, theta, x, y, mask, loss), rtol=1e-12, atol=1e-14)
+    if masked:
+        assert not fast[0].any()
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "cnn"])
+def test_gradients_of_several_sample_sets_in_one_pass_equal_separate_calls(name):
+    from robustbench_dice.functional import Samples, per_node_grad, per_node_grads
+
+    model = build_model(name, (64,), 10)
+    gen = torch.Generator().manual_seed(4)
+    theta = model.init(6, gen, same=False)
+    train = Samples(torch.randn(6, 9, 64, generator=gen), torch.randint(0, 10, (6, 9), generator=gen))
+    val = Samples(torch.randn(6, 4, 64, generator=gen), torch.randint(0, 10, (6, 4), generator=gen))
+    val = val._replace(mask=torch.rand(6, 4, generator=gen) > 0.3)
+    joint = per_node_grads(model, theta, [train, val])
+    assert len(joint) == 2
+    for got, part in zip(joint, [train, val], strict=True):
+        torch.testing.assert_close(got, per_node_grad(model, theta, *part), rtol=1e-6, atol=1e-7)
