@@ -185,6 +185,35 @@ def dice_ground_truth(
     return torch.stack(out)
 
 
+def _source_perturbation(window: Window, delta: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+    """``(S, N, P)``: every node's state change at t+1 when source j skips its step, ``-W^t[k, j] Delta_j``."""
+    return -window.weights[0][:, sources].T.unsqueeze(-1) * delta[sources].unsqueeze(1)
+
+
+def probe_curvature_term(
+    model: Model,
+    window: Window,
+    sources: torch.Tensor,
+    probe: Probe,
+    loss: str = "cross_entropy",
+    probe_loss_kind: str | None = None,
+) -> torch.Tensor:
+    """``(S, N)``: the second-order term ``0.5 p^T H' p`` of the probe loss that the r = 1 estimate leaves out.
+
+    ``p = -W^t[k, j] Delta_j`` is receiver k's perturbation in source j's
+    counterfactual and ``H'`` the Hessian of the probe loss at
+    ``theta_k^{t+1}``. At r = 1 the perturbation itself is exact (removing a
+    batch zeroes ``Delta_j``), so ``GT_1 - E_1`` is the Taylor remainder of
+    the probe loss, and this is its leading term: a diagnostic of why first
+    order falls short, not part of DICE.
+    """
+    _check(window, 1, sources)
+    states, deltas = _trajectory(model, window, 1, loss)
+    perturbation = _source_perturbation(window, deltas[0], sources)
+    curved = per_node_hvp(model, states[1], probe.x, probe.y, perturbation, probe_loss_kind or loss)
+    return 0.5 * (perturbation * curved).sum(-1)
+
+
 def dice_estimate(
     model: Model,
     window: Window,
@@ -204,9 +233,7 @@ def dice_estimate(
     """
     _check(window, horizon, sources)
     states, deltas = _trajectory(model, window, horizon, loss)
-    delta = deltas[0]  # (N, P): Delta^t of every node
-    # perturbation of every node's state, per source: -W^t[:, j] Delta_j
-    perturbation = -window.weights[0][:, sources].T.unsqueeze(-1) * delta[sources].unsqueeze(1)  # (S, N, P)
+    perturbation = _source_perturbation(window, deltas[0], sources)
     out = []
     for r in range(1, horizon + 1):
         theta = states[r]

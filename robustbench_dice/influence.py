@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
-from .dice import Probe, Window, dice_estimate, dice_ground_truth
+from .dice import Probe, Window, dice_estimate, dice_ground_truth, probe_curvature_term
 from .engine import RoundRecord, Simulation
 from .errors import ConfigError
 from .io import atomic_write_bytes
@@ -113,13 +113,17 @@ def hop_distances(sim: Simulation) -> np.ndarray:
     return hops
 
 
+ESTIMATORS = ("dice", "no_curvature", "probe_second_order")
+
+
 def measure_windows(
     scenario: Scenario, rounds: list[int], horizon: int, estimators: tuple[str, ...]
 ) -> tuple[Simulation, np.ndarray, dict[str, np.ndarray]]:
-    """Train once, then for every probe round: each estimator (``dice``, ``no_curvature``) and the ground truth.
+    """Train once, then for every probe round: each estimator (of :data:`ESTIMATORS`) and the ground truth.
 
     Returns the simulation, the ``(N, N)`` hop distances and arrays of shape ``(windows, horizon, S, N)`` with every
-    node a source and the global test set as z'.
+    node a source and the global test set as z'. ``probe_second_order`` (the r = 1 estimate plus the probe loss's
+    second-order term, a diagnostic of the r = 1 gap) is defined at r = 1 only: its array is ``(windows, 1, S, N)``.
     """
     sim, windows = record_windows(scenario, rounds, horizon)
     probe = probe_from_test_set(sim)
@@ -128,7 +132,11 @@ def measure_windows(
     out: dict[str, list[np.ndarray]] = {name: [] for name in (*estimators, "truth")}
     for window in windows:
         for name in estimators:
-            estimate = dice_estimate(model, window, sources, probe, horizon, curvature=name == "dice")
+            if name == "probe_second_order":
+                first = dice_estimate(model, window, sources, probe, 1)
+                estimate = first + probe_curvature_term(model, window, sources, probe).unsqueeze(0)
+            else:
+                estimate = dice_estimate(model, window, sources, probe, horizon, curvature=name == "dice")
             out[name].append(estimate.cpu().numpy())
         out["truth"].append(dice_ground_truth(model, window, sources, probe, horizon).cpu().numpy())
     return sim, hop_distances(sim), {k: np.stack(v) for k, v in out.items()}
@@ -170,6 +178,7 @@ ALIGNMENT_COLUMNS = (
     "hop",
     "estimate",
     "estimate_no_curvature",
+    "estimate_probe_second_order",
     "ground_truth",
 )
 SUMMARY_COLUMNS = (
@@ -198,7 +207,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[list[dict[
         start = time.perf_counter()
         scenario = _scenario(config, model, topology, lr)
         rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
-        sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ("dice", "no_curvature"))
+        sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ESTIMATORS)
         for w, t in enumerate(rounds):
             for r in range(1, config.horizon + 1):
                 for j in range(config.nodes):
@@ -216,11 +225,12 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[list[dict[
                                 hop=int(hops[j, k]),
                                 estimate=arrays["dice"][w, r - 1, j, k],
                                 estimate_no_curvature=arrays["no_curvature"][w, r - 1, j, k],
+                                estimate_probe_second_order=arrays["probe_second_order"][w, 0, j, k] if r == 1 else "",
                                 ground_truth=arrays["truth"][w, r - 1, j, k],
                             )
                         )
-        for estimator in ("dice", "no_curvature"):
-            for r in range(1, config.horizon + 1):
+        for estimator in ESTIMATORS:
+            for r in range(1, arrays[estimator].shape[1] + 1):
                 est, truth = arrays[estimator][:, r - 1], arrays["truth"][:, r - 1]  # (windows, S, N)
                 reach = (hops >= 0) & (hops <= r)
                 pear, spear = _correlations(est.mean(-1).ravel(), truth.mean(-1).ravel())
@@ -242,7 +252,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[list[dict[
                         spearman_per_receiver=spear_k,
                     )
                 )
-        dice_pearson = [s["pearson"] for s in summary[-2 * config.horizon :] if s["estimator"] == "dice"]
+        dice_pearson = [s["pearson"] for s in summary[-len(ESTIMATORS) * config.horizon :] if s["estimator"] == "dice"]
         log(
             f"[{index}/{len(settings)}] {model} {topology} lr={lr}: Pearson r=1..{config.horizon}"
             f" {', '.join(f'{p:.4f}' for p in dice_pearson)} ({time.perf_counter() - start:.1f}s)"
@@ -359,23 +369,26 @@ def alignment_markdown(summary: list[dict[str, object]], config: AlignmentConfig
         f"{config.dataset}, {config.nodes} nodes, plain SGD, batch {config.batch_size}, {config.rounds} rounds,"
         f" {config.probe_rounds} probe rounds x {config.nodes} sources per setting; ground truth re-runs rounds"
         " t..t+r-1 without the source's batch at t. Pearson / Spearman over probes of"
-        " GT_r = mean over receivers (q_k = 1/N); `per receiver`: over (probe, receiver within r hops) pairs.",
+        " GT_r = mean over receivers (q_k = 1/N); `per receiver`: over (probe, receiver within r hops) pairs."
+        " `probe_second_order` (r = 1 only) is not an estimator: it adds the probe loss's second-order term"
+        " 0.5 p^T H' p to the r = 1 estimate, to show what the first-order gap at r = 1 is made of.",
         "Regenerate: `robustbench-dice influence alignment`.",
         "",
-        "| model | topology | lr | estimator | probes | r=1 Pearson | r=2 Pearson | r=3 Pearson | r=1 Spearman |"
-        " r=2 Spearman | r=3 Spearman | r=3 Pearson per receiver |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    rs = range(1, config.horizon + 1)
+    header = ["model", "topology", "lr", "estimator", "probes"]
+    header += [f"r={r} Pearson" for r in rs] + [f"r={r} Spearman" for r in rs] + [f"r={rs[-1]} Pearson per receiver"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     keyed: dict[tuple[object, ...], dict[int, dict[str, object]]] = {}
     for row in summary:
         keyed.setdefault((row["model"], row["topology"], row["lr"], row["estimator"]), {})[int(str(row["r"]))] = row
     for (model, topology, lr, estimator), by_r in keyed.items():
-        rs = sorted(by_r)
-        pear = [_fmt(by_r[r]["pearson"]) for r in rs]
-        spear = [_fmt(by_r[r]["spearman"]) for r in rs]
+        pear = [_fmt(by_r[r]["pearson"]) if r in by_r else "n/a" for r in rs]
+        spear = [_fmt(by_r[r]["spearman"]) if r in by_r else "n/a" for r in rs]
+        last = _fmt(by_r[rs[-1]]["pearson_per_receiver"]) if rs[-1] in by_r else "n/a"
         lines.append(
-            f"| {model} | {topology} | {lr} | {estimator} | {by_r[rs[0]]['probes']} | {' | '.join(pear)} |"
-            f" {' | '.join(spear)} | {_fmt(by_r[rs[-1]]['pearson_per_receiver'])} |"
+            f"| {model} | {topology} | {lr} | {estimator} | {by_r[min(by_r)]['probes']} | {' | '.join(pear)} |"
+            f" {' | '.join(spear)} | {last} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -31,7 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DatasetNotFoundError
-from .influence import AlignmentConfig, CascadeConfig, write_alignment, write_cascade
+from .influence import (
+    ALIGNMENT_COLUMNS,
+    CENTRALITY_COLUMNS,
+    DECAY_COLUMNS,
+    SUMMARY_COLUMNS,
+    AlignmentConfig,
+    CascadeConfig,
+    write_alignment,
+    write_cascade,
+)
 from .io import atomic_write_json
 from .store import RESULTS_VERSION
 from .suite import PluginSpec, Suite
@@ -56,8 +65,12 @@ class InfluenceJob:
         return self.out / f"{self.kind}.config.json"
 
     def stamp_content(self) -> dict[str, Any]:
-        """The configuration and the results version (a code change that moves the numbers bumps it)."""
-        return {**asdict(self.config), "results_version": RESULTS_VERSION}
+        """The configuration, the results version (bumped by code changes that move numbers) and the output columns."""
+        if self.kind == "alignment":
+            columns = [*ALIGNMENT_COLUMNS, *SUMMARY_COLUMNS]
+        else:
+            columns = [*DECAY_COLUMNS, *CENTRALITY_COLUMNS]
+        return {**asdict(self.config), "results_version": RESULTS_VERSION, "columns": columns}
 
     def up_to_date(self) -> bool:
         """True when the outputs exist and were made with this exact configuration and results version."""
