@@ -283,6 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runs_per_job=args.runs_per_job,
         slurm_cluster=args.slurm_cluster,
     )
+    executor.check_available()  # before the store folder is created
     suites, plan = _suites(args.suite, args.data_root, args.influence)
     if plan is not None:
         for line in plan.missing:

@@ -11,6 +11,7 @@ ever unpickled by this package.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib.util
 import multiprocessing
 import os
 import shutil
@@ -61,6 +62,19 @@ class ExecutorConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.slurm_mem_gb <= 0 or self.connect_timeout_s <= 0:
             raise ConfigError("slurm_mem_gb and connect_timeout_s must be > 0")
+
+    def check_available(self) -> None:
+        """Raise a ConfigError now if this machine cannot use the executor (a missing package or ``sbatch``)."""
+        if self.kind == "slurm":
+            if importlib.util.find_spec("submitit") is None:
+                raise ConfigError("--executor slurm needs submitit: pip install 'robustbench-dice[cluster]'")
+            if self.slurm_cluster == "slurm" and shutil.which("sbatch") is None:
+                raise ConfigError(
+                    "--executor slurm needs `sbatch` on PATH: run from a SLURM login node "
+                    "(--slurm-cluster local runs the same submitit jobs on this machine)"
+                )
+        if self.kind == "dask" and importlib.util.find_spec("distributed") is None:
+            raise ConfigError("--executor dask needs dask.distributed: pip install 'robustbench-dice[cluster]'")
 
 
 def execute(
@@ -135,15 +149,8 @@ def run_chunk(worker: Callable[..., dict[str, Any]], chunk: Sequence[Task]) -> l
 def _submitit(
     worker: Callable[..., dict[str, Any]], tasks: Sequence[Task], config: ExecutorConfig, folder: str
 ) -> Iterator[Outcome]:
-    try:
-        import submitit
-    except ImportError as exc:
-        raise ConfigError("--executor slurm needs submitit: pip install 'robustbench-dice[cluster]'") from exc
-    if config.slurm_cluster == "slurm" and shutil.which("sbatch") is None:
-        raise ConfigError(
-            "--executor slurm needs `sbatch` on PATH: run from a SLURM login node "
-            "(--slurm-cluster local runs the same submitit jobs on this machine)"
-        )
+    config.check_available()
+    import submitit
     executor = submitit.AutoExecutor(folder=folder, cluster=config.slurm_cluster)
     parameters: dict[str, Any] = {
         "name": "robustbench-dice",

@@ -144,3 +144,6 @@ def test_slurm_without_sbatch_says_how_to_proceed(small, tmp_path):
     pytest.importorskip("submitit")
     with pytest.raises(ConfigError, match="needs `sbatch` on PATH.*--slurm-cluster local"):
         run_suite(small, ResultStore(tmp_path / "s"), executor=ExecutorConfig(kind="slurm"), show_progress=False)
+    store = tmp_path / "cli-store"
+    code = main(["run", "--suite", str(tmp_path / "small.toml"), "--store", str(store), "--executor", "slurm"])
+    assert code == 2 and not store.exists()  # refused before anything is written
