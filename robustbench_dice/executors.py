@@ -151,6 +151,7 @@ def _submitit(
 ) -> Iterator[Outcome]:
     config.check_available()
     import submitit
+
     executor = submitit.AutoExecutor(folder=folder, cluster=config.slurm_cluster)
     parameters: dict[str, Any] = {
         "name": "robustbench-dice",
