@@ -8,10 +8,13 @@ import sys
 import time
 import tomllib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DatasetNotFoundError
 from .scenario import Scenario
+
+if TYPE_CHECKING:
+    from .store import ResultStore
 
 _LIST_FIELDS = {"hidden"}
 _TABLE_FIELDS = {"attack_params", "defense_params"}
@@ -331,8 +334,10 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from .tables import write_tables
 
     keys = _suite_keys(_suites(args.suite, args.data_root, "results/influence")[0]) if args.suite else None
-    written = write_tables(ResultStore(args.store), args.out, keys=keys)
+    store = ResultStore(args.store)
+    written = write_tables(store, args.out, keys=keys)
     print(f"{len(written)} files written to {args.out}/")
+    _note_stale(store)
     return 0
 
 
@@ -341,9 +346,19 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from .store import ResultStore
 
     keys = _suite_keys(_suites(args.suite, args.data_root, args.influence)[0]) if args.suite else None
-    written = write_figures(ResultStore(args.store), args.influence, args.out, keys=keys)
+    store = ResultStore(args.store)
+    written = write_figures(store, args.influence, args.out, keys=keys)
     print(f"{len(written)} files written to {args.out}/")
+    _note_stale(store)
     return 0
+
+
+def _note_stale(store: ResultStore) -> None:
+    if store.stale:
+        print(
+            f"note: left out {store.stale} stored record(s) made by another results version"
+            " (their numbers are not comparable; `robustbench-dice run` recomputes them)"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

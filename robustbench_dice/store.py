@@ -77,6 +77,7 @@ class ResultStore:
         except OSError as exc:
             raise ConfigError(f"result store {str(self.root)!r} is not writable: {exc}") from exc
         self.corrupted: list[str] = []
+        self.stale = 0  # records of other results versions seen by the last records() call
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.json"
@@ -111,12 +112,26 @@ class ResultStore:
         return Record(data["key"], str(data["status"]), data)
 
     def records(self) -> list[Record]:
-        """Every parseable record in the store, sorted by key."""
+        """Every parseable record of this results version in the store, sorted by key.
+
+        Records made by code of another :data:`RESULTS_VERSION` are left out (their scenario hashes to another key)
+        and counted in ``stale``: their numbers are not comparable with current ones.
+        """
         out = []
+        self.stale = 0
         for path in sorted(self.root.glob("*.json")):
             try:
                 data = json.loads(path.read_text())
-                out.append(Record(str(data["key"]), str(data["status"]), data))
+                record = Record(str(data["key"]), str(data["status"]), data)
             except (ValueError, KeyError, TypeError) as exc:
                 self.corrupted.append(f"{path.name}: {exc}")
+                continue
+            try:
+                current = scenario_key(Scenario.from_dict(data["scenario"])) == record.key
+            except (ConfigError, ValueError, KeyError, TypeError):  # a scenario format this version no longer reads
+                current = False
+            if current:
+                out.append(record)
+            else:
+                self.stale += 1
         return out

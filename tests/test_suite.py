@@ -92,6 +92,22 @@ def test_corrupted_and_failed_records_are_recomputed(tiny, tmp_path):
     assert store.get(cells[1]).status in ("ok", "skipped")
 
 
+def test_records_of_another_results_version_are_left_out(tiny, tmp_path, monkeypatch, capsys):
+    import robustbench_dice.store as store_module
+
+    store = ResultStore(tmp_path / "store")
+    cell = tiny.scenarios()[0]
+    monkeypatch.setattr(store_module, "RESULTS_VERSION", "older")  # numbers from code before a change
+    store.put_failure(cell, "RuntimeError: old", "Traceback ...")
+    monkeypatch.undo()
+    assert store.records() == [] and store.stale == 1
+    assert store.get(cell) is None  # so the runner recomputes it
+    store.put_failure(cell, "RuntimeError: new", "Traceback ...")
+    assert [r.data["error"] for r in store.records()] == ["RuntimeError: new"] and store.stale == 1
+    assert main(["tables", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "tables")]) == 0
+    assert "left out 1 stored record(s) made by another results version" in capsys.readouterr().out
+
+
 def test_failing_run_is_stored_with_traceback_and_others_continue(tmp_path, monkeypatch):
     import robustbench_dice.engine as engine
 
