@@ -58,7 +58,7 @@ def proximal_influence(test_grad: torch.Tensor, delta: torch.Tensor, weights: to
         return -(test_grad @ delta.T) * weights
     csr = _csr(weights)
     out = torch.zeros(csr.shape, dtype=test_grad.dtype, device=test_grad.device)
-    return out.index_put_(csr_edges(csr), proximal_influence_on_edges(test_grad, delta, csr))
+    return out.index_put_(_csr_edges(csr), proximal_influence_on_edges(test_grad, delta, csr))
 
 
 def proximal_influence_on_edges(test_grad: torch.Tensor, delta: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -73,7 +73,7 @@ def proximal_influence_on_edges(test_grad: torch.Tensor, delta: torch.Tensor, we
     return dots.values() * weights.values()
 
 
-def csr_edges(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _csr_edges(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column index ``(nnz,)`` of each non-zero of a CSR matrix, in its order."""
     n = weights.shape[0]
     counts = weights.crow_indices().diff()

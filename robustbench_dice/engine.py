@@ -203,10 +203,14 @@ class Simulation:
 
         data = st.data
         validation = Samples(data.val_x, data.val_y, data.val_mask_if_needed)
+
+        def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            return data.batch(sample_positions(sampler, data.train_count, width, s.batch_size).to(dev))
+
         lookahead: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # this round's x, y, grad
         for t in range(s.rounds):
             if lookahead is None:
-                x, y = data.batch(sample_positions(sampler, data.train_count, width, s.batch_size).to(dev))
+                x, y = next_batch()
                 grad = local_gradients(st.model, theta, x, y)
             else:
                 (x, y, grad), lookahead = lookahead, None
@@ -252,7 +256,7 @@ class Simulation:
             if s.track_influence:  # Prox_t[j, k] = -W_jk grad L(theta_j^{t+1}; z'_j)^T Delta_k, zero off the edges
                 if t + 1 < s.rounds:
                     # next round's minibatch gradient is taken at the same theta^{t+1}: one pass serves both
-                    x, y = data.batch(sample_positions(sampler, data.train_count, width, s.batch_size).to(dev))
+                    x, y = next_batch()
                     grad, test_grad = per_node_grads(st.model, theta, [Samples(x, y), validation])
                     lookahead = x, y, grad
                 else:

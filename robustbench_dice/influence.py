@@ -229,6 +229,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[list[dict[
                                 ground_truth=arrays["truth"][w, r - 1, j, k],
                             )
                         )
+        first_row = len(summary)
         for estimator in ESTIMATORS:
             for r in range(1, arrays[estimator].shape[1] + 1):
                 est, truth = arrays[estimator][:, r - 1], arrays["truth"][:, r - 1]  # (windows, S, N)
@@ -252,7 +253,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[list[dict[
                         spearman_per_receiver=spear_k,
                     )
                 )
-        dice_pearson = [s["pearson"] for s in summary[-len(ESTIMATORS) * config.horizon :] if s["estimator"] == "dice"]
+        dice_pearson = [s["pearson"] for s in summary[first_row:] if s["estimator"] == "dice"]
         log(
             f"[{index}/{len(settings)}] {model} {topology} lr={lr}: Pearson r=1..{config.horizon}"
             f" {', '.join(f'{p:.4f}' for p in dice_pearson)} ({time.perf_counter() - start:.1f}s)"
