@@ -12,7 +12,7 @@ process, best of ``--repeats``:
   horizon r, divided by the seconds of one plain training round, both in
   float64 (the precision the influence experiments use).
 
-Usage: ``python benchmarks/influence.py [--json] [--nodes 16 64]``
+Usage: ``python benchmarks/influence.py [--json] [--nodes 16 64] [--overhead-only]``
 """
 
 from __future__ import annotations
@@ -74,8 +74,15 @@ def interleaved(n: int, rounds: int, repeats: int) -> tuple[float, float, float]
     return min(plain), min(tracked), ratios[len(ratios) // 2]
 
 
-def measure(n: int, rounds: int, repeats: int) -> dict[str, object]:
+def measure(n: int, rounds: int, repeats: int, overhead_only: bool = False) -> dict[str, object]:
     plain32, tracked32, ratio = interleaved(n, rounds, repeats)
+    if overhead_only:
+        return {
+            "n_nodes": n,
+            "plain_round_s_float32": plain32,
+            "tracked_round_s_float32": tracked32,
+            "proximal_influence_overhead": ratio - 1.0,
+        }
     plain64 = seconds_per_round(n, rounds, repeats, dtype="float64")
     sim, (window,) = record_windows(scenario(n, 10, dtype="float64"), [5], max(HORIZONS))
     probe = probe_from_test_set(sim)
@@ -103,18 +110,25 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--rounds", type=int, default=200, help="timed training rounds per run")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--overhead-only", action="store_true", help="only the proximal-influence overhead (quick at large N)"
+    )
     args = parser.parse_args()
     for n in args.nodes:
-        row = measure(n, args.rounds, args.repeats)
+        row = measure(n, args.rounds, args.repeats, args.overhead_only)
         if args.json:
             print(json.dumps(row), flush=True)
         else:
             parts = [f"N={n}", f"prox overhead {100 * row['proximal_influence_overhead']:.0f}%"]
-            parts += [
-                f"r={r}: estimate {row[f'estimate_r{r}_rounds']:.1f} rounds,"
-                f" ground truth {row[f'ground_truth_r{r}_rounds']:.1f} rounds"
-                for r in HORIZONS
-            ]
+            parts += (
+                []
+                if args.overhead_only
+                else [
+                    f"r={r}: estimate {row[f'estimate_r{r}_rounds']:.1f} rounds,"
+                    f" ground truth {row[f'ground_truth_r{r}_rounds']:.1f} rounds"
+                    for r in HORIZONS
+                ]
+            )
             print("  ".join(parts), flush=True)
 
 
