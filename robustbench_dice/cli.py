@@ -357,7 +357,7 @@ def _note_stale(store: ResultStore) -> None:
     if store.stale:
         print(
             f"note: left out {store.stale} stored record(s) made by another results version"
-            " (their numbers are not comparable; `robustbench-dice run` recomputes them)"
+            " (not comparable with current numbers; `robustbench-dice run` computes current ones)"
         )
 
 

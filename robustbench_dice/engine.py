@@ -198,8 +198,15 @@ class Simulation:
         def val_loss(params: torch.Tensor) -> torch.Tensor:
             return validation_loss(st.model, st.data, params)
 
+        # the last validation gradient a defense asked for, with a copy of its parameters: when tracking, the engine
+        # reuses it if the defense aggregated to exactly those parameters (DICE pruning does)
+        asked: list[tuple[torch.Tensor, torch.Tensor]] = []
+
         def val_grad(params: torch.Tensor) -> torch.Tensor:
-            return validation_grad(st.model, st.data, params)
+            grad = validation_grad(st.model, st.data, params)
+            if s.track_influence:
+                asked[:] = [(params.detach().clone(), grad)]
+            return grad
 
         data = st.data
         validation = Samples(data.val_x, data.val_y, data.val_mask_if_needed)
@@ -254,13 +261,16 @@ class Simulation:
             theta = agg.theta.detach()
             detection.update(t, agg, rm)
             if s.track_influence:  # Prox_t[j, k] = -W_jk grad L(theta_j^{t+1}; z'_j)^T Delta_k, zero off the edges
-                if t + 1 < s.rounds:
+                reusable = asked.pop() if asked else None
+                if reusable is not None and torch.equal(reusable[0], theta):
+                    test_grad = reusable[1]
+                elif t + 1 < s.rounds:
                     # next round's minibatch gradient is taken at the same theta^{t+1}: one pass serves both
                     x, y = next_batch()
                     grad, test_grad = per_node_grads(st.model, theta, [Samples(x, y), validation])
                     lookahead = x, y, grad
                 else:
-                    test_grad = val_grad(theta)
+                    test_grad = validation_grad(st.model, st.data, theta)
                 # W is CSR where gossip is sparse (large sparse graphs); then only the edges' products are taken
                 influence.add_(proximal_influence(test_grad, reported, rm.weights))
             if (t + 1) % s.eval_every == 0 or t + 1 == s.rounds:

@@ -77,10 +77,18 @@ def test_track_influence_flag_on_the_cli(tmp_path):
     assert len(json.loads(out.read_text())["proximal_influence"]) == 12  # ring: 2 in-neighbours x 6 nodes
 
 
-@pytest.mark.parametrize("rounds,eval_every", [(7, 3), (6, 2)])
-def test_tracked_influence_is_the_definition_and_does_not_change_training(rounds, eval_every):
+@pytest.mark.parametrize(
+    "rounds,eval_every,defense,validation_passes",
+    # gossip: the engine's validation gradient shares a pass with the next minibatch gradient (a separate
+    # pass only in the last round); dice_pruning: the engine reuses the defense's (one pass per round)
+    [(7, 3, "gossip", 1), (6, 2, "gossip", 1), (6, 2, "dice_prune", 6)],
+)
+def test_tracked_influence_is_the_definition_and_does_not_change_training(
+    rounds, eval_every, defense, validation_passes, monkeypatch
+):
     import torch
 
+    import robustbench_dice.engine as engine
     from robustbench_dice import Simulation
     from robustbench_dice.dice import proximal_influence
     from robustbench_dice.setup import validation_grad
@@ -88,16 +96,25 @@ def test_tracked_influence_is_the_definition_and_does_not_change_training(rounds
     scenario = Scenario(
         attack="label_flip",
         byzantine=3,
+        defense=defense,
         rounds=rounds,
         eval_every=eval_every,
         nodes=8,
         dtype="float64",
         track_influence=True,
     )
+    passes = []
+
+    def counted(*args):
+        passes.append(1)
+        return validation_grad(*args)
+
+    monkeypatch.setattr(engine, "validation_grad", counted)
     records = []
     sim = Simulation.from_scenario(scenario)
     sim.observer = records.append
     result = sim.run()
+    assert len(passes) == validation_passes
     total = sum(
         proximal_influence(validation_grad(sim.setup.model, sim.setup.data, r.theta_next), r.delta, r.weights)
         for r in records
