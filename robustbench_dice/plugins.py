@@ -91,9 +91,18 @@ class DefenseView:
     validation_grad: Callable[[torch.Tensor], torch.Tensor]  # (N, P) -> (N, P): its gradient
 
     def neighbour_messages(self) -> torch.Tensor:
-        """``(N, D, P)`` messages of each node's in-neighbours, padded slots hold the node's own model."""
-        gathered = self.messages[self.neighbours.index]
-        return torch.where(self.neighbours.mask.unsqueeze(-1), gathered, self.own.unsqueeze(1))
+        """``(N, D, P)`` messages of each node's in-neighbours, padded slots hold the node's own model.
+
+        Gathered once per view and the same tensor returned on every call: read it, do not modify it in place.
+        """
+        cached = self.__dict__.get("_neighbour_messages")  # the view is frozen; the cache is not one of its fields
+        if cached is None:
+            nb = self.neighbours
+            cached = self.messages[nb.index]
+            if not bool(nb.mask.all()):  # regular graphs have no padded slot
+                cached = torch.where(nb.mask.unsqueeze(-1), cached, self.own.unsqueeze(1))
+            self.__dict__["_neighbour_messages"] = cached
+        return cached
 
     def with_self(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, D+1, P)`` candidate models (own first, then in-neighbours) and their ``(N, D+1)`` mask."""

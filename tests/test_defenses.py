@@ -111,3 +111,22 @@ def test_gossip_has_no_scores_so_auc_is_undefined():
     result = simulate(Scenario(attack="label_flip", byzantine=3, rounds=5))
     assert result.edge_auc is None and "emits none" in result.edge_auc_reason
     assert result.time_to_detection is None and "does not prune" in result.time_to_detection_reason
+
+
+@pytest.mark.parametrize("topology", ["star", "ring"])  # padded slots (irregular) and none (regular)
+def test_neighbour_messages_equal_the_slot_by_slot_definition(topology):
+    sim = Simulation.from_scenario(Scenario(nodes=N, topology=topology, rounds=10))
+    rm = sim.mixing_at(0)
+    own = torch.randn(N, P, generator=torch.Generator().manual_seed(0))
+    messages = own.clone()
+    messages[0] = 100.0  # a Byzantine node's message differs from its own model: padded slots must hold the latter
+    zeros = torch.zeros_like(own)
+    view = DefenseView(0, 10, messages, zeros, own, own, rm.matrix, rm.weights, rm.neighbours, None, None)
+    got = view.neighbour_messages()
+    nb = rm.neighbours
+    for j in range(N):
+        for d in range(nb.max_degree):
+            expected = messages[nb.index[j, d]] if nb.mask[j, d] else own[j]
+            assert torch.equal(got[j, d], expected)
+    assert view.neighbour_messages() is got  # gathered once per view
+    assert bool(nb.mask.all()) == (topology == "ring")
