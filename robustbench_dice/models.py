@@ -150,7 +150,8 @@ def _dense_backward(
             g_part, h_part = g[:, start:stop], h[..., start:stop, :]  # h may be shared by all nodes, (B, in)
             out += [g_part.sum(1), torch.matmul(g_part.transpose(1, 2), h_part)]  # (N, out), (N, out, in)
         if i > 0:
-            g = torch.bmm(g, params[f"w{i}"]).mul_(h > 0)
+            # ReLU's backward as autograd takes it (gradient where the output is > 0); g * (h > 0) is 5x slower
+            g = torch.ops.aten.threshold_backward(torch.bmm(g, params[f"w{i}"]), h, 0.0)
     for out in grads:
         out.reverse()
     return grads
