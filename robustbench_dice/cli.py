@@ -353,11 +353,28 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .store import ResultStore
+
+    store = ResultStore(args.store)
+    removed = store.prune(dry_run=args.dry_run)
+    records = sum(path.suffix == ".json" for path in removed)
+    verb = "would remove" if args.dry_run else "removed"
+    print(
+        f"{verb} {records} record(s) of another results version or unreadable, and their {len(removed) - records}"
+        f" log(s), from {args.store}/"
+    )
+    for path in removed if args.dry_run else ():
+        print(f"  {path}")
+    return 0
+
+
 def _note_stale(store: ResultStore) -> None:
     if store.stale:
         print(
             f"note: left out {store.stale} stored record(s) made by another results version"
-            " (not comparable with current numbers; `robustbench-dice run` computes current ones)"
+            " (not comparable with current numbers; `robustbench-dice run` computes current ones;"
+            " `robustbench-dice prune` deletes them)"
         )
 
 
@@ -419,6 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--suite", help="only the runs of this suite (default: every record in the store)")
     fig.add_argument("--data-root", help="with --suite paper: the folder holding MNIST / CIFAR-10")
     fig.set_defaults(func=cmd_figures)
+
+    prn = sub.add_parser(
+        "prune", help="delete stored records of other results versions, unreadable ones, and logs without a record"
+    )
+    prn.add_argument("--store", default="results/store")
+    prn.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    prn.set_defaults(func=cmd_prune)
 
     lst = sub.add_parser("list", help="list attacks, defenses, topologies, mixing rules, datasets, models")
     lst.add_argument("what", nargs="?", choices=["attacks", "defenses", "topologies", "mixing", "datasets", "models"])

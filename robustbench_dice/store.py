@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,19 +120,41 @@ class ResultStore:
         """
         out = []
         self.stale = 0
+        for _, record, current in self._scan():
+            if record is None:
+                continue
+            if current:
+                out.append(record)
+            else:
+                self.stale += 1
+        return out
+
+    def prune(self, dry_run: bool = False) -> list[Path]:
+        """Delete stale records (another results version), unparseable ones, and their logs; return the paths.
+
+        Records of this version are kept, so the tables do not change; so are logs of runs still in flight,
+        which have no record yet. Nothing is deleted with ``dry_run``; the paths that would be are returned.
+        """
+        doomed = [path for path, _, current in self._scan() if not current]
+        doomed += [log for path in doomed if (log := self.root / "logs" / f"{path.stem}.log").is_file()]
+        if not dry_run:
+            for path in doomed:
+                path.unlink(missing_ok=True)  # another process may be pruning the same store
+        return doomed
+
+    def _scan(self) -> Iterator[tuple[Path, Record | None, bool]]:
+        """``(path, record, current)`` per ``*.json`` file, sorted; ``record`` is None when it cannot be parsed
+        (noted in ``corrupted``), ``current`` whether it is a record of this results version."""
         for path in sorted(self.root.glob("*.json")):
             try:
                 data = json.loads(path.read_text())
                 record = Record(str(data["key"]), str(data["status"]), data)
             except (ValueError, KeyError, TypeError) as exc:
                 self.corrupted.append(f"{path.name}: {exc}")
+                yield path, None, False
                 continue
             try:
                 current = scenario_key(Scenario.from_dict(data["scenario"])) == record.key
             except (ConfigError, ValueError, KeyError, TypeError):  # a scenario format this version no longer reads
                 current = False
-            if current:
-                out.append(record)
-            else:
-                self.stale += 1
-        return out
+            yield path, record, current

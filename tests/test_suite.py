@@ -78,6 +78,35 @@ def test_process_executor_gives_the_same_records(tiny, tmp_path):
         assert mine == other
 
 
+def test_prune_deletes_stale_and_unreadable_records_and_their_logs_only(tiny, tmp_path, monkeypatch, capsys):
+    import robustbench_dice.store as store_module
+
+    root = tmp_path / "store"
+    store = ResultStore(root)
+    old_cell, cell = tiny.scenarios()[:2]
+    monkeypatch.setattr(store_module, "RESULTS_VERSION", "older")
+    stale = store.put_failure(old_cell, "RuntimeError: old", "Traceback ...")
+    monkeypatch.undo()
+    current = store.put_failure(cell, "RuntimeError: new", "Traceback ...")
+    (root / "0123456789abcdef0123.json").write_text("{not json")
+    (root / "logs").mkdir()
+    for name in (stale.key, current.key, "in-flight-run"):  # a running job has a log and no record yet
+        (root / "logs" / f"{name}.log").write_text("log\n")
+    before = sorted(p.name for p in root.rglob("*") if p.is_file())
+
+    assert main(["prune", "--store", str(root), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would remove 2 record(s)" in out and "their 1 log(s)" in out and f"{stale.key}.json" in out
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == before
+
+    assert main(["prune", "--store", str(root)]) == 0
+    assert "removed 2 record(s)" in capsys.readouterr().out
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    assert left == [f"{current.key}.json", f"logs/{current.key}.log", "logs/in-flight-run.log"]
+    fresh = ResultStore(root)
+    assert [r.key for r in fresh.records()] == [current.key] and fresh.stale == 0 and not fresh.corrupted
+
+
 def test_corrupted_and_failed_records_are_recomputed(tiny, tmp_path):
     store = ResultStore(tmp_path / "store")
     run_suite(tiny, store, jobs=1, show_progress=False)
