@@ -257,12 +257,13 @@ def _suite_keys(suites: list[Any]) -> set[str]:
     return {scenario_key(s) for suite in suites for s in suite.scenarios()}
 
 
-def _tables_folder(args: argparse.Namespace) -> str:
-    if args.tables:
-        return str(args.tables)
+def _tables_folder(suite: str, given: str | None) -> str:
+    """``given``, else where a suite's tables go: results/tables for quick, results/NAME/tables otherwise."""
+    if given:
+        return given
     from pathlib import Path
 
-    name = Path(args.suite).stem if args.suite.endswith(".toml") else args.suite
+    name = Path(suite).stem if suite.endswith(".toml") else suite
     return "results/tables" if name == "quick" else f"results/{name}/tables"
 
 
@@ -315,7 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         store.corrupted.clear()
         print(f"{progress.line()} in {time.perf_counter() - start:.1f}s; logs in {args.store}/logs")
         failed += progress.failed
-    tables = _tables_folder(args)
+    tables = _tables_folder(args.suite, args.tables)
     written = write_tables(store, tables, keys=_suite_keys(suites))
     print(f"tables written to {tables}/ ({', '.join(p.name for p in written[:4])}, ...)")
     if plan is not None:
@@ -333,10 +334,18 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from .store import ResultStore
     from .tables import write_tables
 
-    keys = _suite_keys(_suites(args.suite, args.data_root, "results/influence")[0]) if args.suite else None
+    # one suite's runs by default, as `run` writes them: a store usually holds several suites' runs
+    keys = None if args.suite == "all" else _suite_keys(_suites(args.suite, args.data_root, "results/influence")[0])
+    out = _tables_folder(args.suite, args.out)
     store = ResultStore(args.store)
-    written = write_tables(store, args.out, keys=keys)
-    print(f"{len(written)} files written to {args.out}/")
+    found = sum(keys is None or r.key in keys for r in store.records())
+    if not found:  # rather than overwrite the tables with empty ones
+        hint = "" if keys is None else f"; `robustbench-dice run --suite {args.suite} --store {args.store}` runs them"
+        raise ConfigError(f"no stored runs of suite {args.suite!r} in {args.store}/{hint}")
+    if keys is not None and found < len(keys):
+        print(f"note: {found} of the suite's {len(keys)} runs are stored; the tables cover those")
+    written = write_tables(store, out, keys=keys)
+    print(f"{len(written)} files written to {out}/")
     _note_stale(store)
     return 0
 
@@ -424,8 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tab = sub.add_parser("tables", help="write the fixed tables from the result store only")
     tab.add_argument("--store", default="results/store")
-    tab.add_argument("--out", default="results/tables")
-    tab.add_argument("--suite", help="only the runs of this suite (default: every record in the store)")
+    tab.add_argument(
+        "--suite",
+        default="quick",
+        help="the runs of this suite, as `run --suite` takes it (default: quick), or 'all': every record in the store",
+    )
+    tab.add_argument("--out", help="output folder (default: results/tables for quick, results/SUITE/tables otherwise)")
     tab.add_argument("--data-root", help="with --suite paper: the folder holding MNIST / CIFAR-10")
     tab.set_defaults(func=cmd_tables)
 

@@ -78,6 +78,23 @@ def test_process_executor_gives_the_same_records(tiny, tmp_path):
         assert mine == other
 
 
+def test_tables_default_to_the_quick_suite_and_refuse_to_write_empty_ones(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    store = ResultStore("results/store")
+    run_suite(tiny, store, jobs=1, show_progress=False)
+    quick_cell = quick().scenarios()[0]
+    assert main(["tables"]) == 2  # the store holds no run of the default suite: nothing is overwritten
+    assert "no stored runs of suite 'quick' in results/store" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "tables").exists()
+    store.put_failure(quick_cell, "RuntimeError: x", "Traceback ...")
+    assert main(["tables"]) == 0
+    assert "note: 1 of the suite's 192 runs are stored" in capsys.readouterr().out
+    summary = (tmp_path / "results" / "tables" / "summary.csv").read_text().splitlines()
+    assert len(summary) == 2 and ",complete," not in summary[1]  # the tiny suite's runs stay out
+    assert main(["tables", "--suite", "all", "--out", "every"]) == 0
+    assert len((tmp_path / "every" / "summary.csv").read_text().splitlines()) == 1 + len(tiny.scenarios()) + 1
+
+
 def test_prune_deletes_stale_and_unreadable_records_and_their_logs_only(tiny, tmp_path, monkeypatch, capsys):
     import robustbench_dice.store as store_module
 
@@ -133,7 +150,7 @@ def test_records_of_another_results_version_are_left_out(tiny, tmp_path, monkeyp
     assert store.get(cell) is None  # so the runner recomputes it
     store.put_failure(cell, "RuntimeError: new", "Traceback ...")
     assert [r.data["error"] for r in store.records()] == ["RuntimeError: new"] and store.stale == 1
-    assert main(["tables", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "tables")]) == 0
+    assert main(["tables", "--store", str(tmp_path / "store"), "--suite", "all", "--out", str(tmp_path / "t")]) == 0
     assert "left out 1 stored record(s) made by another results version" in capsys.readouterr().out
 
 
