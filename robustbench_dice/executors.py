@@ -169,14 +169,30 @@ def _submitit(
     jobs = executor.map_array(run_chunk, [worker] * len(chunks), chunks)
     first_index = {job.job_id: start for job, start in zip(jobs, starts, strict=True)}
     poll_s = 1.0 if config.slurm_cluster == "local" else 10.0
+    failed = False
     for job in submitit.helpers.as_completed(jobs, poll_frequency=poll_s):
         start = first_index[job.job_id]
         count = min(size, len(tasks) - start)
         try:
             records = job.result()
         except Exception as exc:  # noqa: BLE001 - a job failed or timed out: its runs are recorded as failures
+            failed = True  # its files stay in the folder, for its logs
             for index in range(start, start + count):
                 yield index, None, exc
             continue
+        _remove_job_files(job.paths)
         for offset, record in enumerate(records):
             yield start + offset, record, None
+    if not failed:
+        _remove_job_files(*{job.paths.submission_file: job.paths for job in jobs}.values(), submission=True)
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+
+
+def _remove_job_files(*paths: Any, submission: bool = False) -> None:
+    """Delete submitit's files of finished jobs (``JobPaths``): its pickles and logs, and with ``submission``
+    the array's submission script. Each run's own log is already in the store."""
+    for job_paths in paths:
+        names = ["submission_file"] if submission else ["submitted_pickle", "result_pickle", "stdout", "stderr"]
+        for name in names:
+            getattr(job_paths, name).unlink(missing_ok=True)

@@ -87,9 +87,24 @@ def test_submitit_local_executor_gives_the_same_records(small, reference_store, 
     progress = run_suite(small, store, executor=config, show_progress=False)
     assert (progress.done, progress.skipped, progress.failed) == (10, 2, 0)
     assert_same_records(reference_store, store)
-    assert (store.root / "submitit").is_dir()  # submitit's own job folder, kept for its logs
+    assert not (store.root / "submitit").exists()  # submitit's job files are deleted once their records are in
     again = run_suite(small, store, executor=config, show_progress=False)
     assert again.stored == 12 and again.done == 0  # resume works the same on every executor
+
+
+def test_submitit_keeps_the_files_of_a_failed_job_only(tmp_path):
+    pytest.importorskip("submitit")
+    import operator
+
+    from robustbench_dice.executors import execute
+
+    config = ExecutorConfig(kind="slurm", slurm_cluster="local", runs_per_job=1, slurm_time_min=10)
+    outcomes = sorted(execute(config, operator.truediv, [(6, 3), (1, 0)], str(tmp_path)), key=lambda o: o[0])
+    assert outcomes[0] == (0, 2.0, None)
+    assert outcomes[1][1] is None and "ZeroDivisionError" in str(outcomes[1][2])
+    left = sorted(p.name for p in (tmp_path / "submitit").iterdir())
+    assert any(name.endswith("_log.err") for name in left)  # the failed job's logs, to read what went wrong
+    assert len([name for name in left if name.endswith("_result.pkl")]) == 1  # the finished job's are gone
 
 
 def test_records_reach_the_store_when_workers_cannot_write_to_it(small, reference_store, tmp_path, monkeypatch):
