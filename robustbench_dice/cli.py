@@ -337,7 +337,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     # one suite's runs by default, as `run` writes them: a store usually holds several suites' runs
     keys = None if args.suite == "all" else _suite_keys(_suites(args.suite, args.data_root, "results/influence")[0])
     out = _tables_folder(args.suite, args.out)
-    store = ResultStore(args.store)
+    store = ResultStore(args.store, create=False)
     found = sum(keys is None or r.key in keys for r in store.records())
     if not found:  # rather than overwrite the tables with empty ones
         hint = "" if keys is None else f"; `robustbench-dice run --suite {args.suite} --store {args.store}` runs them"
@@ -355,7 +355,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from .store import ResultStore
 
     keys = _suite_keys(_suites(args.suite, args.data_root, args.influence)[0]) if args.suite else None
-    store = ResultStore(args.store)
+    store = ResultStore(args.store, create=False)
+    if not store.root.is_dir():
+        print(f"note: no result store at {args.store}/; only the figures of {args.influence}/")
     written = write_figures(store, args.influence, args.out, keys=keys)
     print(f"{len(written)} files written to {args.out}/")
     _note_stale(store)
@@ -365,7 +367,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from .store import ResultStore
 
-    store = ResultStore(args.store)
+    store = ResultStore(args.store, create=False)
     removed = store.prune(dry_run=args.dry_run)
     records = sum(path.suffix == ".json" for path in removed)
     verb = "would remove" if args.dry_run else "removed"

@@ -66,10 +66,18 @@ def failure_record(scenario: Scenario, error: str, traceback_text: str) -> dict[
 
 
 class ResultStore:
-    """A folder of ``<key>.json`` records."""
+    """A folder of ``<key>.json`` records.
 
-    def __init__(self, root: str | Path):
+    ``create=False`` is for commands that only read (or prune) it: a missing folder reads as an empty store and
+    is not created, and the folder need not be writable.
+    """
+
+    def __init__(self, root: str | Path, create: bool = True):
         self.root = Path(root)
+        self.corrupted: list[str] = []
+        self.stale = 0  # records of other results versions seen by the last records() call
+        if not create:
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             # a uniquely named probe: concurrent workers open the same store at the same time
@@ -77,8 +85,6 @@ class ResultStore:
                 pass
         except OSError as exc:
             raise ConfigError(f"result store {str(self.root)!r} is not writable: {exc}") from exc
-        self.corrupted: list[str] = []
-        self.stale = 0  # records of other results versions seen by the last records() call
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.json"
@@ -139,7 +145,10 @@ class ResultStore:
         doomed += [log for path in doomed if (log := self.root / "logs" / f"{path.stem}.log").is_file()]
         if not dry_run:
             for path in doomed:
-                path.unlink(missing_ok=True)  # another process may be pruning the same store
+                try:
+                    path.unlink(missing_ok=True)  # another process may be pruning the same store
+                except OSError as exc:
+                    raise ConfigError(f"cannot delete {str(path)!r} from the result store: {exc}") from exc
         return doomed
 
     def _scan(self) -> Iterator[tuple[Path, Record | None, bool]]:

@@ -95,6 +95,17 @@ def test_tables_default_to_the_quick_suite_and_refuse_to_write_empty_ones(tiny, 
     assert len((tmp_path / "every" / "summary.csv").read_text().splitlines()) == 1 + len(tiny.scenarios()) + 1
 
 
+def test_commands_that_read_the_store_do_not_create_it(tmp_path, capsys):
+    missing = tmp_path / "no-store"
+    assert main(["tables", "--store", str(missing)]) == 2
+    assert "no stored runs of suite 'quick'" in capsys.readouterr().err
+    assert main(["prune", "--store", str(missing)]) == 0
+    influence = tmp_path / "no-influence"
+    assert main(["figures", "--store", str(missing), "--influence", str(influence), "--out", str(tmp_path / "f")]) == 0
+    assert f"note: no result store at {missing}/" in capsys.readouterr().out
+    assert not missing.exists()
+
+
 def test_prune_deletes_stale_and_unreadable_records_and_their_logs_only(tiny, tmp_path, monkeypatch, capsys):
     import robustbench_dice.store as store_module
 
