@@ -230,7 +230,10 @@ def cmd_influence(args: argparse.Namespace) -> int:
                 topologies=("ring",), lrs=(0.1, 1.0), sweep_topologies=("ring",), rounds=40, probe_rounds=3, nodes=8
             )
         write_alignment(out, config, log=print)
-        print(f"alignment written to {out}/alignment.csv.gz, alignment_summary.csv and alignment_summary.md")
+        print(
+            f"alignment written to {out}/alignment.csv.gz, alignment_summary.csv, alignment_by_round.csv"
+            " and alignment_summary.md"
+        )
     else:
         cascade = CascadeConfig()
         if args.quick:

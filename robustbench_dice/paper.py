@@ -33,6 +33,7 @@ from typing import Any
 from .errors import ConfigError, DatasetNotFoundError
 from .influence import (
     ALIGNMENT_COLUMNS,
+    BY_ROUND_COLUMNS,
     CENTRALITY_COLUMNS,
     DECAY_COLUMNS,
     SUMMARY_COLUMNS,
@@ -67,7 +68,7 @@ class InfluenceJob:
     def stamp_content(self) -> dict[str, Any]:
         """The configuration, the results version (bumped by code changes that move numbers) and the output columns."""
         if self.kind == "alignment":
-            columns = [*ALIGNMENT_COLUMNS, *SUMMARY_COLUMNS]
+            columns = [*ALIGNMENT_COLUMNS, *SUMMARY_COLUMNS, *BY_ROUND_COLUMNS]
         else:
             columns = [*DECAY_COLUMNS, *CENTRALITY_COLUMNS]
         return {**asdict(self.config), "results_version": RESULTS_VERSION, "columns": columns}

@@ -13,7 +13,7 @@ QUICK = dict(topologies=("ring",), lrs=(0.1,), sweep_topologies=(), rounds=40, p
 
 
 def test_alignment_is_high_at_the_default_learning_rate():
-    _, summary = run_alignment(AlignmentConfig(**QUICK), log=lambda _: None)
+    _, summary, _ = run_alignment(AlignmentConfig(**QUICK), log=lambda _: None)
     dice = [s for s in summary if s["estimator"] == "dice"]
     assert {s["r"] for s in dice} == {1, 2, 3} and {s["model"] for s in dice} == {"logreg", "mlp"}
     assert all(s["probes"] == 32 for s in dice)
@@ -45,6 +45,8 @@ def test_cli_writes_every_output(tmp_path):
     assert all((r["estimate_probe_second_order"] == "") == (r["r"] != "1") for r in rows)
     table = (tmp_path / "alignment_summary.md").read_text()
     assert "| probe_second_order |" in table and "| n/a | n/a |" in table
+    _check_by_round_against_the_long_csv(rows, tmp_path / "alignment_by_round.csv")
+    assert "## r = 1 by probe round (lr 0.1)" in table
     for name in (
         "alignment_summary.csv",
         "alignment_summary.md",
@@ -56,6 +58,26 @@ def test_cli_writes_every_output(tmp_path):
     first = (tmp_path / "alignment.csv.gz").read_bytes()
     assert main(["influence", "alignment", "--quick", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "alignment.csv.gz").read_bytes() == first  # same inputs, same bytes
+
+
+def _check_by_round_against_the_long_csv(rows, path):
+    """Each per-round row is recomputed from the long CSV: per source, GT_r = sum over listed receivers / N."""
+    from scipy.stats import pearsonr
+
+    nodes = 8  # the CLI's --quick configuration: 8 nodes, ring, lr 0.1 and 1.0, 3 probe rounds
+    with open(path) as f:
+        by_round = [r for r in csv.DictReader(f) if r["estimator"] == "dice"]
+    assert len(by_round) == 2 * 2 * 3 * 3  # models x lrs x r x rounds
+    for row in by_round:
+        mine = [r for r in rows if all(r[c] == row[c] for c in ("model", "topology", "lr", "r", "round"))]
+        estimate, truth = np.zeros(nodes), np.zeros(nodes)
+        for r in mine:
+            estimate[int(r["source"])] += float(r["estimate"]) / nodes
+            truth[int(r["source"])] += float(r["ground_truth"]) / nodes
+        assert int(row["sources"]) == nodes
+        assert float(row["pearson"]) == pytest.approx(pearsonr(estimate, truth).statistic, abs=1e-4)
+        assert float(row["mean_abs_ground_truth"]) == pytest.approx(np.abs(truth).mean(), rel=1e-4)
+        assert float(row["mean_abs_error"]) == pytest.approx(np.abs(truth - estimate).mean(), rel=1e-3)
 
 
 def test_tracked_proximal_influence_flags_label_flippers(tmp_path):

@@ -74,7 +74,7 @@ def test_mnist1d_mlp_learns():
 def test_alignment_over_two_hundred_probes(model):
     from robustbench_dice.influence import AlignmentConfig, run_alignment
 
-    _, summary = run_alignment(
+    _, summary, _ = run_alignment(
         AlignmentConfig(models=(model,), topologies=("ring", "exponential"), lrs=(0.1,)), log=lambda _: None
     )
     dice = [s for s in summary if s["estimator"] == "dice"]
