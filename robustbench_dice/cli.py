@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     fig.set_defaults(func=cmd_figures)
 
     prn = sub.add_parser(
-        "prune", help="delete stored records of other results versions, unreadable ones, and logs without a record"
+        "prune", help="delete stored records of other results versions and unreadable ones, with their logs"
     )
     prn.add_argument("--store", default="results/store")
     prn.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
