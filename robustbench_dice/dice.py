@@ -123,12 +123,27 @@ def _step(model: Model, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w
     return -w.lr * (grad + w.weight_decay * theta)
 
 
-def _check(window: Window, horizon: int, sources: torch.Tensor) -> None:
+def _check(window: Window, horizon: int, sources: torch.Tensor, sources_per_chunk: int | None = None) -> None:
     if not 1 <= horizon <= window.horizon:
         raise ValueError(f"horizon must be in [1, {window.horizon}] for this window, got {horizon}")
     n = window.theta.shape[0]
     if sources.numel() == 0 or int(sources.min()) < 0 or int(sources.max()) >= n:
         raise ValueError(f"sources must be node indices in [0, {n}), got {sources.tolist()}")
+    if sources_per_chunk is not None and sources_per_chunk < 1:
+        raise ValueError(f"sources_per_chunk must be >= 1 or None (automatic), got {sources_per_chunk}")
+
+
+# Sources are processed in chunks whose (sources, N, P) tensors stay under this size. It bounds memory (all
+# sources at once is S * N * P numbers: 2.5 GB in float64 at 256 nodes), and blocks this small are reused by
+# the allocator instead of being mapped afresh each time: dice_estimate at 64 nodes ran 3.7x faster in chunks.
+CHUNK_BYTES = 16 * 2**20
+
+
+def _source_chunks(window: Window, sources: torch.Tensor, sources_per_chunk: int | None) -> tuple[torch.Tensor, ...]:
+    """``sources`` split into consecutive chunks: ``sources_per_chunk`` each, or sized by :data:`CHUNK_BYTES`."""
+    if sources_per_chunk is None:
+        sources_per_chunk = max(1, CHUNK_BYTES // (window.theta.numel() * window.theta.element_size()))
+    return sources.split(sources_per_chunk)
 
 
 def _trajectory(model: Model, window: Window, horizon: int, loss: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -160,13 +175,29 @@ def dice_ground_truth(
     horizon: int,
     loss: str = "cross_entropy",
     probe_loss_kind: str | None = None,
+    sources_per_chunk: int | None = None,
 ) -> torch.Tensor:
     """``(horizon, S, N)``: ``GT[r-1, s, k] = L(theta_k^{t+r, -j_s}; z') - L(theta_k^{t+r}; z')``.
 
-    All S counterfactual worlds (plus the factual one, computed by the same
-    arithmetic) advance together as ``(S + 1) * N`` virtual nodes.
+    The counterfactual worlds of a chunk of sources (plus the factual one,
+    computed by the same arithmetic) advance together as ``(chunk + 1) * N``
+    virtual nodes. ``sources_per_chunk``: default sized by :data:`CHUNK_BYTES`;
+    the result does not depend on it beyond rounding.
     """
-    _check(window, horizon, sources)
+    _check(window, horizon, sources, sources_per_chunk)
+    chunks = _source_chunks(window, sources, sources_per_chunk)
+    return torch.cat([_ground_truth(model, window, c, probe, horizon, loss, probe_loss_kind) for c in chunks], dim=1)
+
+
+def _ground_truth(
+    model: Model,
+    window: Window,
+    sources: torch.Tensor,
+    probe: Probe,
+    horizon: int,
+    loss: str,
+    probe_loss_kind: str | None,
+) -> torch.Tensor:
     n, p = window.theta.shape
     worlds = sources.numel() + 1
     theta = window.theta.expand(worlds, n, p)
@@ -197,6 +228,7 @@ def probe_curvature_term(
     probe: Probe,
     loss: str = "cross_entropy",
     probe_loss_kind: str | None = None,
+    sources_per_chunk: int | None = None,
 ) -> torch.Tensor:
     """``(S, N)``: the second-order term ``0.5 p^T H' p`` of the probe loss that the r = 1 estimate leaves out.
 
@@ -207,11 +239,14 @@ def probe_curvature_term(
     the probe loss, and this is its leading term: a diagnostic of why first
     order falls short, not part of DICE.
     """
-    _check(window, 1, sources)
+    _check(window, 1, sources, sources_per_chunk)
     states, deltas = _trajectory(model, window, 1, loss)
-    perturbation = _source_perturbation(window, deltas[0], sources)
-    curved = per_node_hvp(model, states[1], probe.x, probe.y, perturbation, probe_loss_kind or loss)
-    return 0.5 * (perturbation * curved).sum(-1)
+    out = []
+    for chunk in _source_chunks(window, sources, sources_per_chunk):
+        perturbation = _source_perturbation(window, deltas[0], chunk)
+        curved = per_node_hvp(model, states[1], probe.x, probe.y, perturbation, probe_loss_kind or loss)
+        out.append(0.5 * (perturbation * curved).sum(-1))
+    return torch.cat(out)
 
 
 def dice_estimate(
@@ -223,27 +258,34 @@ def dice_estimate(
     loss: str = "cross_entropy",
     curvature: bool = True,
     probe_loss_kind: str | None = None,
+    sources_per_chunk: int | None = None,
 ) -> torch.Tensor:
     """``(horizon, S, N)``: first-order estimate ``E[r-1, s, k]`` of ``GT[r-1, s, k]`` (module docstring).
 
     ``curvature=False`` drops the ``(I - lr H)`` factors (H = 0): a
     TracIn-like estimate that only propagates ``Delta_j`` through the mixing
     matrices (weight decay is kept). ``loss`` is the training loss,
-    ``probe_loss_kind`` the loss on z' (default: the same).
+    ``probe_loss_kind`` the loss on z' (default: the same). Sources are
+    propagated ``sources_per_chunk`` at a time (default sized by
+    :data:`CHUNK_BYTES`); the result does not depend on it beyond rounding.
     """
-    _check(window, horizon, sources)
+    _check(window, horizon, sources, sources_per_chunk)
     states, deltas = _trajectory(model, window, horizon, loss)
-    perturbation = _source_perturbation(window, deltas[0], sources)
-    out = []
-    for r in range(1, horizon + 1):
-        theta = states[r]
-        test_grad = per_node_grad(model, theta, probe.x, probe.y, loss=probe_loss_kind or loss)  # (N, P)
-        out.append(torch.einsum("np,snp->sn", test_grad, perturbation))
-        if r == horizon:
-            break
-        x, y = window.batches[r]
-        linearised = perturbation * (1.0 - window.lr * window.weight_decay)
-        if curvature:
-            linearised = linearised - window.lr * per_node_hvp(model, theta, x, y, perturbation, loss)
-        perturbation = torch.einsum("kl,slp->skp", window.weights[r], linearised)
-    return torch.stack(out)
+    test_grads = [  # (N, P) at t+1 .. t+horizon, shared by every chunk
+        per_node_grad(model, states[r], probe.x, probe.y, loss=probe_loss_kind or loss) for r in range(1, horizon + 1)
+    ]
+    chunks = []
+    for chunk in _source_chunks(window, sources, sources_per_chunk):
+        perturbation = _source_perturbation(window, deltas[0], chunk)
+        out = []
+        for r in range(1, horizon + 1):
+            out.append(torch.einsum("np,snp->sn", test_grads[r - 1], perturbation))
+            if r == horizon:
+                break
+            x, y = window.batches[r]
+            linearised = perturbation * (1.0 - window.lr * window.weight_decay)
+            if curvature:
+                linearised = linearised - window.lr * per_node_hvp(model, states[r], x, y, perturbation, loss)
+            perturbation = torch.einsum("kl,slp->skp", window.weights[r], linearised)
+        chunks.append(torch.stack(out))
+    return torch.cat(chunks, dim=1)

@@ -130,6 +130,30 @@ def test_r1_gap_of_the_mlp_is_the_probe_losss_second_order_term():
     assert remainder.norm() < 0.25 * gap.norm()
 
 
+@pytest.mark.parametrize("sources_per_chunk", [1, 4, None])
+def test_results_do_not_depend_on_how_sources_are_chunked(sources_per_chunk, monkeypatch):
+    import robustbench_dice.dice as dice
+
+    sim, (window,) = _windows("mlp", "one_peer_exponential")
+    probe = probe_from_test_set(sim, 40)
+    model, sources = sim.setup.model, torch.tensor([5, 0, 3, 1, 4, 2])  # any order; 4 leaves an uneven last chunk
+    chunked = dict(sources_per_chunk=sources_per_chunk)
+    if sources_per_chunk is None:  # the automatic size, made small enough to split these 6 sources
+        monkeypatch.setattr(dice, "CHUNK_BYTES", 2 * window.theta.numel() * window.theta.element_size())
+    for fn, kwargs in (
+        (dice_estimate, dict(horizon=HORIZON)),
+        (dice_estimate, dict(horizon=HORIZON, curvature=False)),
+        (dice_ground_truth, dict(horizon=HORIZON)),
+        (probe_curvature_term, {}),
+    ):
+        whole = fn(model, window, sources, probe, **kwargs, sources_per_chunk=len(sources))
+        parts = fn(model, window, sources, probe, **kwargs, **chunked)
+        assert parts.shape == whole.shape
+        torch.testing.assert_close(parts, whole, rtol=1e-10, atol=1e-15)
+    with pytest.raises(ValueError, match="sources_per_chunk must be >= 1 or None"):
+        dice_estimate(model, window, sources, probe, 1, sources_per_chunk=0)
+
+
 def test_ground_truth_is_a_real_counterfactual():
     sim, (window,) = _windows("logreg", "ring")
     probe = probe_from_test_set(sim, 40)
