@@ -232,16 +232,14 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
         scenario = _scenario(config, model, topology, lr)
         rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
         sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ESTIMATORS)
+        setting = dict(dataset=config.dataset, model=model, topology=topology, lr=lr)  # leads every row
         for w, t in enumerate(rounds):
             for r in range(1, config.horizon + 1):
                 for j in range(config.nodes):
                     for k in np.flatnonzero((hops[j] >= 0) & (hops[j] <= r)):
                         rows.append(
                             dict(
-                                dataset=config.dataset,
-                                model=model,
-                                topology=topology,
-                                lr=lr,
+                                **setting,
                                 r=r,
                                 source=j,
                                 round=t,
@@ -263,10 +261,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
                 pear_k, spear_k = _correlations(est[mask], truth[mask])
                 summary.append(
                     dict(
-                        dataset=config.dataset,
-                        model=model,
-                        topology=topology,
-                        lr=lr,
+                        **setting,
                         estimator=estimator,
                         r=r,
                         probes=est.shape[0] * est.shape[1],
@@ -281,10 +276,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
                     probe_est, probe_truth = est[w].mean(-1), truth[w].mean(-1)  # (S,)
                     by_round.append(
                         dict(
-                            dataset=config.dataset,
-                            model=model,
-                            topology=topology,
-                            lr=lr,
+                            **setting,
                             estimator=estimator,
                             r=r,
                             round=t,
