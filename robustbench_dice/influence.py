@@ -166,11 +166,9 @@ def _correlations(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float
     return float(pearsonr(estimate, truth).statistic), float(spearmanr(estimate, truth).statistic)
 
 
+SETTING_COLUMNS = ("dataset", "model", "topology", "lr")  # lead every alignment output's rows
 ALIGNMENT_COLUMNS = (
-    "dataset",
-    "model",
-    "topology",
-    "lr",
+    *SETTING_COLUMNS,
     "r",
     "source",
     "round",
@@ -182,10 +180,7 @@ ALIGNMENT_COLUMNS = (
     "ground_truth",
 )
 SUMMARY_COLUMNS = (
-    "dataset",
-    "model",
-    "topology",
-    "lr",
+    *SETTING_COLUMNS,
     "estimator",
     "r",
     "probes",
@@ -195,14 +190,9 @@ SUMMARY_COLUMNS = (
     "pearson_per_receiver",
     "spearman_per_receiver",
 )
-
-
 # per probe round: how the agreement and the first-order error move as training converges
 BY_ROUND_COLUMNS = (
-    "dataset",
-    "model",
-    "topology",
-    "lr",
+    *SETTING_COLUMNS,
     "estimator",
     "r",
     "round",
@@ -232,7 +222,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
         scenario = _scenario(config, model, topology, lr)
         rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
         sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ESTIMATORS)
-        setting = dict(dataset=config.dataset, model=model, topology=topology, lr=lr)  # leads every row
+        setting = dict(zip(SETTING_COLUMNS, (config.dataset, model, topology, lr), strict=True))
         for w, t in enumerate(rounds):
             for r in range(1, config.horizon + 1):
                 for j in range(config.nodes):
