@@ -174,6 +174,7 @@ def test_ground_truth_is_a_real_counterfactual():
     assert all(truth[0, 0, k] == 0 for k in range(6) if k not in ring_neighbours)  # one hop reaches neighbours only
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state:UserWarning")
 def test_proximal_influence_equals_per_pair_formula():
     torch.manual_seed(0)
     n, p = 7, 11
