@@ -41,9 +41,9 @@ def _param_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
 def _add_scenario_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(Scenario):
         flag = "--" + f.name.replace("_", "-")
-        help_text = (
-            f"{f.metadata.get('help', '')} (default: {f.default if f.default is not dataclasses.MISSING else '{}'})"
-        )
+        # argparse %-formats help strings: a literal % in a field's help (e.g. "80% train") must be doubled
+        field_help = f.metadata.get("help", "").replace("%", "%%")
+        help_text = f"{field_help} (default: {f.default if f.default is not dataclasses.MISSING else '{}'})"
         if f.name in _TABLE_FIELDS:
             parser.add_argument(
                 flag[:-1],
@@ -51,7 +51,7 @@ def _add_scenario_flags(parser: argparse.ArgumentParser) -> None:
                 action="append",
                 default=None,
                 metavar="KEY=VALUE",
-                help=f"{f.metadata['help']}; repeatable, VALUE is a TOML literal",
+                help=f"{field_help}; repeatable, VALUE is a TOML literal",
             )
         elif str(f.type).startswith("bool"):
             parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)

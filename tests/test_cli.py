@@ -1,8 +1,11 @@
+import argparse
 import json
 import subprocess
 import sys
 
-from robustbench_dice.cli import main
+import pytest
+
+from robustbench_dice.cli import build_parser, main
 
 
 def test_simulate_writes_json_and_summary(tmp_path, capsys):
@@ -35,6 +38,25 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
     assert "malformed TOML" in capsys.readouterr().err
     assert main(["simulate", "--attack-param", "noequals"]) == 2
     assert "expects KEY=VALUE" in capsys.readouterr().err
+
+
+def _subcommand_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += _subcommand_paths(sub, (*prefix, name))
+    return paths
+
+
+@pytest.mark.parametrize(
+    "command", _subcommand_paths(build_parser()), ids=lambda command: " ".join(command) or "(top level)"
+)
+def test_every_help_page_renders(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--help"])
+    assert stop.value.code == 0
+    assert "usage: robustbench-dice" in capsys.readouterr().out
 
 
 def test_list_and_module_entry_point():
