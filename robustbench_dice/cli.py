@@ -172,12 +172,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{group}:")
         entries = groups[group]
         for name in sorted(entries):
-            if isinstance(entries, dict):
+            if not isinstance(entries[name], str):  # a plugin class
                 cls = entries[name]
                 params = ", ".join(f"{f.name}: {type_name(f.type)} = {f.default!r}" for f in parameters(cls))
                 print(f"  {name:<22} {cls.description()}" + (f"  [{params}]" if params else ""))
             else:
-                print(f"  {name}")
+                print(f"  {name:<22} {entries[name]}")
     if LOAD_ERRORS and (args.what in (None, "attacks", "defenses")):
         print("plugin files that failed to import:")
         for failure in LOAD_ERRORS:

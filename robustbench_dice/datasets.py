@@ -20,7 +20,13 @@ import torch
 from .errors import ConfigError, DatasetNotFoundError, check_choice
 from .io import atomic_write_bytes
 
-DATASETS = ("digits", "mnist1d", "mnist", "fashion-mnist", "cifar10")
+DATASETS = {  # name -> what it is and where it comes from
+    "digits": "8x8 handwritten digits, 1797 images (scikit-learn, shipped offline)",
+    "mnist1d": "MNIST-1D, 40-point 1-D signals generated locally (mnist1d package)  [mnist1d_samples]",
+    "mnist": "28x28 handwritten digits (torchvision)  [data_root]",
+    "fashion-mnist": "28x28 clothing images (torchvision)  [data_root]",
+    "cifar10": "32x32 colour images, 10 classes (torchvision)  [data_root]",
+}
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 _NORMALISATION = {  # per-channel mean, std of the training images in [0, 1]
     "mnist": ((0.1307,), (0.3081,)),

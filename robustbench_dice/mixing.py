@@ -27,7 +27,11 @@ import torch
 from .errors import ConfigError, check_choice
 from .topology import Graph, TopologySchedule, is_strongly_connected
 
-MIXING_RULES = ("metropolis_hastings", "max_degree", "uniform")
+MIXING_RULES = {  # name -> rule, as in the module docstring
+    "metropolis_hastings": "W_jk = 1 / (1 + max(d_in(j), d_out(k))), self weight the rest",
+    "max_degree": "W_jk = 1 / (1 + max_i d_in(i)), self weight the rest",
+    "uniform": "W_jk = 1 / (1 + d_in(j)) for j itself and each in-neighbour",
+}
 # Gossip uses a sparse (CSR) product when W has fewer than SPARSE_DENSITY non-zeros and at least
 # SPARSE_MIN_NODES rows: measured on CPU, a dense product is faster below ~128 nodes even on a ring.
 # A fixed rule, not a timing-based choice, so a scenario gives the same numbers on every machine.

@@ -20,17 +20,18 @@ import numpy as np
 
 from .errors import ConfigError, check_choice
 
-TOPOLOGIES = (
-    "ring",
-    "torus",
-    "exponential",
-    "one_peer_exponential",
-    "complete",
-    "star",
-    "erdos_renyi",
-    "small_world",
-    "file",
-)
+# name -> what it is, with the scenario fields that shape it (`robustbench-dice list topologies` prints these)
+TOPOLOGIES = {
+    "ring": "undirected cycle: each node talks to its two neighbours",
+    "torus": "2-D periodic grid rows x cols, up to 4 neighbours each  [torus_rows]",
+    "exponential": "directed: node i sends to i + 2^m mod N for every 2^m < N (Ying et al. 2021)",
+    "one_peer_exponential": "time-varying: at round t node i sends only to i + 2^(t mod log2 N) (Ying et al. 2021)",
+    "complete": "every node talks to every other",
+    "star": "node 0 talks to every other node; they talk only to it",
+    "erdos_renyi": "G(N, p) random graph, resampled until connected  [edge_probability]",
+    "small_world": "connected Watts-Strogatz ring lattice with rewiring  [small_world_k, small_world_p]",
+    "file": "your adjacency matrix, row = receiver  [adjacency_file]",
+}
 
 
 @dataclass(frozen=True, eq=False)

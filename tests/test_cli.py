@@ -1,5 +1,7 @@
 import argparse
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -64,3 +66,20 @@ def test_list_and_module_entry_point():
         [sys.executable, "-m", "robustbench_dice", "list", "topologies"], capture_output=True, text=True
     )
     assert done.returncode == 0 and "one_peer_exponential" in done.stdout
+    assert "time-varying" in done.stdout  # names come with what they are
+
+
+def test_listed_descriptions_name_real_scenario_fields():
+    from robustbench_dice.datasets import DATASETS
+    from robustbench_dice.mixing import MIXING_RULES
+    from robustbench_dice.models import MODELS
+    from robustbench_dice.scenario import Scenario
+    from robustbench_dice.topology import TOPOLOGIES
+
+    fields = {f.name for f in dataclasses.fields(Scenario)}
+    for catalogue in (TOPOLOGIES, MIXING_RULES, DATASETS, MODELS):
+        for name, description in catalogue.items():
+            assert description, name
+            named = re.findall(r"\[([^]]+)\]$", description)
+            for field in (f.strip() for group in named for f in group.split(",")):
+                assert field in fields, f"{name}: description names {field!r}, not a Scenario field"

@@ -14,7 +14,7 @@ GENERATED = ["ring", "torus", "exponential", "one_peer_exponential", "complete",
 @settings(max_examples=120, deadline=None)
 @given(
     topology=st.sampled_from(GENERATED),
-    rule=st.sampled_from(MIXING_RULES),
+    rule=st.sampled_from(tuple(MIXING_RULES)),
     n=st.integers(min_value=4, max_value=40),
     seed=st.integers(min_value=0, max_value=10_000),
 )
