@@ -169,5 +169,12 @@ def download(name: str, data_root: str) -> None:
 
     cls = getattr(torchvision.datasets, TORCHVISION_DATASETS[name])
     Path(data_root).mkdir(parents=True, exist_ok=True)
-    for train in (True, False):
-        cls(data_root, train=train, download=True)
+    try:
+        for train in (True, False):
+            cls(data_root, train=train, download=True)
+    except (OSError, RuntimeError) as exc:  # no network (URLError), disk full; torchvision: every mirror failed
+        reason = " ".join(str(exc).split())
+        raise DatasetNotFoundError(
+            f"could not download {name} into {data_root!r}: {reason}. Downloading needs internet access; on an offline"
+            f" machine, run the download where it works and copy the data root folder over"
+        ) from exc

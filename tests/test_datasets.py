@@ -69,3 +69,20 @@ def test_missing_datasets_say_how_to_get_them(tmp_path):
         load_dataset("cifar10", str(tmp_path))
     with pytest.raises(ConfigError, match="valid: cifar10, digits"):
         load_dataset("svhn")
+
+
+def test_download_without_network_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    import torchvision
+
+    from robustbench_dice.cli import main
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    assert main(["download", "mnist", "--data-root", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "could not download mnist" in err and "Name or service not known" in err
+    assert "needs internet access" in err and "Traceback" not in err
