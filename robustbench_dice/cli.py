@@ -94,6 +94,15 @@ def _progress_bar(total_label: str) -> Any:
     return update
 
 
+def _add_plugins_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugins",
+        action="append",
+        metavar="DIR",
+        help="also load attack/defense plugins from the .py files in DIR (repeatable)",
+    )
+
+
 def _load_user_plugins(args: argparse.Namespace) -> None:
     from .registry import load_builtin_plugins, load_plugin_folder
 
@@ -337,6 +346,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from .store import ResultStore
     from .tables import write_tables
 
+    _load_user_plugins(args)  # a suite file may name them
     # one suite's runs by default, as `run` writes them: a store usually holds several suites' runs
     keys = None if args.suite == "all" else _suite_keys(_suites(args.suite, args.data_root, "results/influence")[0])
     out = _tables_folder(args.suite, args.out)
@@ -357,6 +367,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from .figures import write_figures
     from .store import ResultStore
 
+    _load_user_plugins(args)  # a suite file may name them
     keys = _suite_keys(_suites(args.suite, args.data_root, args.influence)[0]) if args.suite else None
     store = ResultStore(args.store, create=False)
     if not store.root.is_dir():
@@ -400,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--config", help="scenario TOML file; flags override its values")
     sim.add_argument("--json", metavar="OUT", help="write the RunResult as JSON to OUT")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
-    sim.add_argument("--plugins", action="append", metavar="DIR", help="also load attack/defense plugins from DIR")
+    _add_plugins_flag(sim)
     _add_scenario_flags(sim)
     sim.set_defaults(func=cmd_simulate)
 
@@ -433,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--force", action="store_true", help="recompute runs that are already stored")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--plugins", action="append", metavar="DIR", help="also load plugins from DIR")
+    _add_plugins_flag(run)
     run.set_defaults(func=cmd_run)
 
     tab = sub.add_parser("tables", help="write the fixed tables from the result store only")
@@ -445,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tab.add_argument("--out", help="output folder (default: results/tables for quick, results/SUITE/tables otherwise)")
     tab.add_argument("--data-root", help="with --suite paper: the folder holding MNIST / CIFAR-10")
+    _add_plugins_flag(tab)
     tab.set_defaults(func=cmd_tables)
 
     fig = sub.add_parser("figures", help="write figures (PNG and PDF) from the result store and results/influence")
@@ -453,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--out", default="results/figures")
     fig.add_argument("--suite", help="only the runs of this suite (default: every record in the store)")
     fig.add_argument("--data-root", help="with --suite paper: the folder holding MNIST / CIFAR-10")
+    _add_plugins_flag(fig)
     fig.set_defaults(func=cmd_figures)
 
     prn = sub.add_parser(
@@ -464,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="list attacks, defenses, topologies, mixing rules, datasets, models")
     lst.add_argument("what", nargs="?", choices=["attacks", "defenses", "topologies", "mixing", "datasets", "models"])
-    lst.add_argument("--plugins", action="append", metavar="DIR", help="also load plugins from DIR")
+    _add_plugins_flag(lst)
     lst.set_defaults(func=cmd_list)
 
     chk = sub.add_parser("check", help="run the plugin conformance suite on the plugins one .py file registers")

@@ -189,7 +189,10 @@ def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any]) 
         cls = table[check_choice(kind, name, table)]
     except ConfigError as exc:
         broken = "; ".join(map(str, LOAD_ERRORS))
-        raise ConfigError(f"{exc}" + (f" (plugin files that failed to import: {broken})" if broken else "")) from None
+        hint = f" (plugin files that failed to import: {broken})" if broken else ""
+        if not _user_folders:
+            hint += f"; {kind}s of your own load with --plugins DIR (Python: registry.load_plugin_folder)"
+        raise ConfigError(f"{exc}{hint}") from None
     valid = {f.name: f for f in parameters(cls)}
     for key, value in params.items():
         if key not in valid:

@@ -87,6 +87,34 @@ def test_simulate_with_user_plugin(tmp_path, capsys):
     assert "detection AUC: edge" in capsys.readouterr().out
 
 
+def test_suite_naming_a_user_plugin_runs_and_tabulates_with_plugins_flag(tmp_path, capsys):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    _write(plugins / "zeros.py", GOOD_ATTACK.format(cls="Zeros3", name="zeros_suite"))
+    suite = tmp_path / "mine.toml"
+    suite.write_text(
+        '[suite]\ntopologies = ["complete"]\nattacks = ["zeros_suite"]\ndefenses = ["median"]\n'
+        "nodes = [5]\nbyzantine = [1]\nseeds = [0]\n[suite.base]\nrounds = 2\neval_every = 1\n"
+    )
+    store, tables = str(tmp_path / "store"), str(tmp_path / "tables")
+    common = ["--suite", str(suite), "--store", store]
+    assert main(["run", *common, "--tables", tables, "--jobs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err  # not loaded yet: the error names the flag that loads it
+    assert "unknown attack 'zeros_suite'" in err and "--plugins DIR" in err
+    assert main(["run", *common, "--tables", tables, "--jobs", "1", "--quiet", "--plugins", str(plugins)]) == 0
+    registry._user_folders.clear()  # as in a fresh process: each command loads what its flags name
+    registry.ATTACKS.pop("zeros_suite")
+    assert main(["tables", *common, "--out", tables, "--plugins", str(plugins)]) == 0
+    assert "zeros_suite" in (tmp_path / "tables" / "accuracy.md").read_text()
+    assert main(["figures", *common, "--out", str(tmp_path / "figures"), "--plugins", str(plugins)]) == 0
+    assert "files written" in capsys.readouterr().out
+
+
+def test_unknown_plugin_error_points_to_the_plugins_flag():
+    with pytest.raises(ConfigError, match="of your own load with --plugins DIR"):
+        build_attack("zeros_nowhere", {})
+
+
 def test_duplicate_names_name_both_files(tmp_path):
     _write(tmp_path / "a.py", GOOD_ATTACK.format(cls="First", name="twice"))
     _write(tmp_path / "b.py", GOOD_ATTACK.format(cls="Second", name="twice"))
