@@ -33,7 +33,10 @@ class SuiteProgress:
     failed: int = 0
 
     def line(self) -> str:
-        return f"done {self.done}, stored {self.stored}, skipped {self.skipped}, failed {self.failed} of {self.total}"
+        return (
+            f"computed {self.done}, already stored {self.stored}, skipped {self.skipped}, failed {self.failed}"
+            f" of {self.total}"
+        )
 
 
 def run_cell(

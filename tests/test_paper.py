@@ -93,7 +93,7 @@ def test_run_paper_suite_end_to_end(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "influence" / "alignment_summary.md").is_file()
     assert main([*command, "--jobs", "1", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "done 0, stored 16" in out and out.count("is up to date") == 2
+    assert "computed 0, already stored 16" in out and out.count("is up to date") == 2
 
 
 def test_influence_roc_and_topology_figures(tmp_path):

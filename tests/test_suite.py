@@ -231,9 +231,9 @@ def test_run_command_end_to_end(tmp_path, capsys):
     ]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "done 20, stored 0, skipped 4, failed 0 of 24" in out and "tables written to" in out
+    assert "computed 20, already stored 0, skipped 4, failed 0 of 24" in out and "tables written to" in out
     assert main(args) == 0
-    assert "done 0, stored 24" in capsys.readouterr().out
+    assert "computed 0, already stored 24" in capsys.readouterr().out
 
 
 def test_quick_suite_slice_reproduces_the_committed_summary(tmp_path):
