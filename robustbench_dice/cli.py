@@ -144,6 +144,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"  detection AUC: edge {_auc_text(result.edge_auc, result.edge_auc_reason)},"
             f" node {_auc_text(result.node_auc, result.node_auc_reason)}"
         )
+    if s.track_influence:
+        from .tables import influence_auc
+
+        by_influence = influence_auc(result.to_dict())
+        print(
+            f"  proximal influence as detector (score -sum_t Prox): edge AUC {_auc_text(by_influence.value, by_influence.reason)}"
+        )
     if result.honest_edges is not None:
         ttd = (
             result.time_to_detection

@@ -20,6 +20,15 @@ def test_simulate_writes_json_and_summary(tmp_path, capsys):
     assert data["scenario"]["nodes"] == 6 and data["status"] == "ok"
 
 
+def test_simulate_with_tracked_influence_reports_its_detection_auc(capsys):
+    args = ["simulate", "--nodes", "6", "--rounds", "3", "--byzantine", "1", "--attack", "gradient_scale"]
+    assert main([*args, "--track-influence", "--quiet"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if "proximal influence as detector" in x]
+    assert len(line) == 1 and "edge AUC" in line[0] and "n/a" not in line[0]
+    assert main([*args, "--quiet"]) == 0
+    assert "proximal influence" not in capsys.readouterr().out  # untracked runs have none
+
+
 def test_flags_override_config(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('nodes = 6\nrounds = 3\ntopology = "complete"\n[defense_params]\n')
