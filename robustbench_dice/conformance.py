@@ -92,8 +92,11 @@ def same_seed_same_result(kind: str, cls: type[Plugin]) -> str:
     sim_b = Simulation.from_scenario(scenario)
     result_b = sim_b.run()
     assert sim_a.final_theta is not None and sim_b.final_theta is not None
-    assert torch.equal(sim_a.final_theta, sim_b.final_theta), "two runs with the same seed gave different parameters"
-    assert result_a.curve == result_b.curve and result_a.suspicion == result_b.suspicion
+    # NaN == NaN here: a plugin that produces NaN fails well-formedness, not reproducibility
+    same_theta = torch.allclose(sim_a.final_theta, sim_b.final_theta, rtol=0.0, atol=0.0, equal_nan=True)
+    assert same_theta, "two runs with the same seed gave different parameters"
+    same_outputs = repr((result_a.curve, result_a.suspicion)) == repr((result_b.curve, result_b.suspicion))
+    assert same_outputs, "two runs with the same seed gave different accuracy curves or suspicion scores"
     return f"checked on {scenario.topology}"
 
 

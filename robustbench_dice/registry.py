@@ -118,7 +118,9 @@ def load_builtin_plugins() -> None:
 def load_plugin_file(path: str | Path) -> list[type[Plugin]]:
     """Import one plugin file; returns the plugin classes it registered. Import errors propagate."""
     path = Path(path).resolve()
-    if not path.is_file() or path.suffix != ".py":
+    if not path.is_file():
+        raise ConfigError(f"plugin file {str(path)!r} does not exist")
+    if path.suffix != ".py":
         raise ConfigError(f"plugin file {str(path)!r} is not a .py file")
     load_builtin_plugins()
     before = {**{("attack", k): v for k, v in ATTACKS.items()}, **{("defense", k): v for k, v in DEFENSES.items()}}

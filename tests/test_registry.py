@@ -188,6 +188,17 @@ class NanDefense(Defense):
 
     def aggregate(self, view):
         return Aggregation(theta=view.own * float("nan"), suspicion=torch.full_like(view.neighbours.weight, float("inf")))
+
+
+@register_defense
+@dataclass
+class UnseededDefense(Defense):
+    """Adds noise from torch's global generator, not the run's seeds (broken on purpose)."""
+
+    name = "unseeded_defense"
+
+    def aggregate(self, view):
+        return Aggregation(theta=view.own + 1e-3 * torch.randn_like(view.own))
 '''
 
 
@@ -198,8 +209,9 @@ def test_conformance_catches_broken_plugins(tmp_path, capsys):
     assert "FAIL  poisons_everyone: attack_changes_only_byzantine_rows" in out
     assert "setup changed the training labels of honest nodes" in out
     assert "FAIL  nan_defense: defense_output_is_well_formed" in out
+    assert "FAIL  unseeded_defense: same_seed_same_result" in out
     failed = {r.check for r in run_conformance(DEFENSES["nan_defense"]) if not r.passed}
-    assert "defense_output_is_well_formed" in failed
+    assert failed == {"defense_output_is_well_formed"}  # NaN models are reproducible NaN, not a seeding failure
 
 
 def test_check_command_errors(tmp_path, capsys):
@@ -209,6 +221,10 @@ def test_check_command_errors(tmp_path, capsys):
     bad = _write(tmp_path / "syntax.py", "def (:\n")
     assert main(["check", str(bad)]) == 1
     assert "failed to import: SyntaxError" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "missing.py")]) == 2
+    assert "missing.py' does not exist" in capsys.readouterr().err
+    assert main(["check", str(_write(tmp_path / "notes.txt", "x"))]) == 2
+    assert "is not a .py file" in capsys.readouterr().err
 
 
 def test_documented_example_plugins_pass_the_conformance_suite(capsys):
