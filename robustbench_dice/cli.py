@@ -515,3 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        kept = (
+            "; finished runs are in the store, and the same command resumes from them" if args.func is cmd_run else ""
+        )
+        print(f"robustbench-dice: interrupted{kept}", file=sys.stderr)
+        return 130

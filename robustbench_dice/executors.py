@@ -104,13 +104,27 @@ def _local(worker: Callable[..., dict[str, Any]], tasks: Sequence[Task], jobs: i
         return
     # spawn, not fork: a forked child inherits torch's thread pools and any open handles of the parent
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    finished = False
+    try:
         futures = {pool.submit(worker, *task): index for index, task in enumerate(tasks)}
         for future in cf.as_completed(futures):
             try:
                 yield futures[future], future.result(), None
             except Exception as exc:  # noqa: BLE001 - the worker process died; the runner records it
                 yield futures[future], None, exc
+        finished = True
+    finally:
+        if not finished:
+            # Ctrl-C, or the caller stopped early: a plain `with` block would first finish every queued run (minutes
+            # of silent work), and a worker blocked on sending a large record to a loop that no longer reads would
+            # hang the shutdown for good. So drop the runs not started and stop those in flight (their records,
+            # written atomically, are either whole or absent).
+            in_flight = list((pool._processes or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in in_flight:
+                process.terminate()
+        pool.shutdown(wait=True)
 
 
 def _dask(worker: Callable[..., dict[str, Any]], tasks: Sequence[Task], config: ExecutorConfig) -> Iterator[Outcome]:

@@ -3,13 +3,14 @@
 import json
 import shutil
 import socket
+import subprocess
 
 import pytest
 
 import robustbench_dice.runner as runner
 from robustbench_dice.cli import main
 from robustbench_dice.errors import ConfigError
-from robustbench_dice.executors import ExecutorConfig
+from robustbench_dice.executors import ExecutorConfig, execute
 from robustbench_dice.runner import run_suite
 from robustbench_dice.store import ResultStore
 from robustbench_dice.suite import load_suite
@@ -96,8 +97,6 @@ def test_submitit_keeps_the_files_of_a_failed_job_only(tmp_path):
     pytest.importorskip("submitit")
     import operator
 
-    from robustbench_dice.executors import execute
-
     config = ExecutorConfig(kind="slurm", slurm_cluster="local", runs_per_job=1, slurm_time_min=10)
     outcomes = sorted(execute(config, operator.truediv, [(6, 3), (1, 0)], str(tmp_path)), key=lambda o: o[0])
     assert outcomes[0] == (0, 2.0, None)
@@ -105,6 +104,16 @@ def test_submitit_keeps_the_files_of_a_failed_job_only(tmp_path):
     left = sorted(p.name for p in (tmp_path / "submitit").iterdir())
     assert any(name.endswith("_log.err") for name in left)  # the failed job's logs, to read what went wrong
     assert len([name for name in left if name.endswith("_result.pkl")]) == 1  # the finished job's are gone
+
+
+def test_local_executor_stopped_early_drops_the_runs_not_started(tmp_path):
+    # each task sleeps, then leaves a file: the files count the tasks that ran
+    tasks = [(["sh", "-c", f"sleep 0.2; touch {tmp_path}/{i}"],) for i in range(30)]
+    outcomes = execute(ExecutorConfig(kind="local", jobs=2), subprocess.run, tasks, str(tmp_path))
+    next(outcomes)
+    outcomes.close()  # what Ctrl-C in the runner's loop amounts to
+    ran = len(list(tmp_path.iterdir()))
+    assert 1 <= ran <= 8  # the two in flight and the few already handed to workers, not all 30
 
 
 def test_records_reach_the_store_when_workers_cannot_write_to_it(small, reference_store, tmp_path, monkeypatch):
