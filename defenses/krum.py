@@ -6,10 +6,26 @@ from robustbench_dice.plugins import Aggregation, CellInfo, Defense, DefenseView
 from robustbench_dice.registry import register_defense
 
 
+def pairwise_squared_distances(candidates: torch.Tensor) -> torch.Tensor:
+    """``(N, M, M)`` exact squared distances between the M candidates ``(N, M, P)`` of each node.
+
+    Exact: sum((a - b)^2), not the ||a||^2 - 2ab + ||b||^2 shortcut. Each pair is computed once and mirrored
+    ((a - b)^2 == (b - a)^2 bit for bit), one candidate against the later ones at a time: no (N, M, M, P) temporary.
+    """
+    n, m, _ = candidates.shape
+    if m > 32:
+        return torch.cdist(candidates, candidates).pow(2)
+    squared = candidates.new_zeros(n, m, m)
+    for i in range(m - 1):
+        later = (candidates[:, i + 1 :] - candidates[:, i : i + 1]).square_().sum(-1)  # (N, M - i - 1)
+        squared[:, i, i + 1 :] = later
+        squared[:, i + 1 :, i] = later
+    return squared
+
+
 def krum_scores(candidates: torch.Tensor, mask: torch.Tensor, f: int) -> torch.Tensor:
     """``(N, M)`` Krum score of each candidate: summed squared distances to its m - f - 2 nearest others."""
-    diff = candidates.unsqueeze(2) - candidates.unsqueeze(1)  # exact distances, no ||a||^2 - 2ab + ||b||^2 shortcut
-    squared = diff.pow(2).sum(-1) if candidates.shape[1] <= 32 else torch.cdist(candidates, candidates).pow(2)
+    squared = pairwise_squared_distances(candidates)
     valid = mask.unsqueeze(2) & mask.unsqueeze(1)
     eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device).unsqueeze(0)
     squared = torch.where(valid & ~eye, squared, torch.full_like(squared, float("inf")))

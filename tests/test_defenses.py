@@ -92,6 +92,19 @@ def test_clipped_gossip_with_large_radius_is_plain_gossip(vectors):
     torch.testing.assert_close(clipped, view.weights.to(clipped.dtype) @ view.messages, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("m", [1, 2, 5, 33])
+def test_krum_pairwise_distances_equal_the_broadcast_reference(m):
+    from robustbench_dice.defenses.krum import pairwise_squared_distances
+
+    candidates = torch.randn(4, m, 50, generator=torch.Generator().manual_seed(m))
+    reference = (candidates.unsqueeze(2) - candidates.unsqueeze(1)).pow(2).sum(-1)  # the (N, M, M, P) loop-free form
+    fast = pairwise_squared_distances(candidates)
+    if m <= 32:
+        assert torch.equal(fast, reference)  # same arithmetic per pair, bit for bit
+    else:
+        torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-4)
+
+
 def test_krum_declines_small_neighbourhoods():
     result = simulate(Scenario(defense="krum", topology="ring", nodes=8, rounds=2))
     assert result.status == "skipped" and "needs more than 2f + 2 = 4 models" in result.reason
