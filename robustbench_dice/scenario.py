@@ -113,6 +113,8 @@ class Scenario:
         check_choice("dtype", self.dtype, DTYPES)
         if self.nodes < 2:
             raise ConfigError(f"nodes must be >= 2, got {self.nodes}")
+        if any(width <= 0 for width in self.hidden):
+            raise ConfigError(f"hidden layer widths must be positive, got {list(self.hidden)}")
         if self.byzantine_fraction is not None and not 0.0 <= self.byzantine_fraction < 1.0:
             raise ConfigError(f"byzantine_fraction must be in [0, 1), got {self.byzantine_fraction}")
         if not 0 <= self.n_byzantine < self.nodes:

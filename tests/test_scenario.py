@@ -28,6 +28,7 @@ from robustbench_dice.setup import prepare
         (dict(rounds=2.5), "rounds must be an integer, got 2.5"),
         (dict(lr="fast"), "lr must be a number, got 'fast'"),
         (dict(device="tpu"), "unknown device 'tpu'"),
+        (dict(hidden=(64, 0)), "hidden layer widths must be positive, got \\[64, 0\\]"),
     ],
 )
 def test_bad_scenarios_name_the_value_and_the_valid_ones(changes, message):
