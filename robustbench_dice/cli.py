@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 _LIST_FIELDS = {"hidden"}
 _TABLE_FIELDS = {"attack_params", "defense_params"}
+FAILURES_SHOWN = 5  # failed runs listed with their error after a suite; the rest are counted
 
 
 def _parse_literal(text: str) -> Any:
@@ -334,6 +335,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"warning: corrupted record recomputed: {line}", file=sys.stderr)
         store.corrupted.clear()
         print(f"{progress.line()} in {time.perf_counter() - start:.1f}s; logs in {args.store}/logs")
+        for key, error in progress.failures[:FAILURES_SHOWN]:
+            print(f"  failed: {error.splitlines()[0] if error else '?'}  ({args.store}/logs/{key}.log)")
+        if len(progress.failures) > FAILURES_SHOWN:
+            print(f"  ... and {len(progress.failures) - FAILURES_SHOWN} more failed runs; their logs are beside these")
         failed += progress.failed
     tables = _tables_folder(args.suite, args.tables)
     written = write_tables(store, tables, keys=_suite_keys(suites))

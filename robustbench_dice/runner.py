@@ -12,7 +12,7 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
@@ -31,6 +31,7 @@ class SuiteProgress:
     done: int = 0  # computed now (ok)
     skipped: int = 0  # declined by a plugin (with a reason)
     failed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (record key, error) of each failed run
 
     def line(self) -> str:
         return (
@@ -149,6 +150,7 @@ def run_suite(
                 progress.skipped += 1
             else:
                 progress.failed += 1
+                progress.failures.append((str(record["key"]), str(record.get("error", "no error recorded"))))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(progress.line(), refresh=False)

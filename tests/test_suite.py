@@ -185,6 +185,7 @@ def test_failing_run_is_stored_with_traceback_and_others_continue(tmp_path, monk
     failed = [r for r in store.records() if r.status == "failed"]
     assert len(failed) == 2 and "injected failure" in failed[0].data["traceback"]
     assert "injected failure" in (store.root / "logs" / f"{failed[0].key}.log").read_text()
+    assert sorted(progress.failures) == sorted((r.key, "RuntimeError: injected failure") for r in failed)
 
 
 @pytest.mark.parametrize(
@@ -359,3 +360,17 @@ def test_figures_from_a_store(tiny, tmp_path):
         )
         == 0
     )
+
+
+def test_run_command_lists_failed_runs_with_their_error(tmp_path, capsys):
+    path = tmp_path / "too_many.toml"
+    path.write_text(
+        '[suite]\ntopologies = ["ring"]\nattacks = ["none"]\ndefenses = ["gossip"]\nnodes = [1024]\nbyzantine = [0]\n'
+        "seeds = [0, 1]\n[suite.base]\nrounds = 2\n"
+    )
+    store = tmp_path / "s"
+    args = ["run", "--suite", str(path), "--store", str(store), "--tables", str(tmp_path / "t"), "--quiet"]
+    assert main([*args, "--jobs", "1"]) == 1  # failed runs make the command fail
+    out = capsys.readouterr().out
+    assert out.count("  failed: ConfigError: the training pool has 1437 samples, too few for 1024 nodes") == 2
+    assert f"{store}/logs/" in out
