@@ -183,20 +183,27 @@ def _submitit(
     jobs = executor.map_array(run_chunk, [worker] * len(chunks), chunks)
     first_index = {job.job_id: start for job, start in zip(jobs, starts, strict=True)}
     poll_s = 1.0 if config.slurm_cluster == "local" else 10.0
-    failed = False
-    for job in submitit.helpers.as_completed(jobs, poll_frequency=poll_s):
-        start = first_index[job.job_id]
-        count = min(size, len(tasks) - start)
-        try:
-            records = job.result()
-        except Exception as exc:  # noqa: BLE001 - a job failed or timed out: its runs are recorded as failures
-            failed = True  # its files stay in the folder, for its logs
-            for index in range(start, start + count):
-                yield index, None, exc
-            continue
-        _remove_job_files(job.paths)
-        for offset, record in enumerate(records):
-            yield start + offset, record, None
+    failed, finished = False, False
+    try:
+        for job in submitit.helpers.as_completed(jobs, poll_frequency=poll_s):
+            start = first_index[job.job_id]
+            count = min(size, len(tasks) - start)
+            try:
+                records = job.result()
+            except Exception as exc:  # noqa: BLE001 - a job failed or timed out: its runs are recorded as failures
+                failed = True  # its files stay in the folder, for its logs
+                for index in range(start, start + count):
+                    yield index, None, exc
+                continue
+            _remove_job_files(job.paths)
+            for offset, record in enumerate(records):
+                yield start + offset, record, None
+        finished = True
+    finally:
+        if not finished:  # Ctrl-C or the caller stopped early: as with local processes, stop the suite's jobs
+            for job in jobs:
+                if not job.done():
+                    job.cancel(check=False)
     if not failed:
         _remove_job_files(*{job.paths.submission_file: job.paths for job in jobs}.values(), submission=True)
         if os.path.isdir(folder) and not os.listdir(folder):
