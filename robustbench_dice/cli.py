@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 _LIST_FIELDS = {"hidden"}
 _TABLE_FIELDS = {"attack_params", "defense_params"}
+FIGURE_SUITES = ("quick", "paper")  # whose runs `figures` draws by default: those behind results/figures
 FAILURES_SHOWN = 5  # failed runs listed with their error after a suite; the rest are counted
 
 
@@ -380,11 +381,14 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from .store import ResultStore
 
     _load_user_plugins(args)  # a suite file may name them
-    keys = _suite_keys(_suites(args.suite, args.data_root, args.influence)[0]) if args.suite else None
+    # by default the runs behind the committed figures (quick and paper suites): other suites' runs in the same
+    # store would otherwise mix into curves of the same block
+    names = FIGURE_SUITES if args.suite is None else () if args.suite == "all" else (args.suite,)
+    keys = {key for name in names for key in _suite_keys(_suites(name, args.data_root, args.influence)[0])}
     store = ResultStore(args.store, create=False)
     if not store.root.is_dir():
         print(f"note: no result store at {args.store}/; only the figures of {args.influence}/")
-    written = write_figures(store, args.influence, args.out, keys=keys)
+    written = write_figures(store, args.influence, args.out, keys=keys if names else None)
     print(f"{len(written)} files written to {args.out}/")
     _note_stale(store)
     return 0
@@ -475,7 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--store", default="results/store")
     fig.add_argument("--influence", default="results/influence", help="output folder of `influence` experiments")
     fig.add_argument("--out", default="results/figures")
-    fig.add_argument("--suite", help="only the runs of this suite (default: every record in the store)")
+    fig.add_argument(
+        "--suite",
+        help="the runs of this suite, as `run --suite` takes it, or 'all': every record in the store"
+        f" (default: the {' and '.join(FIGURE_SUITES)} suites')",
+    )
     fig.add_argument("--data-root", help="with --suite paper: the folder holding MNIST / CIFAR-10")
     _add_plugins_flag(fig)
     fig.set_defaults(func=cmd_figures)

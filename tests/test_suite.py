@@ -106,6 +106,25 @@ def test_commands_that_read_the_store_do_not_create_it(tmp_path, capsys):
     assert not missing.exists()
 
 
+def test_figures_draw_the_committed_suites_by_default_and_other_runs_on_request(tiny, tmp_path, capsys):
+    store = ResultStore(tmp_path / "store")
+    run_suite(tiny, store, jobs=1, show_progress=False)
+    common = ["--store", str(store.root), "--influence", str(tmp_path / "none")]
+
+    def drawn(*extra: str) -> list[str]:
+        out = tmp_path / f"figures{len(extra)}"
+        assert main(["figures", *common, "--out", str(out), *extra]) == 0
+        return sorted(p.name for p in out.glob("accuracy_curves_*.png"))
+
+    assert drawn() == []  # the tiny suite is neither quick nor paper: it stays out of the committed figures
+    every = drawn("--suite", "all")
+    assert every == drawn("--suite", str(tmp_path / "tiny.toml"))
+    assert every == [
+        "accuracy_curves_complete_digits_mlp_6n_1b_iid.png",
+        "accuracy_curves_ring_digits_mlp_6n_1b_iid.png",
+    ]
+
+
 def test_prune_deletes_stale_and_unreadable_records_and_their_logs_only(tiny, tmp_path, monkeypatch, capsys):
     import robustbench_dice.store as store_module
 
