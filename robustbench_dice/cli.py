@@ -484,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the runs of this suite, as `run --suite` takes it, or 'all': every record in the store"
         f" (default: the {' and '.join(FIGURE_SUITES)} suites')",
     )
-    fig.add_argument("--data-root", help="with --suite paper: the folder holding MNIST / CIFAR-10")
+    fig.add_argument(
+        "--data-root", help="the folder holding MNIST / CIFAR-10, as given to `run --suite paper` (its runs on them)"
+    )
     _add_plugins_flag(fig)
     fig.set_defaults(func=cmd_figures)
 
