@@ -115,19 +115,6 @@ def test_submitit_jobs_are_cancelled_when_the_suite_stops_early(tmp_path):
     import signal
     import time
 
-    config = ExecutorConfig(kind="slurm", slurm_cluster="local", runs_per_job=1, slurm_time_min=10)
-    # the slow tasks record the pid of the job process running them ($PPID of their shell)
-    slow = [(["sh", "-c", f"echo $PPID > {tmp_path}/pid{i}; sleep 600"],) for i in range(2)]
-    outcomes = execute(config, subprocess.run, [(["true"],), *slow], str(tmp_path))
-    assert next(outcomes)[0] == 0
-    deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("pid*"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    pids = [int(p.read_text()) for p in tmp_path.glob("pid*")]
-    assert len(pids) == 2
-    outcomes.close()  # what Ctrl-C in the runner's loop amounts to
-    deadline = time.monotonic() + 15
-
     def alive(pid: int) -> bool:  # a killed job not yet reaped is a zombie ('Z'): not alive
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -135,12 +122,30 @@ def test_submitit_jobs_are_cancelled_when_the_suite_stops_early(tmp_path):
             return False
         return state != "Z"
 
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    survivors = [pid for pid in pids if alive(pid)]
-    for pid in survivors:  # leave nothing behind, even when the check fails
-        os.kill(pid, signal.SIGKILL)
-    assert not survivors
+    config = ExecutorConfig(kind="slurm", slurm_cluster="local", runs_per_job=1, slurm_time_min=10)
+    # the slow tasks record the pid of the job process running them ($PPID of their shell)
+    slow = [(["sh", "-c", f"echo $PPID > {tmp_path}/pid{i}; sleep 600"],) for i in range(2)]
+    # submitit's local cluster cancels a job with SIGINT, which its processes would inherit as ignored when pytest
+    # itself was started with SIGINT ignored (a background job of a non-interactive shell, as CI may be)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        outcomes = execute(config, subprocess.run, [(["true"],), *slow], str(tmp_path))
+        assert next(outcomes)[0] == 0
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("pid*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pids = [int(p.read_text()) for p in tmp_path.glob("pid*")]
+        assert len(pids) == 2
+        outcomes.close()  # what Ctrl-C in the runner's loop amounts to
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        survivors = [pid for pid in pids if alive(pid)]
+        for pid in survivors:  # leave nothing behind, even when the check fails
+            os.kill(pid, signal.SIGKILL)
+        assert not survivors
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_local_executor_stopped_early_drops_the_runs_not_started(tmp_path):
