@@ -123,24 +123,21 @@ def test_submitit_jobs_are_cancelled_when_the_suite_stops_early(tmp_path):
         return state != "Z"
 
     config = ExecutorConfig(kind="slurm", slurm_cluster="local", runs_per_job=1, slurm_time_min=10)
-    # the slow tasks record the pid of the job process running them ($PPID of their shell)
-    slow = [(["sh", "-c", f"echo $PPID > {tmp_path}/pid{i}; sleep 600"],) for i in range(2)]
     # submitit's local cluster cancels a job with SIGINT, which its processes would inherit as ignored when pytest
     # itself was started with SIGINT ignored (a background job of a non-interactive shell, as CI may be)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        outcomes = execute(config, subprocess.run, [(["true"],), *slow], str(tmp_path))
+        outcomes = execute(config, time.sleep, [(0.0,), (600.0,), (600.0,)], str(tmp_path))
         assert next(outcomes)[0] == 0
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("pid*"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        pids = [int(p.read_text()) for p in tmp_path.glob("pid*")]
-        assert len(pids) == 2
+        # a local job's id is the pid of the process that runs it and its task; the slow two are still running
+        jobs = [int(p.name.split("_")[0]) for p in (tmp_path / "submitit").glob("*_submitted.pkl")]
+        running = [pid for pid in jobs if alive(pid)]
+        assert len(running) == 2
         outcomes.close()  # what Ctrl-C in the runner's loop amounts to
         deadline = time.monotonic() + 15
-        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in running) and time.monotonic() < deadline:
             time.sleep(0.2)
-        survivors = [pid for pid in pids if alive(pid)]
+        survivors = [pid for pid in running if alive(pid)]
         for pid in survivors:  # leave nothing behind, even when the check fails
             os.kill(pid, signal.SIGKILL)
         assert not survivors
