@@ -383,12 +383,16 @@ def cmd_figures(args: argparse.Namespace) -> int:
     _load_user_plugins(args)  # a suite file may name them
     # by default the runs behind the committed figures (quick and paper suites): other suites' runs in the same
     # store would otherwise mix into curves of the same block
-    names = FIGURE_SUITES if args.suite is None else () if args.suite == "all" else (args.suite,)
-    keys = {key for name in names for key in _suite_keys(_suites(name, args.data_root, args.influence)[0])}
+    names = FIGURE_SUITES if args.suite is None else (args.suite,)
+    keys = (
+        None
+        if args.suite == "all"
+        else {key for name in names for key in _suite_keys(_suites(name, args.data_root, args.influence)[0])}
+    )
     store = ResultStore(args.store, create=False)
     if not store.root.is_dir():
         print(f"note: no result store at {args.store}/; only the figures of {args.influence}/")
-    written = write_figures(store, args.influence, args.out, keys=keys if names else None)
+    written = write_figures(store, args.influence, args.out, keys=keys)
     print(f"{len(written)} files written to {args.out}/")
     _note_stale(store)
     return 0
