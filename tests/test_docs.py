@@ -21,3 +21,10 @@ def test_dice_doc_example_runs_and_estimate_tracks_the_ground_truth(block, capsy
     for r in range(3):  # the example's own claim: the estimate follows the counterfactual, source by source
         assert ((estimate[r].mean(1) - truth[r].mean(1)).abs() < 0.2 * truth[r].mean(1).abs()).all()
     assert capsys.readouterr().out.count("truth") == 3
+
+
+@pytest.mark.parametrize("block", _python_blocks(DOCS.parent / "README.md"), ids=lambda block: "README.md")
+def test_readme_python_example_runs(block, capsys):
+    exec(compile(block, "README.md", "exec"), {})  # our own README, not user input
+    accuracy_mean, accuracy_worst = map(float, capsys.readouterr().out.split())
+    assert 0.5 < accuracy_worst <= accuracy_mean <= 1.0
