@@ -30,8 +30,11 @@ class SuiteProgress:
     stored: int = 0  # already in the store before this run
     done: int = 0  # computed now (ok)
     skipped: int = 0  # declined by a plugin (with a reason)
-    failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (record key, error) of each failed run
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
 
     def line(self) -> str:
         return (
@@ -149,7 +152,6 @@ def run_suite(
             elif status == "skipped":
                 progress.skipped += 1
             else:
-                progress.failed += 1
                 progress.failures.append((str(record["key"]), str(record.get("error", "no error recorded"))))
             if bar is not None:
                 bar.update(1)
