@@ -1,7 +1,7 @@
 """Detection of label flippers: edge/node AUC and accuracy of every defense on three topologies.
 
 3 label-flipping Byzantine nodes among 16 (digits, MLP, 200 rounds), seeds
-0, 1, 2; mean +- std over seeds. Writes ``results/detection_label_flip.md``
+0, 1, 2; mean +- sample std over seeds. Writes ``results/detection_label_flip.md``
 (and prints it). This is the issue-3 measurement; the suite runner
 (``robustbench-dice run``) will supersede it with the fixed tables.
 
@@ -11,12 +11,12 @@ Usage: ``python benchmarks/detection.py [--seeds 0 1 2] [--out results/detection
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 from robustbench_dice import Scenario, simulate
 from robustbench_dice.io import atomic_write_bytes
+from robustbench_dice.tables import mean_and_spread
 
 TOPOLOGIES = ("ring", "torus", "exponential")
 DEFENSES = (
@@ -35,9 +35,7 @@ def cell(values: list[float | None]) -> str:
     known = [v for v in values if v is not None]
     if not known:
         return "n/a"
-    mean = statistics.fmean(known)
-    spread = statistics.pstdev(known) if len(known) > 1 else 0.0
-    return f"{mean:.3f} ± {spread:.3f}" + ("" if len(known) == len(values) else f" ({len(known)}/{len(values)})")
+    return mean_and_spread(known) + ("" if len(known) == len(values) else f" ({len(known)}/{len(values)})")
 
 
 def main() -> None:
@@ -49,7 +47,7 @@ def main() -> None:
         "# Label flipping: detection and accuracy per defense",
         "",
         "3 label-flipping (reverse rule) Byzantine nodes among 16; digits, MLP, 200 rounds, Metropolis-Hastings;"
-        f" mean ± std over seeds {', '.join(map(str, args.seeds))}. Regenerate: `python benchmarks/detection.py`.",
+        f" mean ± sample std over seeds {', '.join(map(str, args.seeds))}. Regenerate: `python benchmarks/detection.py`.",
         "",
         "| topology | defense | edge AUC | node AUC | honest accuracy (mean) | honest accuracy (worst) |"
         " honest edges wrongly pruned |",

@@ -1,7 +1,9 @@
 """Fixed tables from the result store only: accuracy, worst_accuracy, detection_auc (.md, .csv, .tex), summary.csv.
 
 One block per (dataset, model, nodes, Byzantine count); rows topology x
-attack; columns defense; cells mean ± std over seeds. A cell without a number
+attack; columns defense; cells mean ± sample standard deviation over seeds
+(n - 1 in the denominator; a cell from one seed shows the mean alone, since one
+run says nothing about the spread). A cell without a number
 says why (n/a with a footnote). Ordering and formatting are fixed, so the same
 store gives byte-identical files.
 """
@@ -105,11 +107,22 @@ def _first_reason(rows: list[dict[str, Any]], default: str = "", metric: str = "
     )
 
 
+def sample_std(values: list[float]) -> float | None:
+    """Standard deviation with n - 1 in the denominator; None for fewer than two values (undefined)."""
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def mean_and_spread(values: list[float]) -> str:
+    """``"0.951 ± 0.003"`` (mean ± sample std), or the mean alone for a single value."""
+    spread = sample_std(values)
+    mean = f"{statistics.fmean(values):.3f}"
+    return mean if spread is None else f"{mean} ± {spread:.3f}"
+
+
 def _cell(rows: list[dict[str, Any]], metric: str, notes: dict[str, int]) -> str:
     values = _values(rows, metric)
     if len(values) == len(rows) and values:
-        spread = statistics.pstdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
+        return mean_and_spread(values)
     reason = _first_reason(rows, "no value", metric)
     if values:
         reason = f"{len(values)} of {len(rows)} seeds: " + reason
@@ -172,7 +185,8 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
                     runs = by_defense.get(d, [])
                     values = _values(runs, metric)
                     mean = f"{statistics.fmean(values):.6f}" if values else ""
-                    std = f"{statistics.pstdev(values):.6f}" if len(values) > 1 else ("0.000000" if values else "")
+                    spread = sample_std(values)
+                    std = "" if spread is None else f"{spread:.6f}"
                     note = "" if len(values) == len(runs) else _first_reason(runs, metric=metric)
                     flat_writer.writerow(
                         [dataset, model, nodes, byzantine, partition, topology, attack, d, mean, std, len(values), note]

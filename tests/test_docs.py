@@ -28,3 +28,72 @@ def test_readme_python_example_runs(block, capsys):
     exec(compile(block, "README.md", "exec"), {})  # our own README, not user input
     accuracy_mean, accuracy_worst = map(float, capsys.readouterr().out.split())
     assert 0.5 < accuracy_worst <= accuracy_mean <= 1.0
+
+
+README = DOCS.parent / "README.md"
+RESULTS = DOCS.parent / "results"
+
+
+def _rows_of_table_after(path: Path, marker: str) -> list[list[str]]:
+    """Cells of the body rows of the first Markdown table after the line containing ``marker``."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if marker in line)
+    table: list[str] = []
+    for line in lines[start:]:
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            break
+    return [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in table[2:]]
+
+
+@pytest.mark.parametrize(
+    "marker,table",
+    [("Quick suite, mean honest accuracy", "accuracy.md"), ("Edge-level detection AUC (", "detection_auc.md")],
+)
+def test_readme_quick_suite_tables_quote_the_committed_tables(marker, table):
+    committed = (RESULTS / "tables" / table).read_text().splitlines()
+    quoted = _rows_of_table_after(README, marker)
+    assert len(quoted) == 16
+    for cells in quoted:
+        assert "| " + " | ".join(cells) + " |" in committed
+
+
+def test_readme_detection_summary_quotes_the_detection_benchmark():
+    committed = {
+        (cells[0], cells[1]): cells
+        for cells in _rows_of_table_after(RESULTS / "detection_label_flip.md", "| topology | defense |")
+    }
+    quoted = _rows_of_table_after(README, "Three label flippers among 16 nodes")
+    assert len(quoted) == 8
+    for defense, *pairs in quoted:
+        for topology, auc, accuracy in zip(("ring", "torus", "exponential"), pairs[::2], pairs[1::2], strict=True):
+            row = committed[(topology, defense)]
+            if row[2].startswith("skipped"):
+                assert auc.startswith("skipped") and accuracy == ""
+                continue
+            assert auc == ("1.000" if row[2] == "1.000 ± 0.000" else row[2])
+            assert accuracy == row[4].split(" ±")[0]
+
+
+def _alignment_pearson() -> dict[tuple[str, str, str], list[str]]:
+    """(model, topology, estimator) -> Pearson at r = 1, 2, 3, at the default learning rate 0.1."""
+    rows = _rows_of_table_after(RESULTS / "influence" / "alignment_summary.md", "| model | topology | lr |")
+    return {(r[0], r[1], r[3]): r[5:8] for r in rows if r[2] == "0.1"}
+
+
+def test_readme_and_dice_doc_quote_the_committed_alignment():
+    pearson = _alignment_pearson()
+    topologies = ("ring", "torus", "exponential", "one_peer_exponential")
+    readme = _rows_of_table_after(README, "Agreement with ground truth on digits")
+    assert [r[0] for r in readme] == ["logreg", "mlp", "mlp without curvature (H = 0)"]
+    for label, *cells in readme:
+        model, estimator = label.split()[0], ("no_curvature" if "without" in label else "dice")
+        for topology, cell in zip(topologies, cells, strict=True):
+            assert cell.replace("**", "").split(" / ") == pearson[(model, topology, estimator)]
+    doc = _rows_of_table_after(DOCS / "dice.md", "Pearson correlation of `GT_r`")
+    assert len(doc) == 8
+    for model, topology, r1, r2, r3, r3_flat in doc:
+        topology = topology.replace("one-peer ", "one_peer_")
+        assert [r1.replace("**", ""), r2, r3] == pearson[(model, topology, "dice")]
+        assert r3_flat == pearson[(model, topology, "no_curvature")][2]

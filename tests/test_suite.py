@@ -1,3 +1,5 @@
+import csv
+import dataclasses
 import json
 
 import pytest
@@ -7,7 +9,7 @@ from robustbench_dice.errors import ConfigError
 from robustbench_dice.runner import pending, run_suite
 from robustbench_dice.store import ResultStore, scenario_key
 from robustbench_dice.suite import load_suite, quick
-from robustbench_dice.tables import write_tables
+from robustbench_dice.tables import mean_and_spread, write_tables
 
 TINY = """
 [suite]
@@ -61,6 +63,19 @@ def test_run_resume_and_tables_are_stable(tiny, tmp_path):
     assert "n/a[1]" in text and "[1] krum: needs more than 2f + 2" in text
     skipped = [r for r in store.records() if r.status == "skipped"]
     assert skipped and all("krum" in r.data["reason"] for r in skipped)
+
+
+def test_table_cells_give_the_sample_std_and_no_spread_for_one_seed(tiny, tmp_path):
+    assert mean_and_spread([0.9, 0.8, 0.7]) == "0.800 ± 0.100"  # n - 1 in the denominator
+    assert mean_and_spread([0.9]) == "0.900"  # one run says nothing about the spread
+    store = ResultStore(tmp_path / "store")
+    run_suite(dataclasses.replace(tiny, seeds=(0,)), store, jobs=1, show_progress=False)
+    write_tables(store, tmp_path / "t")
+    table = (tmp_path / "t" / "accuracy.md").read_text()
+    assert "±" not in table and "| ring | none | " in table
+    with open(tmp_path / "t" / "accuracy.csv", newline="") as f:
+        flat = list(csv.DictReader(f))
+    assert {row["seeds"] for row in flat} == {"1", "0"} and all(row["std"] == "" for row in flat)
 
 
 def test_process_executor_gives_the_same_records(tiny, tmp_path):
