@@ -235,29 +235,66 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+QUICK_INFLUENCE: dict[str, dict[str, Any]] = {  # --quick: seconds, for smoke tests; flags still override it
+    "alignment": dict(
+        topologies=("ring",), lrs=(0.1, 1.0), sweep_topologies=("ring",), rounds=40, probe_rounds=3, nodes=8
+    ),
+    "cascade": dict(topologies=("ring", "star"), rounds=40, probe_rounds=3, nodes=8, horizon=3),
+}
+
+
+def _influence_config_class(kind: str) -> type:
+    from .influence import AlignmentConfig, CascadeConfig
+
+    return AlignmentConfig if kind == "alignment" else CascadeConfig
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One flag per field of an experiment's config dataclass; tuple fields take several values."""
+    defaults = config_class()
+    for f in dataclasses.fields(config_class):
+        ann, default = str(f.type), getattr(defaults, f.name)
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        kind = float if "float" in ann else int if ann.startswith(("int", "tuple[int")) else str
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            nargs=("*" if f.name == "sweep_topologies" else "+") if ann.startswith("tuple") else None,
+            default=None,
+            help=f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"),
+        )
+
+
 def cmd_influence(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .influence import AlignmentConfig, CascadeConfig, write_alignment, write_cascade
+    from .influence import DEFAULT_OUT, command_line
+    from .paper import InfluenceJob
 
+    config_class = _influence_config_class(args.experiment)
+    values = dict(QUICK_INFLUENCE[args.experiment]) if args.quick else {}
+    values.update(
+        {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if getattr(args, f.name) is not None}
+    )
+    config = config_class(**values)
     out = Path(args.out)
-    if args.experiment == "alignment":
-        config = AlignmentConfig()
-        if args.quick:
-            config = AlignmentConfig(
-                topologies=("ring",), lrs=(0.1, 1.0), sweep_topologies=("ring",), rounds=40, probe_rounds=3, nodes=8
-            )
-        write_alignment(out, config, log=print)
+    job = InfluenceJob(args.experiment, out, config)
+    runs = len(config.settings()) if args.experiment == "alignment" else len(config.topologies)
+    what = f"{runs} training run{'' if runs == 1 else 's'}"
+    print(f"influence {args.experiment}: {what}, writing to {out}/ ({command_line(args.experiment, config, out)})")
+    job.run(log=print)
+    outputs = (
+        "alignment.csv.gz, alignment_summary.csv, alignment_by_round.csv and alignment_summary.md"
+        if args.experiment == "alignment"
+        else "cascade_decay.csv, cascade_centrality.csv and cascade_summary.md"
+    )
+    print(f"{args.experiment} written to {out}/: {outputs}")
+    if out == DEFAULT_OUT and config != config_class():
         print(
-            f"alignment written to {out}/alignment.csv.gz, alignment_summary.csv, alignment_by_round.csv"
-            " and alignment_summary.md"
+            f"note: {out}/ now holds a configuration other than the committed one (the paper suite's);"
+            " `robustbench-dice run --suite paper` recomputes the committed one, and `--out DIR` keeps them apart"
         )
-    else:
-        cascade = CascadeConfig()
-        if args.quick:
-            cascade = CascadeConfig(topologies=("ring", "star"), rounds=40, probe_rounds=3, nodes=8, horizon=3)
-        write_cascade(out, cascade, log=print)
-        print(f"cascade written to {out}/cascade_decay.csv, cascade_centrality.csv and cascade_summary.md")
     return 0
 
 
@@ -511,10 +548,18 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=cmd_check)
 
     inf = sub.add_parser("influence", help="DICE experiments: estimate vs ground truth, cascade decay")
-    inf.add_argument("experiment", choices=["alignment", "cascade"])
-    inf.add_argument("--out", default="results/influence", help="output folder (default: results/influence)")
-    inf.add_argument("--quick", action="store_true", help="a small configuration (seconds), for smoke tests")
-    inf.set_defaults(func=cmd_influence)
+    experiments = inf.add_subparsers(dest="experiment", required=True, metavar="{alignment,cascade}")
+    for kind, summary in (
+        ("alignment", "DICE estimate vs counterfactual ground truth over many (source, round) probes, r = 1..horizon"),
+        ("cascade", "influence against hop distance and against the source's degree and centrality"),
+    ):
+        exp = experiments.add_parser(kind, help=summary, description=summary)
+        exp.add_argument("--out", default="results/influence", help="output folder (default: results/influence)")
+        exp.add_argument(
+            "--quick", action="store_true", help="a small configuration (seconds) for smoke tests; flags override it"
+        )
+        _add_config_flags(exp, _influence_config_class(kind))
+        exp.set_defaults(func=cmd_influence)
 
     dl = sub.add_parser("download", help="download a torchvision dataset (needs internet)")
     dl.add_argument("dataset", choices=["mnist", "fashion-mnist", "cifar10"])

@@ -6,9 +6,10 @@ import csv
 import gzip
 import io
 import math
+import shlex
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import networkx as nx
@@ -21,6 +22,7 @@ from .engine import RoundRecord, Simulation
 from .errors import ConfigError
 from .io import atomic_write_bytes
 from .scenario import Scenario
+from .topology import build_topology
 
 
 def record_windows(scenario: Scenario, rounds: list[int], horizon: int) -> tuple[Simulation, list[Window]]:
@@ -94,6 +96,41 @@ class AlignmentConfig:
     batch_size: int = field(default=32, metadata={"help": "minibatch size"})
     seed: int = field(default=0, metadata={"help": "seed of the runs"})
     data_root: str | None = field(default=None, metadata={"help": "folder of on-disk datasets (mnist, cifar10)"})
+
+    def __post_init__(self) -> None:
+        _normalise_and_check(self)
+
+    def settings(self) -> list[tuple[str, str, float]]:
+        """(model, topology, lr): every model x topology at the first rate, then the sweep's rates on its graphs."""
+        first = [(m, t, self.lrs[0]) for m in self.models for t in self.topologies]
+        return first + [(m, t, lr) for lr in self.lrs[1:] for m in self.models for t in self.sweep_topologies]
+
+
+def _normalise_and_check(config: AlignmentConfig | CascadeConfig) -> None:
+    """Lists (from JSON or the command line) become tuples; every run the experiment will make is built and
+    checked now, so that a bad name fails before minutes of training rather than after."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, list):
+            setattr(config, f.name, tuple(value))
+        if isinstance(getattr(config, f.name), tuple) and not getattr(config, f.name) and f.name != "sweep_topologies":
+            raise ConfigError(f"{f.name} must name at least one value")
+    for name in ("nodes", "rounds", "probe_rounds", "horizon"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (2 if name == "nodes" else 1):
+            raise ConfigError(f"{name} must be an integer >= {2 if name == 'nodes' else 1}, got {value!r}")
+    if config.horizon >= config.rounds:
+        raise ConfigError(
+            f"horizon={config.horizon} leaves no probe round in rounds={config.rounds} (a probe at round t needs"
+            " rounds t..t+horizon): use more rounds or a smaller horizon"
+        )
+    if isinstance(config, AlignmentConfig):
+        settings = config.settings()
+    else:
+        settings = [(config.model, t, config.lr) for t in config.topologies]
+    for model, topology, lr in settings:
+        scenario = _scenario(config, model, topology, lr)
+        build_topology(topology, scenario.nodes, seed=scenario.seed)  # e.g. a torus on a prime node count
 
 
 def _probe_rounds(rounds: int, count: int, horizon: int) -> list[int]:
@@ -215,8 +252,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
     rows: Rows = []
     summary: Rows = []
     by_round: Rows = []
-    settings = [(m, t, config.lrs[0]) for m in config.models for t in config.topologies]
-    settings += [(m, t, lr) for lr in config.lrs[1:] for m in config.models for t in config.sweep_topologies]
+    settings = config.settings()
     for index, (model, topology, lr) in enumerate(settings, 1):
         start = time.perf_counter()
         scenario = _scenario(config, model, topology, lr)
@@ -303,6 +339,28 @@ class CascadeConfig:
     seed: int = field(default=0, metadata={"help": "seed of the runs"})
     data_root: str | None = field(default=None, metadata={"help": "folder of on-disk datasets (mnist, cifar10)"})
 
+    def __post_init__(self) -> None:
+        _normalise_and_check(self)
+
+
+DEFAULT_OUT = Path("results/influence")
+
+
+def command_line(kind: str, config: AlignmentConfig | CascadeConfig, out: str | Path = DEFAULT_OUT) -> str:
+    """The ``robustbench-dice influence`` command that reproduces ``config`` into ``out``: only the flags that
+    differ from the defaults, so the default experiment reads ``robustbench-dice influence alignment``."""
+    default = AlignmentConfig() if kind == "alignment" else CascadeConfig()
+    parts = ["robustbench-dice", "influence", kind]
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if value == getattr(default, f.name):
+            continue
+        parts.append("--" + f.name.replace("_", "-"))
+        parts += [str(v) for v in value] if isinstance(value, tuple) else [str(value)]
+    if Path(out) != DEFAULT_OUT:
+        parts += ["--out", str(out)]
+    return " ".join(shlex.quote(p) for p in parts)
+
 
 DECAY_COLUMNS = ("dataset", "model", "topology", "r", "hop", "pairs", "mean_abs_estimate", "mean_abs_ground_truth")
 CENTRALITY_COLUMNS = (
@@ -386,7 +444,9 @@ def _fmt(value: object) -> str:
     return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}"
 
 
-def alignment_markdown(summary: Rows, config: AlignmentConfig, by_round: Rows | None = None) -> str:
+def alignment_markdown(
+    summary: Rows, config: AlignmentConfig, by_round: Rows | None = None, out: str | Path = DEFAULT_OUT
+) -> str:
     lines = [
         "# DICE alignment: estimate vs counterfactual ground truth",
         "",
@@ -396,7 +456,7 @@ def alignment_markdown(summary: Rows, config: AlignmentConfig, by_round: Rows | 
         " GT_r = mean over receivers (q_k = 1/N); `per receiver`: over (probe, receiver within r hops) pairs."
         " `probe_second_order` (r = 1 only) is not an estimator: it adds the probe loss's second-order term"
         " 0.5 p^T H' p to the r = 1 estimate, to show what the first-order gap at r = 1 is made of.",
-        "Regenerate: `robustbench-dice influence alignment`.",
+        f"Regenerate: `{command_line('alignment', config, out)}`.",
         "",
     ]
     rs = range(1, config.horizon + 1)
@@ -447,14 +507,19 @@ def _by_round_markdown(by_round: Rows, config: AlignmentConfig) -> list[str]:
     return lines
 
 
-def cascade_markdown(decay: list[dict[str, object]], centrality: list[dict[str, object]], config: CascadeConfig) -> str:
+def cascade_markdown(
+    decay: list[dict[str, object]],
+    centrality: list[dict[str, object]],
+    config: CascadeConfig,
+    out: str | Path = DEFAULT_OUT,
+) -> str:
     r = config.horizon
     lines = [
         "# DICE cascade: influence against hop distance and topological importance",
         "",
         f"{config.dataset}/{config.model}, {config.nodes} nodes, lr {config.lr}, {config.probe_rounds} probe rounds,"
         f" every node a source. Mean |influence| on receivers at each hop distance, {r} rounds after the step"
-        " (estimate and ground truth). Regenerate: `robustbench-dice influence cascade`.",
+        f" (estimate and ground truth). Regenerate: `{command_line('cascade', config, out)}`.",
         "",
         "| topology | " + " | ".join(f"hop {h}: estimate / truth" for h in range(r + 1)) + " |",
         "|---|" + "---|" * (r + 1),
@@ -490,7 +555,7 @@ def write_alignment(out: Path, config: AlignmentConfig, log: Log = print) -> lis
     write_csv_gz(out / "alignment.csv.gz", ALIGNMENT_COLUMNS, rows)
     write_csv(out / "alignment_summary.csv", SUMMARY_COLUMNS, summary)
     write_csv(out / "alignment_by_round.csv", BY_ROUND_COLUMNS, by_round)
-    atomic_write_bytes(out / "alignment_summary.md", alignment_markdown(summary, config, by_round).encode())
+    atomic_write_bytes(out / "alignment_summary.md", alignment_markdown(summary, config, by_round, out).encode())
     return summary
 
 
@@ -498,4 +563,4 @@ def write_cascade(out: Path, config: CascadeConfig, log: Log = print) -> None:
     decay, centrality = run_cascade(config, log)
     write_csv(out / "cascade_decay.csv", DECAY_COLUMNS, decay)
     write_csv(out / "cascade_centrality.csv", CENTRALITY_COLUMNS, centrality)
-    atomic_write_bytes(out / "cascade_summary.md", cascade_markdown(decay, centrality, config).encode())
+    atomic_write_bytes(out / "cascade_summary.md", cascade_markdown(decay, centrality, config, out).encode())

@@ -60,6 +60,62 @@ def test_cli_writes_every_output(tmp_path):
     assert (tmp_path / "alignment.csv.gz").read_bytes() == first  # same inputs, same bytes
 
 
+def test_cli_flags_configure_the_experiment_and_the_regenerate_line_reproduces_it(tmp_path, capsys):
+    import shlex
+
+    from robustbench_dice.paper import InfluenceJob
+
+    out = tmp_path / "er"
+    args = ["influence", "cascade", "--quick", "--topologies", "erdos_renyi", "--seed", "3", "--out", str(out)]
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
+    assert "1 training run," in stdout and "note:" not in stdout
+    config = CascadeConfig(topologies=("erdos_renyi",), rounds=40, probe_rounds=3, nodes=8, horizon=3, seed=3)
+    assert InfluenceJob("cascade", out, config).up_to_date()  # the stamp records what the folder holds
+    assert not InfluenceJob("cascade", out, CascadeConfig()).up_to_date()  # so the paper suite would redo it
+    with open(out / "cascade_decay.csv") as f:
+        assert {r["topology"] for r in csv.DictReader(f)} == {"erdos_renyi"}
+    summary = (out / "cascade_summary.md").read_text()
+    command = summary.split("Regenerate: `")[1].split("`")[0]
+    assert "--topologies erdos_renyi" in command and "--seed 3" in command and "--quick" not in command
+    first = (out / "cascade_decay.csv").read_bytes()
+    assert main(shlex.split(command)[1:]) == 0  # the line as printed, without the program name
+    assert (out / "cascade_decay.csv").read_bytes() == first
+
+
+def test_a_custom_configuration_in_the_default_folder_is_pointed_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["influence", "cascade", "--quick", "--topologies", "ring"]) == 0
+    assert "note: results/influence/ now holds a configuration other than the committed one" in capsys.readouterr().out
+    assert (tmp_path / "results" / "influence" / "cascade.config.json").is_file()
+
+
+def test_default_experiments_regenerate_line_is_the_plain_command():
+    from robustbench_dice.influence import command_line
+
+    assert command_line("alignment", AlignmentConfig()) == "robustbench-dice influence alignment"
+    assert command_line("cascade", CascadeConfig(lr=0.3), "results/influence") == (
+        "robustbench-dice influence cascade --lr 0.3"
+    )
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--topologies", "rnig"], "did you mean 'ring'"),
+        (["--topologies", "torus", "--nodes", "7"], "7 is not such a product"),
+        (["--rounds", "3", "--horizon", "3"], "leaves no probe round"),
+        (["--lrs", "0.1", "-0.5"], "lr must be > 0"),
+        (["--nodes", "1"], "nodes must be an integer >= 2"),
+    ],
+)
+def test_bad_experiment_configurations_fail_before_any_training(flags, message, tmp_path, capsys):
+    assert main(["influence", "alignment", *flags, "--out", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "training run" not in captured.out
+    assert not any(tmp_path.iterdir())
+
+
 def _check_by_round_against_the_long_csv(rows, path):
     """Each per-round row is recomputed from the long CSV: per source, GT_r = sum over listed receivers / N."""
     from scipy.stats import pearsonr
