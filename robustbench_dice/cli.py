@@ -325,6 +325,45 @@ def _tables_folder(suite: str, given: str | None) -> str:
     return "results/tables" if name == "quick" else f"results/{name}/tables"
 
 
+def _dry_run(args: argparse.Namespace) -> int:
+    """What ``run`` would do, from the store as it is: nothing is run, created or written."""
+    from .runner import pending
+    from .store import ResultStore
+
+    suites, plan = _suites(args.suite, args.data_root, args.influence)
+    store = ResultStore(args.store, create=False)
+    total_todo = 0
+    for suite in suites:
+        todo, stored = pending(suite, store, args.force)
+        total_todo += len(todo)
+        grid = " x ".join(
+            f"{len(getattr(suite, name))} {name}"
+            for name in (
+                "datasets",
+                "models",
+                "nodes",
+                "byzantine",
+                "partitions",
+                "topologies",
+                "attacks",
+                "defenses",
+                "seeds",
+            )
+            if len(getattr(suite, name)) > 1
+        )
+        print(
+            f"suite {suite.name!r}: {stored + len(todo)} runs ({grid or 'one cell'}); {stored} stored, {len(todo)} to run"
+        )
+    if plan is not None:
+        for line in plan.missing:
+            print(f"paper suite: leaving out {line}")
+        for job in plan.influence:
+            state = "up to date" if job.up_to_date() and not args.force else "would run"
+            print(f"influence {job.kind} in {job.out}/: {state}")
+    print(f"dry run: {total_todo} runs would be computed into {args.store}/; nothing was run")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .executors import ExecutorConfig, default_jobs
     from .runner import run_suite
@@ -332,6 +371,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .tables import write_tables
 
     _load_user_plugins(args)
+    if args.dry_run:
+        return _dry_run(args)
     executor = ExecutorConfig(
         kind=args.executor,
         jobs=args.jobs,
@@ -500,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="'local' runs the same submitit jobs on this machine, to try a setup without a cluster",
     )
     run.add_argument("--force", action="store_true", help="recompute runs that are already stored")
+    run.add_argument(
+        "--dry-run", action="store_true", help="say how many runs the suite has and how many are stored; run nothing"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_plugins_flag(run)
     run.set_defaults(func=cmd_run)

@@ -264,11 +264,17 @@ def test_run_command_end_to_end(tmp_path, capsys):
         "1",
         "--quiet",
     ]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "24 runs (2 topologies x 2 attacks x 3 defenses x 2 seeds); 0 stored, 24 to run" in out
+    assert not (tmp_path / "s").exists() and not (tmp_path / "t").exists()  # a dry run writes nothing
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "computed 20, already stored 0, skipped 4, failed 0 of 24" in out and "tables written to" in out
     assert main(args) == 0
     assert "computed 0, already stored 24" in capsys.readouterr().out
+    assert main([*args, "--dry-run", "--force"]) == 0
+    assert "24 stored" not in (out := capsys.readouterr().out) and "24 to run" in out
 
 
 def test_quick_suite_slice_reproduces_the_committed_summary(tmp_path):
