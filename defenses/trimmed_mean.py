@@ -1,21 +1,8 @@
 from dataclasses import dataclass
 
-import torch
-
+from robustbench_dice.order_stats import coordinate_trimmed_mean
 from robustbench_dice.plugins import Aggregation, CellInfo, Defense, DefenseView
 from robustbench_dice.registry import register_defense
-
-from .median import masked_sorted
-
-
-def coordinate_trimmed_mean(candidates: torch.Tensor, mask: torch.Tensor, trim: int) -> torch.Tensor:
-    """``(N, P)``: per coordinate, drop the ``trim`` smallest and largest valid values and average the rest."""
-    ordered = masked_sorted(candidates, mask)
-    count = mask.sum(1, keepdim=True)  # (N, 1)
-    position = torch.arange(ordered.shape[1], device=ordered.device).unsqueeze(0)  # (1, M)
-    keep = ((position >= trim) & (position < count - trim)).unsqueeze(-1)
-    total = torch.where(keep, ordered, torch.zeros_like(ordered)).sum(1)
-    return total / (count - 2 * trim).to(total.dtype)
 
 
 @register_defense

@@ -1,0 +1,108 @@
+"""Coordinate-wise order statistics: the sorting network vs ``torch.sort``, and what it does to a defense round.
+
+Every ratio is taken in this one process. For each node count N the script
+builds the candidates a node sees on the exponential graph (itself and its
+M - 1 in-neighbours, P = the MLP's 4,810 parameters) and times, best of
+``--repeats``:
+
+- ``sort_speedup``: ``torch.sort`` along M / :func:`robustbench_dice.order_stats.sort_along`;
+- ``median_speedup``: the plain median (``torch.sort``, then the middle
+  values) / :func:`robustbench_dice.order_stats.coordinate_median`;
+- ``median_round_speedup`` and ``trimmed_mean_round_speedup``: seconds per
+  training round of a whole run with the defense (label flipping, 10%
+  Byzantine) with the network disabled / enabled (``NETWORK_MAX = 0`` sends
+  every sort to ``torch.sort``).
+
+Usage: ``python benchmarks/order_stats.py [--json] [--nodes 16 256 1024]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+import robustbench_dice.order_stats as order_stats
+from robustbench_dice import Scenario, simulate
+from robustbench_dice.topology import exponential_offsets
+
+PARAMETERS = 4810  # the digits MLP: 64 x 64 + 64 + 64 x 10 + 10
+
+
+def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def plain_median(candidates: torch.Tensor) -> torch.Tensor:
+    ordered = candidates.sort(dim=1).values
+    m = candidates.shape[1]
+    return (ordered[:, (m - 1) // 2] + ordered[:, m // 2]) / 2
+
+
+def round_seconds(n: int, defense: str, rounds: int, network: bool) -> float:
+    order_stats.NETWORK_MAX = 128 if network else 0
+    scenario = Scenario(
+        nodes=n,
+        topology="exponential",
+        partition="replicated",
+        samples_per_node=64,
+        rounds=rounds,
+        eval_every=rounds,
+        defense=defense,
+        attack="label_flip",
+        byzantine=max(1, n // 10),
+    )
+    try:
+        return simulate(scenario).timings["seconds_per_round"]
+    finally:
+        order_stats.NETWORK_MAX = 128
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="one JSON object per node count on stdout")
+    parser.add_argument("--nodes", type=int, nargs="+", default=[16, 256, 1024])
+    parser.add_argument("--repeats", type=int, default=3, help="report the best of this many timings")
+    args = parser.parse_args()
+    for n in args.nodes:
+        m = len(exponential_offsets(n)) + 1  # the node itself and its in-neighbours
+        candidates = torch.randn(n, m, PARAMETERS, generator=torch.Generator().manual_seed(0))
+        mask = torch.ones(n, m, dtype=torch.bool)
+        sort_plain = best_seconds(partial(torch.sort, candidates, 1), args.repeats)
+        sort_network = best_seconds(partial(order_stats.sort_along, candidates, 1), args.repeats)
+        median_plain = best_seconds(partial(plain_median, candidates), args.repeats)
+        median_network = best_seconds(partial(order_stats.coordinate_median, candidates, mask), args.repeats)
+        rounds = max(3, 1600 // n)
+        row: dict[str, object] = {
+            "n_nodes": n,
+            "candidates_per_node": m,
+            "sort_speedup": sort_plain / sort_network,
+            "median_speedup": median_plain / median_network,
+            "threads": torch.get_num_threads(),
+        }
+        for defense in ("median", "trimmed_mean"):
+            timings: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(args.repeats):  # interleaved, so that load drifting hits both alike
+                for network in (False, True):
+                    timings[network].append(round_seconds(n, defense, rounds, network))
+            row[f"{defense}_round_ms"] = 1000 * min(timings[True])
+            row[f"{defense}_round_speedup"] = min(timings[False]) / min(timings[True])
+        print(
+            json.dumps(row)
+            if args.json
+            else "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Coordinate-wise order statistics over a node's candidate models: sort, median, trimmed mean.
+
+Robust aggregators (median, trimmed mean) order an ``(N, M, P)`` tensor along
+M, the node and its in-neighbours: M is small (3-33) and P is large.
+``torch.sort`` then runs N * P tiny sorts, which costs 5-10x more on a CPU than
+Batcher's odd-even merge network applied to whole ``(N, P)`` slices: a fixed
+list of O(M log^2 M) compare-exchanges, each one elementwise ``minimum`` and
+``maximum``. Both give the same sorted values. The aggregators below also skip
+the masking and the re-stacking when every node has the same number of
+candidates (regular graphs), and give the same numbers as the general path.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+NETWORK_MAX = 128  # longer dimensions go to torch.sort (the network has O(M log^2 M) steps)
+
+
+@functools.cache
+def batcher_pairs(m: int) -> tuple[tuple[int, int], ...]:
+    """Compare-exchange pairs ``(i, j)``, i < j, of Batcher's odd-even merge sort for ``m`` items.
+
+    Built for the next power of two and cut to ``m``: the missing items would be +inf at the end, which no
+    compare-exchange moves, so every pair that touches them is a no-op and is left out.
+    """
+    n = 1
+    while n < m:
+        n *= 2
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return tuple((a, b) for a, b in pairs if b < m)
+
+
+def sorted_slices(slices: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Elementwise order statistics of equally shaped tensors: ``out[r]`` holds, per element, the r-th smallest
+    of ``slices`` (ascending, NaN last), as ``torch.sort`` along a stacked dimension would give them.
+
+    With NaN present, or more than :data:`NETWORK_MAX` slices, this is ``torch.sort`` itself; otherwise the
+    sorting network, whose only difference is that equal zeros of opposite sign may come out as the same
+    zero, which no later arithmetic can tell apart from the other.
+    """
+    rows = list(slices)
+    if len(rows) > NETWORK_MAX or any(_has_nan(row) for row in rows):
+        return list(torch.stack(rows).sort(dim=0).values.unbind(0))
+    for i, j in batcher_pairs(len(rows)):
+        rows[i], rows[j] = torch.minimum(rows[i], rows[j]), torch.maximum(rows[i], rows[j])
+    return rows
+
+
+def _has_nan(values: torch.Tensor) -> bool:
+    # max propagates NaN: one reduction, about 15x cheaper here than isnan().any()
+    return values.is_floating_point() and values.numel() > 0 and bool(values.amax().isnan())
+
+
+def sort_along(values: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """``values`` sorted ascending along ``dim``: the values of ``torch.sort(values, dim)`` (see sorted_slices)."""
+    return torch.stack(sorted_slices(list(values.unbind(dim))), dim)
+
+
+def masked_sorted(candidates: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Candidates ``(N, M, P)`` sorted along M, with masked-out slots (``mask`` ``(N, M)`` False) last as +inf."""
+    if not bool(mask.all()):
+        inf = torch.tensor(float("inf"), dtype=candidates.dtype, device=candidates.device)
+        candidates = torch.where(mask.unsqueeze(-1), candidates, inf)
+    return sort_along(candidates, dim=1)
+
+
+def coordinate_median(candidates: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(N, P)`` coordinate-wise median of the valid candidates ``(N, M, P)`` (``mask`` ``(N, M)``); the mean of
+    the two middle values when a node has an even number of them."""
+    m = candidates.shape[1]
+    if bool(mask.all()):  # every node has m candidates: the middle slices, without masking or re-stacking
+        ordered = sorted_slices(list(candidates.unbind(1)))
+        return (ordered[(m - 1) // 2] + ordered[m // 2]) / 2
+    ordered_all = masked_sorted(candidates, mask)
+    count = mask.sum(1)
+    width = ordered_all.shape[2]
+    lower = ordered_all.gather(1, ((count - 1) // 2).view(-1, 1, 1).expand(-1, 1, width)).squeeze(1)
+    upper = ordered_all.gather(1, (count // 2).view(-1, 1, 1).expand(-1, 1, width)).squeeze(1)
+    return (lower + upper) / 2
+
+
+def coordinate_trimmed_mean(candidates: torch.Tensor, mask: torch.Tensor, trim: int) -> torch.Tensor:
+    """``(N, P)``: per coordinate, drop the ``trim`` smallest and largest valid candidates and average the rest."""
+    ordered = masked_sorted(candidates, mask)
+    count = mask.sum(1, keepdim=True)  # (N, 1)
+    position = torch.arange(ordered.shape[1], device=ordered.device).unsqueeze(0)  # (1, M)
+    keep = ((position >= trim) & (position < count - trim)).unsqueeze(-1)
+    total = torch.where(keep, ordered, torch.zeros_like(ordered)).sum(1)
+    return total / (count - 2 * trim).to(total.dtype)
