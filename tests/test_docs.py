@@ -97,3 +97,13 @@ def test_readme_and_dice_doc_quote_the_committed_alignment():
         topology = topology.replace("one-peer ", "one_peer_")
         assert [r1.replace("**", ""), r2, r3] == pearson[(model, topology, "dice")]
         assert r3_flat == pearson[(model, topology, "no_curvature")][2]
+
+
+def test_citation_file_names_the_packaged_version_and_license():
+    import tomllib
+
+    project = tomllib.loads((DOCS.parent / "pyproject.toml").read_text())["project"]
+    citation = (DOCS.parent / "CITATION.cff").read_text()
+    assert re.search(rf"^version: {re.escape(project['version'])}$", citation, flags=re.MULTILINE)
+    assert re.search(rf"^license: {project['license']}$", citation, flags=re.MULTILINE)
+    assert (DOCS.parent / "LICENSE").read_text().startswith(f"{project['license']} License")
