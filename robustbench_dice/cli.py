@@ -67,7 +67,7 @@ def _add_scenario_flags(parser: argparse.ArgumentParser) -> None:
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     """The TOML config (if any) with every flag given on the command line laid over it."""
-    base = Scenario.from_toml(args.config).to_dict() if args.config else {}
+    base = Scenario.from_file(args.config).to_dict() if args.config else {}
     for f in dataclasses.fields(Scenario):
         value = getattr(args, f.name, None)
         if value is None:
@@ -118,12 +118,41 @@ def _auc_text(value: float | None, reason: str | None) -> str:
     return f"{value:.3f}" if value is not None else f"n/a ({reason})"
 
 
+def _recorded_threads(config: str | None) -> int | None:
+    """The torch thread count a JSON record or result was made with (suite runs: 1), else None."""
+    import json
+    from pathlib import Path
+
+    if config is None or Path(config).suffix.lower() != ".json":
+        return None
+    data = json.loads(Path(config).read_text())  # parsed already by Scenario.from_file: valid JSON
+    if not isinstance(data, dict):
+        return None
+    result = data.get("result", data)
+    timings = result.get("timings") if isinstance(result, dict) else None
+    if isinstance(timings, dict) and isinstance(timings.get("threads"), int):
+        return int(timings["threads"])
+    from .runner import RUN_THREADS
+
+    return RUN_THREADS if "key" in data else None  # a store record from before threads were recorded
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    import torch
+
     from .engine import simulate
 
     _load_user_plugins(args)
     scenario = scenario_from_args(args)
-    result = simulate(scenario, progress=None if args.quiet else _progress_bar("simulate"))
+    previous = torch.get_num_threads()
+    threads = args.threads if args.threads is not None else (_recorded_threads(args.config) or previous)
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    try:
+        result = simulate(scenario, progress=None if args.quiet else _progress_bar("simulate"))
+    finally:
+        torch.set_num_threads(previous)  # main() may be called in-process (tests, notebooks)
     if args.json:
         result.write_json(args.json)
     if result.status != "ok":
@@ -138,7 +167,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"  final honest test accuracy: mean {result.final_accuracy_mean:.4f}, worst node {result.final_accuracy_worst:.4f}"
     )
     print(
-        f"  time per round: {1e3 * result.timings['seconds_per_round']:.2f} ms"
+        f"  time per round: {1e3 * result.timings['seconds_per_round']:.2f} ms on {threads} thread(s)"
         f" (spectral gap {result.topology['spectral_gap']:.4f})"
     )
     if s.defense != "gossip" or result.byzantine:
@@ -506,8 +535,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="run one scenario and print its summary")
-    sim.add_argument("--config", help="scenario TOML file; flags override its values")
+    sim.add_argument(
+        "--config",
+        help="scenario TOML file, or a JSON record from the result store or simulate --json (to re-run it);"
+        " flags override its values",
+    )
     sim.add_argument("--json", metavar="OUT", help="write the RunResult as JSON to OUT")
+    sim.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: all cores; with a JSON --config, the count it was made with, 1 for suite"
+        " runs, since matmul rounding depends on it and the re-run should give the same numbers)",
+    )
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_plugins_flag(sim)
     _add_scenario_flags(sim)

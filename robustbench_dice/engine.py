@@ -356,6 +356,7 @@ class Simulation:
                 "train_s": train_s,
                 "eval_s": eval_s,
                 "seconds_per_round": train_s / s.rounds,
+                "threads": torch.get_num_threads(),  # matmul rounding depends on it: a re-run needs the same
             },
             versions=versions(),
         )

@@ -9,6 +9,7 @@ the value and what is accepted.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -168,6 +169,25 @@ class Scenario:
             raise ConfigError(f"malformed TOML in {str(path)!r}: {exc}") from exc
         if "scenario" in data and isinstance(data["scenario"], dict):
             data = data["scenario"]
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Scenario:
+        """A scenario from a TOML file, or from JSON: a scenario object, or anything holding one under
+        ``"scenario"`` (a stored record in ``results/store/``, a ``simulate --json`` result), to re-run it."""
+        path = Path(path)
+        if path.suffix.lower() != ".json":
+            return cls.from_toml(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from exc
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"malformed JSON in {str(path)!r}: {exc}") from exc
+        if isinstance(data, dict) and isinstance(data.get("scenario"), dict):
+            data = data["scenario"]
+        if not isinstance(data, dict):
+            raise ConfigError(f"{str(path)!r} holds no scenario (a JSON object of scenario fields)")
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

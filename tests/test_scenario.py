@@ -75,6 +75,41 @@ def test_toml_roundtrip_and_errors(tmp_path):
         Scenario.from_toml(tmp_path / "missing.toml")
 
 
+def test_a_stored_record_or_result_json_re_runs_to_the_same_numbers(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from robustbench_dice.cli import main
+    from robustbench_dice.runner import RUN_THREADS, run_cell  # the suite runner's own path into the store
+    from robustbench_dice.store import ResultStore
+
+    scenario = Scenario(nodes=6, rounds=6, eval_every=3, attack="label_flip", byzantine=1, defense="median", seed=4)
+    store = ResultStore(tmp_path / "store")
+
+    threads = torch.get_num_threads()
+    record = run_cell(scenario.to_dict(), str(store.root), (), RUN_THREADS)  # a worker: sets its own threads
+    torch.set_num_threads(threads)
+    stored = next((tmp_path / "store").glob("*.json"))
+    assert Scenario.from_file(stored) == scenario
+    out = tmp_path / "again.json"
+    assert main(["simulate", "--quiet", "--config", str(stored), "--json", str(out)]) == 0
+    assert f"on {RUN_THREADS} thread(s)" in capsys.readouterr().out  # the record's own thread count
+    assert torch.get_num_threads() == threads  # and main() gives the process its own back
+    again = json.loads(out.read_text())
+    for field in ("final_accuracy_mean", "final_accuracy_worst", "node_accuracy", "suspicion", "curve"):
+        assert again[field] == record["result"][field]
+    assert Scenario.from_file(out) == scenario  # a simulate --json result holds its scenario too
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(scenario.to_dict()))
+    assert Scenario.from_file(plain) == scenario
+    for text, message in (("[1, 2]", "holds no scenario"), ("{", "malformed JSON"), ('{"nodse": 4}', "did you mean")):
+        plain.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            Scenario.from_file(plain)
+    capsys.readouterr()
+
+
 def test_replace_revalidates():
     with pytest.raises(ConfigError, match="nodes must be >= 2"):
         Scenario().replace(nodes=0)
