@@ -107,3 +107,17 @@ def test_citation_file_names_the_packaged_version_and_license():
     assert re.search(rf"^version: {re.escape(project['version'])}$", citation, flags=re.MULTILINE)
     assert re.search(rf"^license: {project['license']}$", citation, flags=re.MULTILINE)
     assert (DOCS.parent / "LICENSE").read_text().startswith(f"{project['license']} License")
+
+
+def test_scenario_doc_lists_every_field_in_order_with_its_default_and_help():
+    import dataclasses
+
+    from robustbench_dice import Scenario
+
+    rows = re.findall(r"^\| `(\w+)` \| `(.*?)` \| (.*) \|$", (DOCS / "scenario.md").read_text(), flags=re.MULTILINE)
+    fields = dataclasses.fields(Scenario)
+    assert [name for name, _, _ in rows] == [f.name for f in fields]
+    for (name, default, meaning), f in zip(rows, fields, strict=True):
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        assert default == repr(list(value) if isinstance(value, tuple) else value), name
+        assert meaning == f.metadata["help"], name
