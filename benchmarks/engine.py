@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 import torch
+from common import benchmark_scenario
 
 from robustbench_dice import Scenario, Simulation
 from robustbench_dice.functional import per_node_grad, per_node_grad_autograd
@@ -48,18 +49,7 @@ def matmul_flops_per_second(size: int = 1024, repeats: int = 5) -> float:
 
 
 def scenario(n_nodes: int, rounds: int) -> Scenario:
-    return Scenario(
-        dataset="digits",
-        model="mlp",
-        nodes=n_nodes,
-        topology="exponential",
-        batch_size=32,
-        partition="replicated",
-        samples_per_node=64,
-        rounds=rounds,
-        eval_every=rounds,
-        seed=0,
-    )
+    return benchmark_scenario(n_nodes, rounds)
 
 
 def round_flops(sim: Simulation) -> float:

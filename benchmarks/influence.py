@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+from functools import partial
 
 import torch
+from common import benchmark_scenario, best_of
 
 from robustbench_dice import Scenario, Simulation
 from robustbench_dice.dice import dice_estimate, dice_ground_truth
@@ -32,18 +33,7 @@ HORIZONS = (1, 2, 3)
 
 
 def scenario(n: int, rounds: int, dtype: str = "float32", track: bool = False) -> Scenario:
-    return Scenario(
-        nodes=n,
-        topology="exponential",
-        partition="replicated",
-        samples_per_node=64,
-        rounds=rounds,
-        eval_every=rounds,
-        momentum=0.0,
-        dtype=dtype,
-        track_influence=track,
-        seed=0,
-    )
+    return benchmark_scenario(n, rounds, momentum=0.0, dtype=dtype, track_influence=track)
 
 
 def seconds_per_round(n: int, rounds: int, repeats: int, **kw: object) -> float:
@@ -52,16 +42,6 @@ def seconds_per_round(n: int, rounds: int, repeats: int, **kw: object) -> float:
         Simulation.from_scenario(scenario(n, rounds, **kw)).run().timings["seconds_per_round"]  # type: ignore[arg-type]
         for _ in range(repeats)
     )
-
-
-def best_of(repeats: int, fn) -> float:  # type: ignore[no-untyped-def]
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def interleaved(n: int, rounds: int, repeats: int) -> dict[str, float]:
@@ -92,8 +72,8 @@ def measure(n: int, rounds: int, repeats: int, overhead_only: bool = False) -> d
     sources = torch.arange(n)
     row["plain_round_s_float64"] = plain64
     for r in HORIZONS:
-        est = best_of(repeats, lambda r=r: dice_estimate(sim.setup.model, window, sources, probe, r))
-        truth = best_of(repeats, lambda r=r: dice_ground_truth(sim.setup.model, window, sources, probe, r))
+        est = best_of(repeats, partial(dice_estimate, sim.setup.model, window, sources, probe, r))
+        truth = best_of(repeats, partial(dice_ground_truth, sim.setup.model, window, sources, probe, r))
         row[f"estimate_r{r}_s"] = est
         row[f"estimate_r{r}_rounds"] = est / plain64
         row[f"ground_truth_r{r}_s"] = truth

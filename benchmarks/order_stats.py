@@ -20,27 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Callable
 from functools import partial
 
 import torch
+from common import benchmark_scenario, best_of
 
 import robustbench_dice.order_stats as order_stats
-from robustbench_dice import Scenario, simulate
+from robustbench_dice import simulate
 from robustbench_dice.topology import exponential_offsets
 
 PARAMETERS = 4810  # the digits MLP: 64 x 64 + 64 + 64 x 10 + 10
-
-
-def best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def plain_median(candidates: torch.Tensor) -> torch.Tensor:
@@ -51,17 +40,7 @@ def plain_median(candidates: torch.Tensor) -> torch.Tensor:
 
 def round_seconds(n: int, defense: str, rounds: int, network: bool) -> float:
     order_stats.NETWORK_MAX = 128 if network else 0
-    scenario = Scenario(
-        nodes=n,
-        topology="exponential",
-        partition="replicated",
-        samples_per_node=64,
-        rounds=rounds,
-        eval_every=rounds,
-        defense=defense,
-        attack="label_flip",
-        byzantine=max(1, n // 10),
-    )
+    scenario = benchmark_scenario(n, rounds, defense=defense, attack="label_flip", byzantine=max(1, n // 10))
     try:
         return simulate(scenario).timings["seconds_per_round"]
     finally:
@@ -78,10 +57,10 @@ def main() -> None:
         m = len(exponential_offsets(n)) + 1  # the node itself and its in-neighbours
         candidates = torch.randn(n, m, PARAMETERS, generator=torch.Generator().manual_seed(0))
         mask = torch.ones(n, m, dtype=torch.bool)
-        sort_plain = best_seconds(partial(torch.sort, candidates, 1), args.repeats)
-        sort_network = best_seconds(partial(order_stats.sort_along, candidates, 1), args.repeats)
-        median_plain = best_seconds(partial(plain_median, candidates), args.repeats)
-        median_network = best_seconds(partial(order_stats.coordinate_median, candidates, mask), args.repeats)
+        sort_plain = best_of(args.repeats, partial(torch.sort, candidates, 1))
+        sort_network = best_of(args.repeats, partial(order_stats.sort_along, candidates, 1))
+        median_plain = best_of(args.repeats, partial(plain_median, candidates))
+        median_network = best_of(args.repeats, partial(order_stats.coordinate_median, candidates, mask))
         rounds = max(3, 1600 // n)
         row: dict[str, object] = {
             "n_nodes": n,
