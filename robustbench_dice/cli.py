@@ -358,6 +358,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     """What ``run`` would do, from the store as it is: nothing is run, created or written."""
     from .runner import pending
     from .store import ResultStore
+    from .suite import GRID_KEYS
 
     suites, plan = _suites(args.suite, args.data_root, args.influence)
     store = ResultStore(args.store, create=False)
@@ -365,21 +366,8 @@ def _dry_run(args: argparse.Namespace) -> int:
     for suite in suites:
         todo, stored = pending(suite, store, args.force)
         total_todo += len(todo)
-        grid = " x ".join(
-            f"{len(getattr(suite, name))} {name}"
-            for name in (
-                "datasets",
-                "models",
-                "nodes",
-                "byzantine",
-                "partitions",
-                "topologies",
-                "attacks",
-                "defenses",
-                "seeds",
-            )
-            if len(getattr(suite, name)) > 1
-        )
+        sizes = {name: len(getattr(suite, name)) for name in GRID_KEYS}
+        grid = " x ".join(f"{size} {name}" for name, size in sizes.items() if size > 1)
         print(
             f"suite {suite.name!r}: {stored + len(todo)} runs ({grid or 'one cell'}); {stored} stored, {len(todo)} to run"
         )
