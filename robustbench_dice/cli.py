@@ -144,6 +144,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     _load_user_plugins(args)
     scenario = scenario_from_args(args)
+    if scenario.attack != "none" and scenario.n_byzantine == 0:
+        print(
+            f"note: attack {scenario.attack!r} has no Byzantine node to act through, so this run is honest"
+            " (set --byzantine or --byzantine-fraction)",
+            file=sys.stderr,
+        )
     previous = torch.get_num_threads()
     threads = args.threads if args.threads is not None else (_recorded_threads(args.config) or previous)
     if threads < 1:

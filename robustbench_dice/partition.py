@@ -87,6 +87,11 @@ def _dirichlet(
 def _shards(labels: np.ndarray, n_nodes: int, rng: np.random.Generator, shards_per_node: int) -> list[np.ndarray]:
     if shards_per_node < 1:
         raise ConfigError(f"shards_per_node must be >= 1, got {shards_per_node}")
+    if n_nodes * shards_per_node > labels.shape[0]:  # array_split would hand out empty shards without a word
+        raise ConfigError(
+            f"shards_per_node={shards_per_node} x {n_nodes} nodes = {n_nodes * shards_per_node} shards, more than"
+            f" the {labels.shape[0]} samples of the training pool: at most {labels.shape[0] // n_nodes} per node"
+        )
     order = np.argsort(labels, kind="stable")
     shards = np.array_split(order, n_nodes * shards_per_node)
     assignment = rng.permutation(len(shards)).reshape(n_nodes, shards_per_node)

@@ -20,6 +20,14 @@ def test_simulate_writes_json_and_summary(tmp_path, capsys):
     assert data["scenario"]["nodes"] == 6 and data["status"] == "ok"
 
 
+def test_an_attack_without_byzantine_nodes_is_pointed_out(capsys):
+    base = ["simulate", "--nodes", "6", "--rounds", "2", "--quiet", "--attack", "label_flip"]
+    assert main(base) == 0
+    assert "note: attack 'label_flip' has no Byzantine node" in capsys.readouterr().err
+    assert main([*base, "--byzantine", "1"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_simulate_with_tracked_influence_reports_its_detection_auc(capsys):
     args = ["simulate", "--nodes", "6", "--rounds", "3", "--byzantine", "1", "--attack", "gradient_scale"]
     assert main([*args, "--track-influence", "--quiet"]) == 0

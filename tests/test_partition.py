@@ -23,6 +23,12 @@ def test_partitions_are_disjoint_and_cover(scheme, n_nodes, seed):
     assert min(p.size for p in parts) >= 2
 
 
+def test_more_shards_than_samples_is_an_error():
+    with pytest.raises(ConfigError, match="1000 shards, more than the 500 samples .* at most 50 per node"):
+        partition_indices(LABELS, 10, "shards", np.random.default_rng(0), shards_per_node=100)
+    assert len(partition_indices(LABELS, 10, "shards", np.random.default_rng(0), shards_per_node=50)) == 10
+
+
 def test_partitions_are_seeded():
     a = partition_indices(LABELS, 5, "dirichlet", np.random.default_rng(1))
     b = partition_indices(LABELS, 5, "dirichlet", np.random.default_rng(1))
