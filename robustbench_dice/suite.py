@@ -18,7 +18,8 @@ A suite file::
 Cells are the product of the lists, in the order dataset, model, nodes,
 byzantine, partition, topology, attack, defense, seed. Everything is checked
 before anything runs: unknown keys and plugins (with the closest valid name),
-parameter names and types, and every resulting Scenario.
+parameter names and types, and every resulting Scenario. ``[suite.base]`` may
+not set a field the grid decides (``GRID_FIELDS``). User guide: docs/suites.md.
 """
 
 from __future__ import annotations
@@ -34,6 +35,19 @@ from .registry import ATTACKS, DEFENSES, build_attack, build_defense, load_built
 from .scenario import Scenario
 
 GRID_KEYS = ("datasets", "models", "nodes", "byzantine", "partitions", "topologies", "attacks", "defenses", "seeds")
+GRID_FIELDS = {  # Scenario field -> the grid key that sets it in every cell (so [suite.base] cannot)
+    "dataset": "datasets",
+    "model": "models",
+    "nodes": "nodes",
+    "byzantine": "byzantine",
+    "partition": "partitions",
+    "topology": "topologies",
+    "attack": "attacks",
+    "attack_params": "attacks",
+    "defense": "defenses",
+    "defense_params": "defenses",
+    "seed": "seeds",
+}
 SUITE_KEYS = (*GRID_KEYS, "name", "base", "description")
 
 
@@ -139,6 +153,13 @@ def suite_from_dict(data: dict[str, Any], name: str) -> Suite:
     base = data.get("base", {})
     if not isinstance(base, dict):
         raise ConfigError(f"suite key 'base' must be a table of scenario fields, got {base!r}")
+    gridded = [k for k in base if k in GRID_FIELDS]
+    if gridded:  # every cell would overwrite it with the grid's value (its default when the key is absent)
+        field_name = gridded[0]
+        raise ConfigError(
+            f"[suite.base] sets {field_name!r}, which the grid decides for every cell: give it as"
+            f" {GRID_FIELDS[field_name]} = [...] under [suite] instead"
+        )
     kwargs["base"] = dict(base)
     suite = Suite(**kwargs)
     suite.validate()

@@ -121,3 +121,19 @@ def test_scenario_doc_lists_every_field_in_order_with_its_default_and_help():
         value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         assert default == repr(list(value) if isinstance(value, tuple) else value), name
         assert meaning == f.metadata["help"], name
+
+
+def test_suite_doc_lists_the_grid_keys_with_their_fields_and_defaults_and_its_example_loads():
+    import dataclasses
+
+    from robustbench_dice.suite import GRID_FIELDS, GRID_KEYS, Suite, load_suite
+
+    rows = re.findall(r"^\| `(\w+)` \| (.*?) \| `(.*)` \|$", (DOCS / "suites.md").read_text(), flags=re.MULTILINE)
+    assert [key for key, _, _ in rows] == list(GRID_KEYS)
+    defaults = {f.name: f.default for f in dataclasses.fields(Suite)}
+    for key, fields, default in rows:
+        assert re.findall(r"`(\w+)`", fields) == [f for f, k in GRID_FIELDS.items() if k == key]
+        shown = [getattr(v, "name", v) for v in defaults[key]]  # plugin specs by name
+        assert default == "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in shown) + "]"
+    suite = load_suite(str(DOCS / "example-suite.toml"))
+    assert len(suite.scenarios()) == 36 and suite.name == "example-suite"

@@ -231,6 +231,8 @@ def test_failing_run_is_stored_with_traceback_and_others_continue(tmp_path, monk
         ("[suite]\nnodes = 16\n", "'nodes' must be a non-empty list"),
         ("[suite]\nnodes = [1]\n", "nodes must be >= 2"),
         ("[suite\n", "malformed TOML"),
+        ("[suite.base]\ntopology = 'torus'\n", "sets 'topology', which the grid decides .* topologies = \\[...\\]"),
+        ("[suite.base]\nseed = 3\n", "give it as seeds = "),
     ],
 )
 def test_bad_suite_files(tmp_path, text, message):
