@@ -144,6 +144,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     _load_user_plugins(args)
     scenario = scenario_from_args(args)
+    for unused in scenario.unused_fields():
+        print(f"note: {unused} is ignored", file=sys.stderr)
     if scenario.attack != "none" and scenario.n_byzantine == 0:
         print(
             f"note: attack {scenario.attack!r} has no Byzantine node to act through, so this run is honest"

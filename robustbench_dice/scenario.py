@@ -171,6 +171,34 @@ class Scenario:
             data = data["scenario"]
         return cls.from_dict(data)
 
+    def unused_fields(self) -> list[str]:
+        """Fields set away from their defaults that this scenario's choices never read, each with what reads it
+        (``--edge-probability`` on a ring, ``--samples-per-node`` without partition 'replicated', ...).
+
+        Not an error: a suite's ``[suite.base]`` legitimately sets fields that only some of its cells use.
+        """
+        readers = {
+            "data_root": ("dataset", ("mnist", "fashion-mnist", "cifar10")),
+            "mnist1d_samples": ("dataset", ("mnist1d",)),
+            "dirichlet_alpha": ("partition", ("dirichlet",)),
+            "shards_per_node": ("partition", ("shards",)),
+            "samples_per_node": ("partition", ("replicated",)),
+            "hidden": ("model", ("mlp",)),
+            "edge_probability": ("topology", ("erdos_renyi",)),
+            "small_world_k": ("topology", ("small_world",)),
+            "small_world_p": ("topology", ("small_world",)),
+            "torus_rows": ("topology", ("torus",)),
+            "adjacency_file": ("topology", ("file",)),
+        }
+        defaults = Scenario()
+        unused = []
+        for name, (choice, users) in readers.items():
+            if getattr(self, name) != getattr(defaults, name) and getattr(self, choice) not in users:
+                unused.append(
+                    f"{name} (read only with {choice} {' / '.join(users)}; this run has {getattr(self, choice)})"
+                )
+        return unused
+
     @classmethod
     def from_file(cls, path: str | Path) -> Scenario:
         """A scenario from a TOML file, or from JSON: a scenario object, or anything holding one under

@@ -121,3 +121,19 @@ def test_documented_example_scenario_loads_and_prepares():
     s = Scenario.from_toml(Path(__file__).parents[1] / "docs" / "example-scenario.toml")
     assert s.partition == "dirichlet" and s.topology == "torus"
     prepare(s.replace(rounds=1))
+
+
+def test_fields_the_scenario_never_reads_are_named():
+    assert Scenario().unused_fields() == []
+    assert Scenario(topology="erdos_renyi", edge_probability=0.5).unused_fields() == []
+    unused = Scenario(edge_probability=0.5, samples_per_node=40, model="logreg", hidden=(32,)).unused_fields()
+    assert [u.split()[0] for u in unused] == ["samples_per_node", "hidden", "edge_probability"]
+    assert "read only with topology erdos_renyi; this run has ring" in unused[2]
+    assert Scenario(partition="replicated", samples_per_node=40).unused_fields() == []
+
+
+def test_simulate_notes_ignored_flags(capsys):
+    from robustbench_dice.cli import main
+
+    assert main(["simulate", "--quiet", "--nodes", "6", "--rounds", "2", "--torus-rows", "2"]) == 0
+    assert "note: torus_rows (read only with topology torus; this run has ring) is ignored" in capsys.readouterr().err
