@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .datasets import DATASETS
+from .datasets import DATASETS, TORCHVISION_DATASETS
 from .errors import ConfigError, check_choice, closest
 from .mixing import MIXING_RULES
 from .models import MODELS
@@ -178,7 +178,7 @@ class Scenario:
         Not an error: a suite's ``[suite.base]`` legitimately sets fields that only some of its cells use.
         """
         readers = {
-            "data_root": ("dataset", ("mnist", "fashion-mnist", "cifar10")),
+            "data_root": ("dataset", tuple(TORCHVISION_DATASETS)),
             "mnist1d_samples": ("dataset", ("mnist1d",)),
             "dirichlet_alpha": ("partition", ("dirichlet",)),
             "shards_per_node": ("partition", ("shards",)),
