@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .datasets import DATASETS, TORCHVISION_DATASETS
+from .datasets import DATASETS
 from .errors import ConfigError, check_choice, closest
 from .mixing import MIXING_RULES
 from .models import MODELS
@@ -32,6 +33,17 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
+
+
+def _fields_named_in(catalogue: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Scenario field -> the catalogue entries that read it, from the ``[field, field]`` that ends each description
+    (the same annotation `robustbench-dice list` prints)."""
+    readers: dict[str, tuple[str, ...]] = {}
+    for name, description in catalogue.items():
+        for group in re.findall(r"\[([^]]+)\]$", description):
+            for field_name in (f.strip() for f in group.split(",")):
+                readers[field_name] = (*readers.get(field_name, ()), name)
+    return readers
 
 
 @dataclass(frozen=True)
@@ -177,25 +189,23 @@ class Scenario:
 
         Not an error: a suite's ``[suite.base]`` legitimately sets fields that only some of its cells use.
         """
-        readers = {
-            "data_root": ("dataset", tuple(TORCHVISION_DATASETS)),
-            "mnist1d_samples": ("dataset", ("mnist1d",)),
+        readers: dict[str, tuple[str, tuple[str, ...]]] = {  # field -> (the choice, the values that read it)
             "dirichlet_alpha": ("partition", ("dirichlet",)),
             "shards_per_node": ("partition", ("shards",)),
             "samples_per_node": ("partition", ("replicated",)),
-            "hidden": ("model", ("mlp",)),
-            "edge_probability": ("topology", ("erdos_renyi",)),
-            "small_world_k": ("topology", ("small_world",)),
-            "small_world_p": ("topology", ("small_world",)),
-            "torus_rows": ("topology", ("torus",)),
-            "adjacency_file": ("topology", ("file",)),
         }
+        for choice, catalogue in (("dataset", DATASETS), ("model", MODELS), ("topology", TOPOLOGIES)):
+            for name, users in _fields_named_in(catalogue).items():
+                readers[name] = (choice, users)
         defaults = Scenario()
         unused = []
-        for name, (choice, users) in readers.items():
-            if getattr(self, name) != getattr(defaults, name) and getattr(self, choice) not in users:
+        for f in fields(self):  # in field order
+            if f.name not in readers:
+                continue
+            choice, users = readers[f.name]
+            if getattr(self, f.name) != getattr(defaults, f.name) and getattr(self, choice) not in users:
                 unused.append(
-                    f"{name} (read only with {choice} {' / '.join(users)}; this run has {getattr(self, choice)})"
+                    f"{f.name} (read only with {choice} {' / '.join(users)}; this run has {getattr(self, choice)})"
                 )
         return unused
 
