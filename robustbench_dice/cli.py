@@ -1,4 +1,5 @@
-"""Command line: ``robustbench-dice simulate | list | download``."""
+"""Command line of robustbench-dice: one scenario (simulate), suites (run, tables, figures, prune), plugins (list,
+check), DICE's influence experiments (influence) and datasets (download)."""
 
 from __future__ import annotations
 
@@ -526,8 +527,53 @@ def _note_stale(store: ResultStore) -> None:
         )
 
 
+DESCRIPTION = "Byzantine-robustness benchmarks for decentralized learning, built around DICE (ICLR 2025)."
+EXAMPLES = """examples:
+  robustbench-dice run                          the quick suite (192 runs), then its tables
+  robustbench-dice run --suite paper            the DICE paper's experiments, then `robustbench-dice figures`
+  robustbench-dice simulate --topology torus --attack label_flip --byzantine 3 --defense dice_prune
+  robustbench-dice list defenses                registered plugins with their parameters
+  robustbench-dice check my_defense.py          conformance suite for a plugin file
+
+`robustbench-dice COMMAND --help` gives each command's options; docs/ in the repository has the guides."""
+
+
+def version_text() -> str:
+    """What ``--version`` prints: the package, the results version its records carry, and the libraries whose
+    arithmetic the numbers depend on."""
+    import platform
+
+    from .engine import versions
+    from .store import RESULTS_VERSION
+
+    v = versions()
+    return (
+        f"robustbench-dice {v['robustbench_dice']} (results version {RESULTS_VERSION};"
+        f" torch {v['torch']}, numpy {v['numpy']}, python {platform.python_version()})"
+    )
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, with the text built only when asked (it imports the engine)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robustbench-dice", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="robustbench-dice",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the version, the results version and torch's, and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="run one scenario and print its summary")

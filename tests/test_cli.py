@@ -100,3 +100,33 @@ def test_listed_descriptions_name_real_scenario_fields():
             named = re.findall(r"\[([^]]+)\]$", description)
             for field in (f.strip() for group in named for f in group.split(",")):
                 assert field in fields, f"{name}: description names {field!r}, not a Scenario field"
+
+
+def test_version_names_the_package_the_results_version_and_torch(capsys):
+    import tomllib
+    from pathlib import Path
+
+    import torch
+
+    from robustbench_dice import __version__
+    from robustbench_dice.store import RESULTS_VERSION
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert __version__ == project["version"]
+    assert out.startswith(f"robustbench-dice {project['version']} (results version {RESULTS_VERSION};")
+    assert f"torch {torch.__version__}" in out
+
+
+def test_top_level_help_examples_are_valid_commands():
+    from robustbench_dice.cli import EXAMPLES
+
+    lines = [line.strip() for line in EXAMPLES.splitlines() if line.startswith("  robustbench-dice")]
+    commands = [line.split("  ")[0] for line in lines]  # two spaces part a command from its comment
+    assert len(commands) >= 4
+    parser = build_parser()
+    for command in commands:
+        parser.parse_args(command.split()[1:])  # exits (fails the test) on an unknown command or flag
