@@ -33,6 +33,9 @@ SUMMARY_COLUMNS = (
     "node_auc",
     "influence_auc",
     "honest_edges_wrongly_pruned",
+    "honest_edges",
+    "time_to_detection",
+    "final_consensus_distance",
     "reason",
 )
 METRICS = {
@@ -84,6 +87,9 @@ def summary_rows(records: list[Record]) -> list[dict[str, Any]]:
                 "influence_auc": by_influence.value,
                 "influence_auc_reason": by_influence.reason,
                 "honest_edges_wrongly_pruned": result.get("honest_edges_wrongly_pruned"),
+                "honest_edges": result.get("honest_edges"),
+                "time_to_detection": result.get("time_to_detection"),
+                "final_consensus_distance": curve[-1]["consensus_distance"] if (curve := result.get("curve")) else None,
                 "reason": " ".join(str(reason).split()),
             }
         )
@@ -91,8 +97,15 @@ def summary_rows(records: list[Record]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: tuple(str(r[k]).zfill(8) if isinstance(r[k], int) else str(r[k]) for k in order))
 
 
-def _num(value: Any) -> str:
-    return "" if value is None else f"{value:.6f}" if isinstance(value, float) else str(value)
+SCIENTIFIC_COLUMNS = frozenset({"final_consensus_distance"})  # spans 1e-3 (consensus) to 1e25 (an attack blowing up)
+
+
+def _num(value: Any, scientific: bool = False) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4e}" if scientific else f"{value:.6f}"
+    return str(value)
 
 
 def _values(rows: list[dict[str, Any]], metric: str) -> list[float]:
@@ -140,7 +153,7 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: _num(r[k]) for k in SUMMARY_COLUMNS})
+        writer.writerow({k: _num(r[k], k in SCIENTIFIC_COLUMNS) for k in SUMMARY_COLUMNS})
     atomic_write_bytes(written[0], buffer.getvalue().encode())
     blocks: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:

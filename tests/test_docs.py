@@ -137,3 +137,13 @@ def test_suite_doc_lists_the_grid_keys_with_their_fields_and_defaults_and_its_ex
         assert default == "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in shown) + "]"
     suite = load_suite(str(DOCS / "example-suite.toml"))
     assert len(suite.scenarios()) == 36 and suite.name == "example-suite"
+
+
+def test_readme_lists_the_summary_columns_in_order():
+    from robustbench_dice.tables import SUMMARY_COLUMNS
+
+    readme = (DOCS.parent / "README.md").read_text()
+    paragraph = readme[readme.index("`summary.csv` has one row per run") :].split("\n\n")[0]
+    quoted = re.findall(r"`(\w+)`", paragraph)
+    assert set(quoted) <= set(SUMMARY_COLUMNS), set(quoted) - set(SUMMARY_COLUMNS)
+    assert list(dict.fromkeys(quoted)) == list(SUMMARY_COLUMNS)  # each column, in the file's order

@@ -78,6 +78,28 @@ def test_table_cells_give_the_sample_std_and_no_spread_for_one_seed(tiny, tmp_pa
     assert {row["seeds"] for row in flat} == {"1", "0"} and all(row["std"] == "" for row in flat)
 
 
+def test_summary_rows_carry_each_runs_detection_and_consensus_metrics(tiny, tmp_path):
+    store = ResultStore(tmp_path / "store")
+    run_suite(dataclasses.replace(tiny, seeds=(0,)), store, jobs=1, show_progress=False)
+    write_tables(store, tmp_path / "t")
+    with open(tmp_path / "t" / "summary.csv", newline="") as f:
+        rows = {(r["topology"], r["attack"], r["defense"]): r for r in csv.DictReader(f)}
+    for record in store.records():
+        if record.status != "ok":
+            continue
+        result, s = record.data["result"], record.data["scenario"]
+        row = rows[
+            (s["topology"], s["attack"], s["defense"] if not s["defense_params"] else "dice_prune(trust=reported)")
+        ]
+        for column in ("honest_edges", "time_to_detection"):
+            assert row[column] == ("" if result[column] is None else str(result[column]))
+        assert float(row["final_consensus_distance"]) == pytest.approx(
+            result["curve"][-1]["consensus_distance"], rel=1e-4
+        )
+    assert {r["honest_edges"] for r in rows.values() if r["defense"] == "gossip"} == {""}  # it prunes nothing
+    assert all(r["honest_edges"].isdigit() for r in rows.values() if r["defense"].startswith("dice_prune"))
+
+
 def test_process_executor_gives_the_same_records(tiny, tmp_path):
     local, procs = ResultStore(tmp_path / "one"), ResultStore(tmp_path / "two")
     assert run_suite(tiny, local, jobs=1, show_progress=False).failed == 0
