@@ -1,11 +1,14 @@
-"""Fixed tables from the result store only: accuracy, worst_accuracy, detection_auc (.md, .csv, .tex), summary.csv.
+"""Fixed tables from the result store only (.md, .csv, .tex each), and summary.csv with one row per run.
 
-One block per (dataset, model, nodes, Byzantine count); rows topology x
-attack; columns defense; cells mean ± sample standard deviation over seeds
-(n - 1 in the denominator; a cell from one seed shows the mean alone, since one
-run says nothing about the spread). A cell without a number
-says why (n/a with a footnote). Ordering and formatting are fixed, so the same
-store gives byte-identical files.
+accuracy, worst_accuracy, detection_auc (and influence_auc when runs tracked
+it): one block per (dataset, model, nodes, Byzantine count, partition); rows
+topology x attack; columns defense; cells mean ± sample standard deviation over
+seeds (n - 1 in the denominator; a cell from one seed shows the mean alone,
+since one run says nothing about the spread). worst_attack: rows topology,
+columns defense, cell the lowest of the accuracy means over the attacks (the
+clean baseline left out) and which attack. A cell without a number says why
+(n/a with a footnote). Ordering and formatting are fixed, so the same store
+gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ METRICS = {
 
 
 UNTRACKED = "run without track_influence"
+NO_ATTACK = "none"  # the clean baseline: left out of the worst case over attacks
 
 
 def influence_auc(result: dict[str, Any]) -> Auc:
@@ -206,8 +210,84 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
                     )
             md += [""] + [f"[{n}] {reason}" for reason, n in notes.items()] + [""]
             tex += ["\\bottomrule", "\\end{tabular}"] + [f"% [{n}] {reason}" for reason, n in notes.items()] + [""]
-        for suffix, text in (("md", "\n".join(md)), ("tex", "\n".join(tex)), ("csv", flat.getvalue())):
-            path = out / f"{table}.{suffix}"
-            atomic_write_bytes(path, (text.rstrip("\n") + "\n").encode())
-            written.append(path)
+        written += _write_formats(out, table, md, tex, flat.getvalue())
+    if any(r["attack"] != NO_ATTACK for r in rows):
+        written += _write_worst_attack(out, blocks)
     return written
+
+
+def _write_formats(out: Path, table: str, md: list[str], tex: list[str], flat: str) -> list[Path]:
+    paths = []
+    for suffix, text in (("md", "\n".join(md)), ("tex", "\n".join(tex)), ("csv", flat)):
+        path = out / f"{table}.{suffix}"
+        atomic_write_bytes(path, (text.rstrip("\n") + "\n").encode())
+        paths.append(path)
+    return paths
+
+
+def _worst_attack_cell(
+    by_attack: dict[str, list[dict[str, Any]]], metric: str, notes: dict[str, int]
+) -> tuple[str, str, float | None, str]:
+    """(markdown cell, worst attack, its mean, note): the attack with the lowest mean of ``metric``, over the attacks
+    whose every seed has a value; undefined (with the reason) when some attack has none, since the worst case would
+    then be a guess."""
+    means: dict[str, float] = {}
+    for attack, runs in sorted(by_attack.items()):
+        values = _values(runs, metric)
+        if len(values) != len(runs) or not values:
+            reason = _first_reason(runs, "no value", metric)
+            if means or any(_values(r, metric) for r in by_attack.values()):
+                reason = f"under {attack}: {reason}"
+            return f"n/a[{notes.setdefault(reason, len(notes) + 1)}]", "", None, reason
+        means[attack] = statistics.fmean(values)
+    worst = min(means, key=lambda a: (means[a], a))
+    return f"{means[worst]:.3f} {worst}", worst, means[worst], ""
+
+
+def _write_worst_attack(out: Path, blocks: dict[tuple[Any, ...], list[dict[str, Any]]]) -> list[Path]:
+    """``worst_attack``: per block, rows topology, columns defense, cell = the lowest mean honest accuracy over the
+    attacks (the clean baseline ``none`` left out) and the attack that causes it: a defense's worst case."""
+    metric = METRICS["accuracy"]
+    md = [f"# worst attack (lowest mean {metric} over the attacks, {NO_ATTACK!r} left out, and which attack)", ""]
+    tex: list[str] = []
+    flat = io.StringIO()
+    flat_writer = csv.writer(flat, lineterminator="\n")
+    flat_writer.writerow([*CELL_COLUMNS[:6], "defense", "worst_attack", "mean", "attacks", "note"])
+    for block_key, block in sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        attacked = [r for r in block if r["attack"] != NO_ATTACK]
+        if not attacked:
+            continue
+        defenses = sorted({r["defense"] for r in attacked})
+        grid: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list))
+        )
+        for r in attacked:
+            grid[r["topology"]][r["defense"]][r["attack"]].append(r)
+        notes: dict[str, int] = {}
+        title = "{} / {} / {} nodes / {} Byzantine / {}".format(*block_key)
+        md += [f"## {title}", "", "| topology | " + " | ".join(defenses) + " |", "|---|" + "---|" * len(defenses)]
+        tex += [
+            f"% {title}",
+            "\\begin{tabular}{l" + "r" * len(defenses) + "}",
+            "\\toprule",
+            "topology & " + " & ".join(d.replace("_", "\\_") for d in defenses) + " \\\\",
+            "\\midrule",
+        ]
+        for topology, by_defense in sorted(grid.items()):
+            cells = []
+            for d in defenses:
+                if d not in by_defense:
+                    cells.append("-")
+                    continue
+                cell, worst, mean, note = _worst_attack_cell(by_defense[d], metric, notes)
+                cells.append(cell)
+                flat_writer.writerow(
+                    [*block_key, topology, d, worst, "" if mean is None else f"{mean:.6f}", len(by_defense[d]), note]
+                )
+            md.append(f"| {topology} | " + " | ".join(cells) + " |")
+            tex.append(
+                f"{topology} & ".replace("_", "\\_") + " & ".join(c.replace("_", "\\_") for c in cells) + " \\\\"
+            )
+        md += [""] + [f"[{n}] {reason}" for reason, n in notes.items()] + [""]
+        tex += ["\\bottomrule", "\\end{tabular}"] + [f"% [{n}] {reason}" for reason, n in notes.items()] + [""]
+    return _write_formats(out, "worst_attack", md, tex, flat.getvalue())

@@ -8,7 +8,7 @@ from robustbench_dice.cli import main
 from robustbench_dice.errors import ConfigError
 from robustbench_dice.runner import pending, run_suite
 from robustbench_dice.store import ResultStore, scenario_key
-from robustbench_dice.suite import load_suite, quick
+from robustbench_dice.suite import PluginSpec, load_suite, quick
 from robustbench_dice.tables import mean_and_spread, write_tables
 
 TINY = """
@@ -98,6 +98,52 @@ def test_summary_rows_carry_each_runs_detection_and_consensus_metrics(tiny, tmp_
         )
     assert {r["honest_edges"] for r in rows.values() if r["defense"] == "gossip"} == {""}  # it prunes nothing
     assert all(r["honest_edges"].isdigit() for r in rows.values() if r["defense"].startswith("dice_prune"))
+
+
+def _csv_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_worst_attack_table_is_the_lowest_accuracy_over_the_attacks(tiny, tmp_path):
+    tiny = dataclasses.replace(tiny, attacks=(*tiny.attacks, PluginSpec("gradient_scale")), seeds=(0,))
+    store = ResultStore(tmp_path / "store")
+    run_suite(tiny, store, jobs=1, show_progress=False)
+    write_tables(store, tmp_path / "t")
+    accuracy = _csv_rows(tmp_path / "t" / "accuracy.csv")
+    worst = {(r["topology"], r["defense"]): r for r in _csv_rows(tmp_path / "t" / "worst_attack.csv")}
+    assert len(worst) == 2 * 3
+    for (topology, defense), row in worst.items():
+        attacked = {r["attack"]: r["mean"] for r in accuracy if (r["topology"], r["defense"]) == (topology, defense)}
+        attacked.pop("none")
+        if "" in attacked.values():  # krum declines the ring: no worst case
+            assert row["worst_attack"] == row["mean"] == "" and "krum" in row["note"]
+            continue
+        lowest = min(attacked, key=lambda a: float(attacked[a]))
+        assert (row["worst_attack"], row["mean"], row["attacks"]) == (lowest, attacked[lowest], "2")
+    md = (tmp_path / "t" / "worst_attack.md").read_text()
+    gossip_ring = worst[("ring", "gossip")]
+    assert "| ring | " in md and f"{float(gossip_ring['mean']):.3f} {gossip_ring['worst_attack']}" in md
+
+    # one failed run of one attack makes the worst case undefined, with the failure as the reason
+    failed = next(
+        c for c in tiny.scenarios() if (c.topology, c.attack, c.defense) == ("complete", "label_flip", "gossip")
+    )
+    store.put_failure(failed, "RuntimeError: boom", "Traceback ...")
+    write_tables(store, tmp_path / "t")
+    row = next(
+        r
+        for r in _csv_rows(tmp_path / "t" / "worst_attack.csv")
+        if (r["topology"], r["defense"]) == ("complete", "gossip")
+    )
+    assert row["mean"] == "" and row["note"].startswith("under label_flip: RuntimeError: boom")
+
+
+def test_worst_attack_table_needs_an_attack(tiny, tmp_path):
+    store = ResultStore(tmp_path / "store")
+    run_suite(dataclasses.replace(tiny, attacks=(PluginSpec("none"),), seeds=(0,)), store, jobs=1, show_progress=False)
+    written = {p.name for p in write_tables(store, tmp_path / "t")}
+    assert "accuracy.md" in written and not any(name.startswith("worst_attack") for name in written)
 
 
 def test_process_executor_gives_the_same_records(tiny, tmp_path):
@@ -304,8 +350,6 @@ def test_run_command_end_to_end(tmp_path, capsys):
 def test_quick_suite_slice_reproduces_the_committed_summary(tmp_path):
     import dataclasses
     from pathlib import Path
-
-    from robustbench_dice.suite import PluginSpec
 
     committed = (Path(__file__).parents[1] / "results" / "tables" / "summary.csv").read_text().splitlines()
     suite = dataclasses.replace(
