@@ -202,7 +202,7 @@ def full() -> Suite:
     load_builtin_plugins()
     return Suite(
         name="full",
-        description="every attack x every defense; 7 topologies; 1-4 Byzantine; iid and Dirichlet(0.5); digits, MNIST-1D",
+        description="every attack x every defense; 7 topologies; 1, 2 or 4 Byzantine of 16; iid and Dirichlet(0.5); digits, MNIST-1D",
         datasets=("digits", "mnist1d"),
         byzantine=(1, 2, 4),
         partitions=("iid", "dirichlet"),

@@ -233,3 +233,28 @@ def test_documented_example_plugins_pass_the_conformance_suite(capsys):
     examples = Path(__file__).parents[1] / "docs" / "examples"
     for name in ("mimic.py", "distance_filter.py"):
         assert main(["check", str(examples / name)]) == 0, capsys.readouterr().out
+
+
+def test_plugins_load_from_a_source_checkout_without_an_install_mapping_them(tmp_path):
+    """`python -m robustbench_dice` from the repository root imports the checkout, even over a regular install,
+    and there attacks/ and defenses/ sit beside the package: they must still load, and their classes pickle."""
+    import subprocess
+    from pathlib import Path
+
+    code = """
+import pickle, sys
+# without an editable install's finder, as with a regular install shadowed by the checkout
+sys.meta_path[:] = [f for f in sys.meta_path if "Editable" not in getattr(f, "__name__", type(f).__name__)]
+sys.path.insert(0, sys.argv[1])
+import robustbench_dice.registry as registry
+registry.load_builtin_plugins()
+from robustbench_dice.attacks.label_flip import LabelFlip
+assert pickle.loads(pickle.dumps(LabelFlip(fraction=0.5))) == LabelFlip(fraction=0.5)
+import robustbench_dice
+print(robustbench_dice.__file__, sorted(registry.ATTACKS), sorted(registry.DEFENSES))
+"""
+    root = Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(str(root / "robustbench_dice" / "__init__.py"))
+    assert "'label_flip'" in done.stdout and "'dice_prune'" in done.stdout
