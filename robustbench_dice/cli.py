@@ -138,6 +138,10 @@ def _recorded_threads(config: str | None) -> int | None:
     return RUN_THREADS if "key" in data else None  # a store record from before threads were recorded
 
 
+def _consensus_text(distance: float | None) -> str:
+    return "n/a (diverged)" if distance is None or distance != distance else f"{distance:.3g}"
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import torch
 
@@ -173,7 +177,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f" attack={s.attack}, defense={s.defense}), {s.rounds} rounds, seed {s.seed}"
     )
     print(
-        f"  final honest test accuracy: mean {result.final_accuracy_mean:.4f}, worst node {result.final_accuracy_worst:.4f}"
+        f"  final honest test accuracy: mean {result.final_accuracy_mean:.4f}, worst node {result.final_accuracy_worst:.4f};"
+        f" consensus distance {_consensus_text(result.curve[-1].consensus_distance if result.curve else None)}"
     )
     print(
         f"  time per round: {1e3 * result.timings['seconds_per_round']:.2f} ms on {threads} thread(s)"

@@ -18,6 +18,7 @@ def test_simulate_writes_json_and_summary(tmp_path, capsys):
     assert "final honest test accuracy: mean" in text and "time per round" in text
     data = json.loads(out.read_text())
     assert data["scenario"]["nodes"] == 6 and data["status"] == "ok"
+    assert f"consensus distance {data['curve'][-1]['consensus_distance']:.3g}" in text
 
 
 def test_an_attack_without_byzantine_nodes_is_pointed_out(capsys):
