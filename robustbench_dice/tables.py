@@ -177,27 +177,10 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
                 grid[(r["topology"], r["attack"])][r["defense"]].append(r)
             notes: dict[str, int] = {}
             title = f"{dataset} / {model} / {nodes} nodes / {byzantine} Byzantine / {partition}"
-            md += [
-                f"## {title}",
-                "",
-                "| topology | attack | " + " | ".join(defenses) + " |",
-                "|---|---|" + "---|" * len(defenses),
-            ]
-            tex += [
-                f"% {title}",
-                "\\begin{tabular}{ll" + "r" * len(defenses) + "}",
-                "\\toprule",
-                "topology & attack & " + " & ".join(d.replace("_", "\\_") for d in defenses) + " \\\\",
-                "\\midrule",
-            ]
+            _block_header(md, tex, title, ["topology", "attack"], defenses)
             for (topology, attack), by_defense in sorted(grid.items()):
                 cells = [_cell(by_defense.get(d, []), metric, notes) if d in by_defense else "-" for d in defenses]
-                md.append(f"| {topology} | {attack} | " + " | ".join(cells) + " |")
-                tex.append(
-                    f"{topology} & {attack} & ".replace("_", "\\_")
-                    + " & ".join(c.replace("±", "$\\pm$").replace("_", "\\_") for c in cells)
-                    + " \\\\"
-                )
+                _block_row(md, tex, [topology, attack], cells)
                 for d in defenses:
                     runs = by_defense.get(d, [])
                     values = _values(runs, metric)
@@ -208,12 +191,39 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
                     flat_writer.writerow(
                         [dataset, model, nodes, byzantine, partition, topology, attack, d, mean, std, len(values), note]
                     )
-            md += [""] + [f"[{n}] {reason}" for reason, n in notes.items()] + [""]
-            tex += ["\\bottomrule", "\\end{tabular}"] + [f"% [{n}] {reason}" for reason, n in notes.items()] + [""]
+            _block_footer(md, tex, notes)
         written += _write_formats(out, table, md, tex, flat.getvalue())
     if any(r["attack"] != NO_ATTACK for r in rows):
         written += _write_worst_attack(out, blocks)
     return written
+
+
+def _tex(text: str) -> str:
+    return text.replace("±", "$\\pm$").replace("_", "\\_")
+
+
+def _block_header(md: list[str], tex: list[str], title: str, row_labels: list[str], columns: list[str]) -> None:
+    """Open one block of a table in Markdown and LaTeX: its title, then a header of row labels and columns."""
+    header = [*row_labels, *columns]
+    md += [f"## {title}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    tex += [
+        f"% {title}",
+        "\\begin{tabular}{" + "l" * len(row_labels) + "r" * len(columns) + "}",
+        "\\toprule",
+        " & ".join(_tex(c) for c in header) + " \\\\",
+        "\\midrule",
+    ]
+
+
+def _block_row(md: list[str], tex: list[str], labels: list[str], cells: list[str]) -> None:
+    md.append("| " + " | ".join([*labels, *cells]) + " |")
+    tex.append(" & ".join(_tex(c) for c in [*labels, *cells]) + " \\\\")
+
+
+def _block_footer(md: list[str], tex: list[str], notes: dict[str, int]) -> None:
+    """Close a block: its footnotes (``[n] reason``) under the Markdown table, as comments after the LaTeX one."""
+    md += [""] + [f"[{n}] {reason}" for reason, n in notes.items()] + [""]
+    tex += ["\\bottomrule", "\\end{tabular}"] + [f"% [{n}] {reason}" for reason, n in notes.items()] + [""]
 
 
 def _write_formats(out: Path, table: str, md: list[str], tex: list[str], flat: str) -> list[Path]:
@@ -265,14 +275,7 @@ def _write_worst_attack(out: Path, blocks: dict[tuple[Any, ...], list[dict[str, 
             grid[r["topology"]][r["defense"]][r["attack"]].append(r)
         notes: dict[str, int] = {}
         title = "{} / {} / {} nodes / {} Byzantine / {}".format(*block_key)
-        md += [f"## {title}", "", "| topology | " + " | ".join(defenses) + " |", "|---|" + "---|" * len(defenses)]
-        tex += [
-            f"% {title}",
-            "\\begin{tabular}{l" + "r" * len(defenses) + "}",
-            "\\toprule",
-            "topology & " + " & ".join(d.replace("_", "\\_") for d in defenses) + " \\\\",
-            "\\midrule",
-        ]
+        _block_header(md, tex, title, ["topology"], defenses)
         for topology, by_defense in sorted(grid.items()):
             cells = []
             for d in defenses:
@@ -284,10 +287,6 @@ def _write_worst_attack(out: Path, blocks: dict[tuple[Any, ...], list[dict[str, 
                 flat_writer.writerow(
                     [*block_key, topology, d, worst, "" if mean is None else f"{mean:.6f}", len(by_defense[d]), note]
                 )
-            md.append(f"| {topology} | " + " | ".join(cells) + " |")
-            tex.append(
-                f"{topology} & ".replace("_", "\\_") + " & ".join(c.replace("_", "\\_") for c in cells) + " \\\\"
-            )
-        md += [""] + [f"[{n}] {reason}" for reason, n in notes.items()] + [""]
-        tex += ["\\bottomrule", "\\end{tabular}"] + [f"% [{n}] {reason}" for reason, n in notes.items()] + [""]
+            _block_row(md, tex, [topology], cells)
+        _block_footer(md, tex, notes)
     return _write_formats(out, "worst_attack", md, tex, flat.getvalue())
