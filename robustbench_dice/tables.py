@@ -166,7 +166,8 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
     for table, metric in METRICS.items():
         if metric == "influence_auc" and not tracked:
             continue
-        md, tex, flat = [f"# {table.replace('_', ' ')} ({metric})", ""], [], io.StringIO()
+        md, flat = [f"# {table.replace('_', ' ')} ({metric})", ""], io.StringIO()
+        tex: list[str] = []
         flat_writer = csv.writer(flat, lineterminator="\n")
         flat_writer.writerow([*CELL_COLUMNS, "mean", "std", "seeds", "note"])
         for block_key, block in sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0]))):
