@@ -239,18 +239,21 @@ def _write_formats(out: Path, table: str, md: list[str], tex: list[str], flat: s
 def _worst_attack_cell(
     by_attack: dict[str, list[dict[str, Any]]], metric: str, notes: dict[str, int]
 ) -> tuple[str, str, float | None, str]:
-    """(markdown cell, worst attack, its mean, note): the attack with the lowest mean of ``metric``, over the attacks
-    whose every seed has a value; undefined (with the reason) when some attack has none, since the worst case would
-    then be a guess."""
-    means: dict[str, float] = {}
-    for attack, runs in sorted(by_attack.items()):
+    """(markdown cell, worst attack, its mean, note): the attack with the lowest mean of ``metric``; undefined (with
+    the reason) when some attack lacks a value for some seed, since the worst case would then be a guess. The reason
+    names the attacks concerned only when not all are (a defense that declines a seed's graph declines every
+    attack)."""
+    incomplete = [a for a, runs in sorted(by_attack.items()) if not runs or len(_values(runs, metric)) != len(runs)]
+    if incomplete:
+        runs = by_attack[incomplete[0]]
         values = _values(runs, metric)
-        if len(values) != len(runs) or not values:
-            reason = _first_reason(runs, "no value", metric)
-            if means or any(_values(r, metric) for r in by_attack.values()):
-                reason = f"under {attack}: {reason}"
-            return f"n/a[{notes.setdefault(reason, len(notes) + 1)}]", "", None, reason
-        means[attack] = statistics.fmean(values)
+        reason = _first_reason(runs, "no value", metric)
+        if values:
+            reason = f"{len(values)} of {len(runs)} seeds: {reason}"
+        if len(incomplete) < len(by_attack):
+            reason = f"under {', '.join(incomplete)}: {reason}"
+        return f"n/a[{notes.setdefault(reason, len(notes) + 1)}]", "", None, reason
+    means = {attack: statistics.fmean(_values(runs, metric)) for attack, runs in by_attack.items()}
     worst = min(means, key=lambda a: (means[a], a))
     return f"{means[worst]:.3f} {worst}", worst, means[worst], ""
 
