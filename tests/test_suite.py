@@ -367,6 +367,30 @@ def test_quick_suite_slice_reproduces_the_committed_summary(tmp_path):
         assert row in committed, row
 
 
+def test_full_suite_slice_reproduces_the_committed_summary(tmp_path):
+    from pathlib import Path
+
+    from robustbench_dice.suite import full
+
+    committed = (Path(__file__).parents[1] / "results" / "full" / "tables" / "summary.csv").read_text().splitlines()
+    suite = dataclasses.replace(
+        full(),
+        datasets=("mnist1d",),
+        byzantine=(4,),
+        partitions=("dirichlet",),
+        topologies=("small_world",),
+        attacks=(PluginSpec("alie"), PluginSpec("ipm")),
+        defenses=(PluginSpec("clipped_gossip"), PluginSpec("trimmed_mean")),
+        seeds=(2,),
+    )
+    store = ResultStore(tmp_path / "store")
+    assert run_suite(suite, store, jobs=1, show_progress=False).done == 4
+    regenerated = (write_tables(store, tmp_path / "tables")[0]).read_text().splitlines()
+    assert regenerated[0] == committed[0]
+    for row in regenerated[1:]:
+        assert row in committed, row
+
+
 def _runner_command(suite_path, store, tables, jobs="1"):
     import sys
 
