@@ -347,6 +347,16 @@ def test_run_command_end_to_end(tmp_path, capsys):
     assert "24 stored" not in (out := capsys.readouterr().out) and "24 to run" in out
 
 
+def _assert_rows_reproduced(suite, committed, tmp_path):
+    """Run ``suite`` (4 runs) afresh: its summary rows, byte for byte, are among the ``committed`` lines."""
+    store = ResultStore(tmp_path / "store")
+    assert run_suite(suite, store, jobs=1, show_progress=False).done == 4
+    regenerated = (write_tables(store, tmp_path / "tables")[0]).read_text().splitlines()
+    assert regenerated[0] == committed[0]
+    for row in regenerated[1:]:
+        assert row in committed, row
+
+
 def test_quick_suite_slice_reproduces_the_committed_summary(tmp_path):
     import dataclasses
     from pathlib import Path
@@ -359,12 +369,7 @@ def test_quick_suite_slice_reproduces_the_committed_summary(tmp_path):
         defenses=(PluginSpec("dice_prune"), PluginSpec("median")),
         seeds=(1,),
     )
-    store = ResultStore(tmp_path / "store")
-    assert run_suite(suite, store, jobs=1, show_progress=False).done == 4
-    regenerated = (write_tables(store, tmp_path / "tables")[0]).read_text().splitlines()
-    assert regenerated[0] == committed[0]
-    for row in regenerated[1:]:
-        assert row in committed, row
+    _assert_rows_reproduced(suite, committed, tmp_path)
 
 
 def test_full_suite_slice_reproduces_the_committed_summary(tmp_path):
@@ -383,12 +388,7 @@ def test_full_suite_slice_reproduces_the_committed_summary(tmp_path):
         defenses=(PluginSpec("clipped_gossip"), PluginSpec("trimmed_mean")),
         seeds=(2,),
     )
-    store = ResultStore(tmp_path / "store")
-    assert run_suite(suite, store, jobs=1, show_progress=False).done == 4
-    regenerated = (write_tables(store, tmp_path / "tables")[0]).read_text().splitlines()
-    assert regenerated[0] == committed[0]
-    for row in regenerated[1:]:
-        assert row in committed, row
+    _assert_rows_reproduced(suite, committed, tmp_path)
 
 
 def _runner_command(suite_path, store, tables, jobs="1"):
