@@ -1,6 +1,5 @@
 """robustbench-dice: Byzantine robustness benchmarks for decentralized learning, built around DICE."""
 
-import importlib.metadata
 import importlib.util
 import sys
 from pathlib import Path
@@ -31,14 +30,11 @@ def _adopt_source_plugin_folders() -> None:
 
 _adopt_source_plugin_folders()
 
-from .engine import Simulation, simulate  # noqa: E402
+from .engine import Simulation, simulate, versions  # noqa: E402
 from .errors import ConfigError, DatasetNotFoundError  # noqa: E402
 from .result import RunResult  # noqa: E402
 from .scenario import Scenario  # noqa: E402
 
-try:
-    __version__ = importlib.metadata.version("robustbench-dice")
-except importlib.metadata.PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "unknown"
+__version__ = versions()["robustbench_dice"]  # "unknown" in a source tree that was never installed
 
 __all__ = ["__version__", "ConfigError", "DatasetNotFoundError", "RunResult", "Scenario", "Simulation", "simulate"]

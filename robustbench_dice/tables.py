@@ -170,14 +170,13 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
         tex: list[str] = []
         flat_writer = csv.writer(flat, lineterminator="\n")
         flat_writer.writerow([*CELL_COLUMNS, "mean", "std", "seeds", "note"])
-        for block_key, block in sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        for block_key, block, title in _ordered_blocks(blocks):
             dataset, model, nodes, byzantine, partition = block_key
             defenses = sorted({r["defense"] for r in block})
             grid: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
             for r in block:
                 grid[(r["topology"], r["attack"])][r["defense"]].append(r)
             notes: dict[str, int] = {}
-            title = f"{dataset} / {model} / {nodes} nodes / {byzantine} Byzantine / {partition}"
             _block_header(md, tex, title, ["topology", "attack"], defenses)
             for (topology, attack), by_defense in sorted(grid.items()):
                 cells = [_cell(by_defense.get(d, []), metric, notes) if d in by_defense else "-" for d in defenses]
@@ -197,6 +196,14 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
     if any(r["attack"] != NO_ATTACK for r in rows):
         written += _write_worst_attack(out, blocks)
     return written
+
+
+def _ordered_blocks(
+    blocks: dict[tuple[Any, ...], list[dict[str, Any]]],
+) -> list[tuple[tuple[Any, ...], list[dict[str, Any]], str]]:
+    """(key, rows, title) of each block (dataset, model, nodes, Byzantine count, partition), in the tables' order."""
+    ordered = sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0])))
+    return [(key, rows, "{} / {} / {} nodes / {} Byzantine / {}".format(*key)) for key, rows in ordered]
 
 
 def _tex(text: str) -> str:
@@ -267,7 +274,7 @@ def _write_worst_attack(out: Path, blocks: dict[tuple[Any, ...], list[dict[str, 
     flat = io.StringIO()
     flat_writer = csv.writer(flat, lineterminator="\n")
     flat_writer.writerow([*CELL_COLUMNS[:6], "defense", "worst_attack", "mean", "attacks", "note"])
-    for block_key, block in sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for block_key, block, title in _ordered_blocks(blocks):
         attacked = [r for r in block if r["attack"] != NO_ATTACK]
         if not attacked:
             continue
@@ -278,7 +285,6 @@ def _write_worst_attack(out: Path, blocks: dict[tuple[Any, ...], list[dict[str, 
         for r in attacked:
             grid[r["topology"]][r["defense"]][r["attack"]].append(r)
         notes: dict[str, int] = {}
-        title = "{} / {} / {} nodes / {} Byzantine / {}".format(*block_key)
         _block_header(md, tex, title, ["topology"], defenses)
         for topology, by_defense in sorted(grid.items()):
             cells = []
