@@ -6,7 +6,9 @@ topology x attack; columns defense; cells mean ± sample standard deviation over
 seeds (n - 1 in the denominator; a cell from one seed shows the mean alone,
 since one run says nothing about the spread). worst_attack: rows topology,
 columns defense, cell the lowest of the accuracy means over the attacks (the
-clean baseline left out) and which attack. A cell without a number says why
+clean baseline left out) and which attack. ranking: one row per defense, its
+worst cases compared on the cells (block x topology) where every defense has
+one. A cell without a number says why
 (n/a with a footnote). Ordering and formatting are fixed, so the same store
 gives byte-identical files.
 """
@@ -18,7 +20,9 @@ import io
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import scipy.stats
 
 from .io import atomic_write_bytes
 from .metrics import Auc, edge_auc
@@ -194,7 +198,8 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
             _block_footer(md, tex, notes)
         written += _write_formats(out, table, md, tex, flat.getvalue())
     if any(r["attack"] != NO_ATTACK for r in rows):
-        written += _write_worst_attack(out, blocks)
+        worst_attack_files, worst_cases = _write_worst_attack(out, blocks)
+        written += worst_attack_files + _write_ranking(out, worst_cases, rows)
     return written
 
 
@@ -265,10 +270,17 @@ def _worst_attack_cell(
     return f"{means[worst]:.3f} {worst}", worst, means[worst], ""
 
 
-def _write_worst_attack(out: Path, blocks: dict[tuple[Any, ...], list[dict[str, Any]]]) -> list[Path]:
+WorstCases = dict[tuple[Any, ...], dict[str, float | None]]  # (block key..., topology) -> defense -> worst case
+
+
+def _write_worst_attack(
+    out: Path, blocks: dict[tuple[Any, ...], list[dict[str, Any]]]
+) -> tuple[list[Path], WorstCases]:
     """``worst_attack``: per block, rows topology, columns defense, cell = the lowest mean honest accuracy over the
-    attacks (the clean baseline ``none`` left out) and the attack that causes it: a defense's worst case."""
+    attacks (the clean baseline ``none`` left out) and the attack that causes it: a defense's worst case. Also returns
+    those worst cases by cell (None where undefined), for the ranking."""
     metric = METRICS["accuracy"]
+    worst_cases: WorstCases = {}
     md = [f"# worst attack (lowest mean {metric} over the attacks, {NO_ATTACK!r} left out, and which attack)", ""]
     tex: list[str] = []
     flat = io.StringIO()
@@ -294,9 +306,86 @@ def _write_worst_attack(out: Path, blocks: dict[tuple[Any, ...], list[dict[str, 
                     continue
                 cell, worst, mean, note = _worst_attack_cell(by_defense[d], metric, notes)
                 cells.append(cell)
+                worst_cases.setdefault((*block_key, topology), {})[d] = mean
                 flat_writer.writerow(
                     [*block_key, topology, d, worst, "" if mean is None else f"{mean:.6f}", len(by_defense[d]), note]
                 )
             _block_row(md, tex, [topology], cells)
         _block_footer(md, tex, notes)
-    return _write_formats(out, "worst_attack", md, tex, flat.getvalue())
+    return _write_formats(out, "worst_attack", md, tex, flat.getvalue()), worst_cases
+
+
+NO_COMMON_CELL = "no cell where every defense has a worst case"
+
+
+def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]]) -> list[Path]:
+    """``ranking``: one row per defense, compared on the cells (block x topology) where every defense has a worst case
+    (``worst_attack``), so that no defense is averaged over easier cells than another: its mean rank there (1 = the
+    highest worst-case accuracy of the cell; ties share the mean of their ranks), the mean and the lowest of its worst
+    cases, its mean accuracy under no attack (what the defense costs when nobody attacks), and of the cells it was run
+    in, how many give it a worst case."""
+    metric = METRICS["accuracy"]
+    defenses = sorted({d for by_defense in worst_cases.values() for d in by_defense})
+    common = sorted(
+        (cell for cell, by_defense in worst_cases.items() if all(by_defense.get(d) is not None for d in defenses)),
+        key=lambda cell: tuple(map(str, cell)),
+    )
+    unattacked: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["attack"] == NO_ATTACK:
+            unattacked[(*(r[c] for c in CELL_COLUMNS[:6]), r["defense"])].append(r)
+    ranks = {cell: scipy.stats.rankdata([-cast(float, worst_cases[cell][d]) for d in defenses]) for cell in common}
+    ranked = []
+    for i, d in enumerate(defenses):
+        worst = [cast(float, worst_cases[cell][d]) for cell in common]
+        clean = [_values(unattacked[(*cell, d)], metric) for cell in common]
+        complete = common and all(
+            v and len(v) == len(unattacked[(*cell, d)]) for v, cell in zip(clean, common, strict=True)
+        )
+        ran_in = [by_defense[d] for by_defense in worst_cases.values() if d in by_defense]
+        ranked.append(
+            (
+                statistics.fmean(float(ranks[cell][i]) for cell in common) if common else None,
+                d,
+                statistics.fmean(worst) if common else None,
+                min(worst) if common else None,
+                statistics.fmean(statistics.fmean(v) for v in clean) if complete else None,
+                sum(w is not None for w in ran_in),
+                len(ran_in),
+            )
+        )
+    ranked.sort(key=lambda r: (r[0] is None, r[0] or 0.0, r[1]))
+
+    title = f"{len(common)} of {len(worst_cases)} cells (block x topology): those where every defense has a worst case"
+    md = [f"# ranking of the defenses by worst-case accuracy (lowest mean {metric} over the attacks)", ""]
+    tex: list[str] = []
+    flat = io.StringIO()
+    flat_writer = csv.writer(flat, lineterminator="\n")
+    flat_writer.writerow(["defense", "mean_rank", "worst_case_mean", "worst_case_min", "no_attack_mean", "cells", "of"])
+    notes: dict[str, int] = {}
+    _block_header(
+        md,
+        tex,
+        title,
+        ["defense"],
+        ["mean rank", "worst case", "lowest worst case", "no attack", "cells with a worst case"],
+    )
+    for rank, d, worst_mean, worst_min, clean_mean, defined, of in ranked:
+        cells = [
+            f"{value:{spec}}" if value is not None else f"n/a[{notes.setdefault(missing, len(notes) + 1)}]"
+            for value, spec, missing in (
+                (rank, ".2f", NO_COMMON_CELL),
+                (worst_mean, ".3f", NO_COMMON_CELL),
+                (worst_min, ".3f", NO_COMMON_CELL),
+                (
+                    clean_mean,
+                    ".3f",
+                    f"not every such cell has all its runs with attack {NO_ATTACK!r}" if common else NO_COMMON_CELL,
+                ),
+            )
+        ]
+        _block_row(md, tex, [d], [*cells, f"{defined} of {of}"])
+        numbers = (rank, worst_mean, worst_min, clean_mean)
+        flat_writer.writerow([d, *("" if v is None else f"{v:.6f}" for v in numbers), defined, of])
+    _block_footer(md, tex, notes)
+    return _write_formats(out, "ranking", md, tex, flat.getvalue())

@@ -9,7 +9,7 @@ from robustbench_dice.errors import ConfigError
 from robustbench_dice.runner import pending, run_suite
 from robustbench_dice.store import ResultStore, scenario_key
 from robustbench_dice.suite import PluginSpec, load_suite, quick
-from robustbench_dice.tables import mean_and_spread, write_tables
+from robustbench_dice.tables import CELL_COLUMNS, _write_ranking, mean_and_spread, write_tables
 
 TINY = """
 [suite]
@@ -139,11 +139,60 @@ def test_worst_attack_table_is_the_lowest_accuracy_over_the_attacks(tiny, tmp_pa
     assert row["mean"] == "" and row["note"].startswith("under label_flip: RuntimeError: boom")
 
 
+def test_ranking_compares_defenses_on_the_cells_where_all_have_a_worst_case(tmp_path):
+    block = ("digits", "mlp", 6, 1, "iid")
+    worst_cases = {
+        (*block, "x"): {"a": 0.9, "b": 0.8, "c": 0.8},  # b and c tie: ranks 2.5 each
+        (*block, "y"): {"a": 0.5, "b": 0.7, "c": 0.6},
+        (*block, "z"): {"a": 0.9, "b": None, "c": 0.1},  # b has no worst case: z is left out for everyone
+    }
+    clean = {("x", "a"): [0.95], ("x", "b"): [0.9, 0.92], ("x", "c"): [0.93], ("y", "a"): [0.8], ("y", "b"): [0.85]}
+    rows = [
+        dict(zip(CELL_COLUMNS, (*block, topology, "none", defense), strict=True), status="ok", reason="")
+        | {"final_accuracy_mean": value}
+        for (topology, defense), values in clean.items()
+        for value in values
+    ]
+    _write_ranking(tmp_path, worst_cases, rows)
+    table = [
+        (r["defense"], r["mean_rank"], r["worst_case_mean"], r["worst_case_min"], r["no_attack_mean"], r["cells"])
+        for r in _csv_rows(tmp_path / "ranking.csv")
+    ]
+    assert table == [
+        ("b", "1.750000", "0.750000", "0.700000", f"{(0.91 + 0.85) / 2:.6f}", "2"),
+        ("a", "2.000000", "0.700000", "0.500000", f"{(0.95 + 0.8) / 2:.6f}", "3"),
+        ("c", "2.250000", "0.700000", "0.600000", "", "3"),  # no run without attack in cell y
+    ]
+    md = (tmp_path / "ranking.md").read_text()
+    assert "## 2 of 3 cells" in md and "| b | 1.75 | 0.750 | 0.700 | 0.880 | 2 of 3 |" in md
+    assert "| c | 2.25 | 0.700 | 0.600 | n/a[1] | 3 of 3 |" in md and "[1] not every such cell has all its runs" in md
+
+    _write_ranking(tmp_path, {(*block, "z"): worst_cases[(*block, "z")]}, rows)
+    assert "| a | n/a[1] | n/a[1] | n/a[1] | n/a[1] | 1 of 1 |" in (tmp_path / "ranking.md").read_text()
+
+
+def test_ranking_of_a_suite_follows_its_worst_attack_table(tiny, tmp_path):
+    tiny = dataclasses.replace(tiny, attacks=(*tiny.attacks, PluginSpec("gradient_scale")), seeds=(0,))
+    store = ResultStore(tmp_path / "store")
+    run_suite(tiny, store, jobs=1, show_progress=False)
+    write_tables(store, tmp_path / "t")
+    worst = _csv_rows(tmp_path / "t" / "worst_attack.csv")
+    common = {r["topology"] for r in worst} - {r["topology"] for r in worst if r["mean"] == ""}
+    assert common == {"complete"}  # krum declines the ring
+    complete = sorted((r for r in worst if r["topology"] == "complete"), key=lambda r: -float(r["mean"]))
+    ranking = _csv_rows(tmp_path / "t" / "ranking.csv")
+    assert [r["defense"] for r in ranking] == [r["defense"] for r in complete]
+    assert [r["worst_case_mean"] for r in ranking] == [r["mean"] for r in complete]
+    assert [r["mean_rank"] for r in ranking] == [f"{i:.6f}" for i in range(1, len(complete) + 1)]
+    assert {r["defense"]: (r["cells"], r["of"]) for r in ranking}["krum"] == ("1", "2")
+
+
 def test_worst_attack_table_needs_an_attack(tiny, tmp_path):
     store = ResultStore(tmp_path / "store")
     run_suite(dataclasses.replace(tiny, attacks=(PluginSpec("none"),), seeds=(0,)), store, jobs=1, show_progress=False)
     written = {p.name for p in write_tables(store, tmp_path / "t")}
-    assert "accuracy.md" in written and not any(name.startswith("worst_attack") for name in written)
+    assert "accuracy.md" in written
+    assert not any(name.startswith(("worst_attack", "ranking")) for name in written)
 
 
 def test_process_executor_gives_the_same_records(tiny, tmp_path):
