@@ -630,7 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run", action="store_true", help="say how many runs the suite has and how many are stored; run nothing"
     )
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress (otherwise a bar on a terminal, and a line every minute when output goes to a file)",
+    )
     _add_plugins_flag(run)
     run.set_defaults(func=cmd_run)
 

@@ -43,6 +43,39 @@ class SuiteProgress:
         )
 
 
+LOG_INTERVAL_S = 60.0  # progress lines, when stderr is no terminal, at most this often
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class ProgressLog:
+    """Progress as plain lines on a stream that is no terminal (a log file, a batch job's output), where a bar would
+    show nothing until the end: at most one line every ``interval_s`` seconds, with the time left at this run's rate."""
+
+    def __init__(self, name: str, progress: SuiteProgress, interval_s: float = LOG_INTERVAL_S) -> None:
+        self.name, self.progress, self.interval_s = name, progress, interval_s
+        self.start = self.last = time.monotonic()
+
+    def update(self) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval_s:
+            return
+        self.last = now
+        p = self.progress
+        finished = p.done + p.skipped + p.failed
+        left = (p.total - p.stored - finished) * (now - self.start) / finished
+        print(
+            f"{self.name}: {p.stored + finished}/{p.total} runs ({100 * (p.stored + finished) // max(p.total, 1)}%);"
+            f" {p.line()}; {_duration(now - self.start)} elapsed, about {_duration(left)} left",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def run_cell(
     scenario_data: dict[str, object], store_root: str, plugin_folders: tuple[str, ...], threads: int
 ) -> dict[str, Any]:
@@ -118,8 +151,10 @@ def run_suite(
     config = executor or ExecutorConfig(kind="local", jobs=jobs)
     todo, stored = pending(suite, store, force)
     progress = SuiteProgress(total=len(todo) + stored, stored=stored)
-    bar = None
-    if show_progress:
+    bar = log = None
+    if show_progress and not sys.stderr.isatty():
+        log = ProgressLog(suite.name, progress, LOG_INTERVAL_S)
+    elif show_progress:
         from tqdm import tqdm
 
         bar = tqdm(
@@ -128,7 +163,6 @@ def run_suite(
             unit="run",
             desc=suite.name,
             file=sys.stderr,
-            disable=None,
             dynamic_ncols=True,
         )
 
@@ -156,6 +190,8 @@ def run_suite(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(progress.line(), refresh=False)
+            if log is not None:
+                log.update()
     finally:
         torch_threads(previous_threads)
         if bar is not None:

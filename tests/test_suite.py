@@ -195,6 +195,27 @@ def test_worst_attack_table_needs_an_attack(tiny, tmp_path):
     assert not any(name.startswith(("worst_attack", "ranking")) for name in written)
 
 
+def test_progress_without_a_terminal_is_logged_as_lines(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("robustbench_dice.runner.LOG_INTERVAL_S", 0.0)
+    store = ResultStore(tmp_path / "store")
+    one_seed = dataclasses.replace(tiny, seeds=(0,))
+    run_suite(one_seed, store, jobs=1)  # stderr is captured here: no terminal
+    lines = capsys.readouterr().err.splitlines()
+    total = len(one_seed.scenarios())
+    assert len(lines) == total
+    assert lines[-1].startswith(f"tiny: {total}/{total} runs (100%); computed ")
+    assert lines[-1].endswith("about 0m00s left") and "elapsed" in lines[0]
+
+    run_suite(tiny, store, jobs=1)  # the stored seed counts as done, and nothing is said about it
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == len(tiny.scenarios()) - total
+    assert lines[0].startswith(f"tiny: {total + 1}/{2 * total} runs (")
+    assert f"already stored {total}" in lines[0]
+
+    run_suite(one_seed, store, jobs=1, force=True, show_progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_process_executor_gives_the_same_records(tiny, tmp_path):
     local, procs = ResultStore(tmp_path / "one"), ResultStore(tmp_path / "two")
     assert run_suite(tiny, local, jobs=1, show_progress=False).failed == 0
