@@ -318,22 +318,13 @@ def _write_worst_attack(
 NO_COMMON_CELL = "no cell where every defense has a worst case"
 
 
-def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]]) -> list[Path]:
-    """``ranking``: one row per defense, compared on the cells (block x topology) where every defense has a worst case
-    (``worst_attack``), so that no defense is averaged over easier cells than another: its mean rank there (1 = the
-    highest worst-case accuracy of the cell; ties share the mean of their ranks), the mean and the lowest of its worst
-    cases, its mean accuracy under no attack (what the defense costs when nobody attacks), and of the cells it was run
-    in, how many give it a worst case."""
+def _rank_defenses(
+    worst_cases: WorstCases, unattacked: dict[tuple[Any, ...], list[dict[str, Any]]]
+) -> tuple[int, list[tuple[Any, ...]]]:
+    """(number of common cells, one row per defense sorted by mean rank): see ``_write_ranking``."""
     metric = METRICS["accuracy"]
     defenses = sorted({d for by_defense in worst_cases.values() for d in by_defense})
-    common = sorted(
-        (cell for cell, by_defense in worst_cases.items() if all(by_defense.get(d) is not None for d in defenses)),
-        key=lambda cell: tuple(map(str, cell)),
-    )
-    unattacked: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r["attack"] == NO_ATTACK:
-            unattacked[(*(r[c] for c in CELL_COLUMNS[:6]), r["defense"])].append(r)
+    common = [cell for cell, by_defense in worst_cases.items() if all(by_defense.get(d) is not None for d in defenses)]
     ranks = {cell: scipy.stats.rankdata([-cast(float, worst_cases[cell][d]) for d in defenses]) for cell in common}
     ranked = []
     for i, d in enumerate(defenses):
@@ -355,37 +346,60 @@ def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]
             )
         )
     ranked.sort(key=lambda r: (r[0] is None, r[0] or 0.0, r[1]))
+    return len(common), ranked
 
-    title = f"{len(common)} of {len(worst_cases)} cells (block x topology): those where every defense has a worst case"
-    md = [f"# ranking of the defenses by worst-case accuracy (lowest mean {metric} over the attacks)", ""]
+
+def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]]) -> list[Path]:
+    """``ranking``: one row per defense, compared on the cells (block x topology) where every defense has a worst case
+    (``worst_attack``), so that no defense is averaged over easier cells than another: its mean rank there (1 = the
+    highest worst-case accuracy of the cell; ties share the mean of their ranks), the mean and the lowest of its worst
+    cases, its mean accuracy under no attack (what the defense costs when nobody attacks), and of the cells it was run
+    in, how many give it a worst case. One block per (dataset, model), whose accuracies are comparable, and one over
+    all cells when there are several."""
+    unattacked: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["attack"] == NO_ATTACK:
+            unattacked[(*(r[c] for c in CELL_COLUMNS[:6]), r["defense"])].append(r)
+    groups: dict[tuple[str, str], WorstCases] = defaultdict(dict)
+    for cell in sorted(worst_cases, key=lambda cell: tuple(map(str, cell))):
+        groups[(cell[0], cell[1])][cell] = worst_cases[cell]
+    if len(groups) > 1:
+        groups[("all", "all")] = worst_cases
+
+    md = [f"# ranking of the defenses by worst-case accuracy (lowest mean {METRICS['accuracy']} over the attacks)", ""]
     tex: list[str] = []
     flat = io.StringIO()
     flat_writer = csv.writer(flat, lineterminator="\n")
-    flat_writer.writerow(["defense", "mean_rank", "worst_case_mean", "worst_case_min", "no_attack_mean", "cells", "of"])
-    notes: dict[str, int] = {}
-    _block_header(
-        md,
-        tex,
-        title,
-        ["defense"],
-        ["mean rank", "worst case", "lowest worst case", "no attack", "cells with a worst case"],
-    )
-    for rank, d, worst_mean, worst_min, clean_mean, defined, of in ranked:
-        cells = [
-            f"{value:{spec}}" if value is not None else f"n/a[{notes.setdefault(missing, len(notes) + 1)}]"
-            for value, spec, missing in (
-                (rank, ".2f", NO_COMMON_CELL),
-                (worst_mean, ".3f", NO_COMMON_CELL),
-                (worst_min, ".3f", NO_COMMON_CELL),
-                (
-                    clean_mean,
-                    ".3f",
-                    f"not every such cell has all its runs with attack {NO_ATTACK!r}" if common else NO_COMMON_CELL,
-                ),
-            )
+    flat_writer.writerow(
+        [
+            "dataset",
+            "model",
+            "defense",
+            "mean_rank",
+            "worst_case_mean",
+            "worst_case_min",
+            "no_attack_mean",
+            "cells",
+            "of",
         ]
-        _block_row(md, tex, [d], [*cells, f"{defined} of {of}"])
-        numbers = (rank, worst_mean, worst_min, clean_mean)
-        flat_writer.writerow([d, *("" if v is None else f"{v:.6f}" for v in numbers), defined, of])
-    _block_footer(md, tex, notes)
+    )
+    for (dataset, model), group in groups.items():
+        common, ranked = _rank_defenses(group, unattacked)
+        what = "all datasets and models" if dataset == "all" else f"{dataset} / {model}"
+        title = f"{what}: {common} of {len(group)} cells (block x topology), those where every defense has a worst case"
+        columns = ["mean rank", "worst case", "lowest worst case", "no attack", "cells with a worst case"]
+        _block_header(md, tex, title, ["defense"], columns)
+        notes: dict[str, int] = {}
+        no_clean = f"not every such cell has all its runs with attack {NO_ATTACK!r}" if common else NO_COMMON_CELL
+        for rank, d, worst_mean, worst_min, clean_mean, defined, of in ranked:
+            numbers = (rank, worst_mean, worst_min, clean_mean)
+            cells = [
+                f"{value:{spec}}" if value is not None else f"n/a[{notes.setdefault(missing, len(notes) + 1)}]"
+                for value, spec, missing in zip(
+                    numbers, (".2f", ".3f", ".3f", ".3f"), (NO_COMMON_CELL,) * 3 + (no_clean,), strict=True
+                )
+            ]
+            _block_row(md, tex, [d], [*cells, f"{defined} of {of}"])
+            flat_writer.writerow([dataset, model, d, *("" if v is None else f"{v:.6f}" for v in numbers), defined, of])
+        _block_footer(md, tex, notes)
     return _write_formats(out, "ranking", md, tex, flat.getvalue())

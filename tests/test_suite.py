@@ -164,8 +164,20 @@ def test_ranking_compares_defenses_on_the_cells_where_all_have_a_worst_case(tmp_
         ("c", "2.250000", "0.700000", "0.600000", "", "3"),  # no run without attack in cell y
     ]
     md = (tmp_path / "ranking.md").read_text()
-    assert "## 2 of 3 cells" in md and "| b | 1.75 | 0.750 | 0.700 | 0.880 | 2 of 3 |" in md
+    assert "## digits / mlp: 2 of 3 cells" in md and "| b | 1.75 | 0.750 | 0.700 | 0.880 | 2 of 3 |" in md
     assert "| c | 2.25 | 0.700 | 0.600 | n/a[1] | 3 of 3 |" in md and "[1] not every such cell has all its runs" in md
+    assert "all datasets" not in md  # one (dataset, model) only
+
+    # a second dataset: its own block, and one over both where the ranks of all common cells are averaged
+    other = ("mnist1d", "mlp", 6, 1, "iid", "x")
+    _write_ranking(tmp_path, worst_cases | {other: {"a": 0.3, "b": 0.4, "c": 0.2}}, rows)
+    ranking = _csv_rows(tmp_path / "ranking.csv")
+    by_group = {(r["dataset"], r["defense"]): (r["mean_rank"], r["worst_case_mean"], r["cells"]) for r in ranking}
+    assert [r["dataset"] for r in ranking] == ["digits"] * 3 + ["mnist1d"] * 3 + ["all"] * 3
+    assert by_group[("mnist1d", "b")] == ("1.000000", "0.400000", "1")
+    assert by_group[("all", "b")] == ("1.500000", f"{(0.8 + 0.7 + 0.4) / 3:.6f}", "3")  # ranks 2.5, 1, 1
+    assert by_group[("all", "c")] == ("2.500000", f"{(0.8 + 0.6 + 0.2) / 3:.6f}", "4")  # ranks 2.5, 2, 3
+    assert "## all datasets and models: 3 of 4 cells" in (tmp_path / "ranking.md").read_text()
 
     _write_ranking(tmp_path, {(*block, "z"): worst_cases[(*block, "z")]}, rows)
     assert "| a | n/a[1] | n/a[1] | n/a[1] | n/a[1] | 1 of 1 |" in (tmp_path / "ranking.md").read_text()
