@@ -105,11 +105,18 @@ def _csv_rows(path):
         return list(csv.DictReader(f))
 
 
-def test_worst_attack_table_is_the_lowest_accuracy_over_the_attacks(tiny, tmp_path):
-    tiny = dataclasses.replace(tiny, attacks=(*tiny.attacks, PluginSpec("gradient_scale")), seeds=(0,))
+@pytest.fixture
+def attacked(tiny, tmp_path):
+    """(suite, store) of the tiny suite with two attacks, one seed, run, and its tables written to tmp_path / "t"."""
+    suite = dataclasses.replace(tiny, attacks=(*tiny.attacks, PluginSpec("gradient_scale")), seeds=(0,))
     store = ResultStore(tmp_path / "store")
-    run_suite(tiny, store, jobs=1, show_progress=False)
+    run_suite(suite, store, jobs=1, show_progress=False)
     write_tables(store, tmp_path / "t")
+    return suite, store
+
+
+def test_worst_attack_table_is_the_lowest_accuracy_over_the_attacks(attacked, tmp_path):
+    tiny, store = attacked
     accuracy = _csv_rows(tmp_path / "t" / "accuracy.csv")
     worst = {(r["topology"], r["defense"]): r for r in _csv_rows(tmp_path / "t" / "worst_attack.csv")}
     assert len(worst) == 2 * 3
@@ -183,11 +190,7 @@ def test_ranking_compares_defenses_on_the_cells_where_all_have_a_worst_case(tmp_
     assert "| a | n/a[1] | n/a[1] | n/a[1] | n/a[1] | 1 of 1 |" in (tmp_path / "ranking.md").read_text()
 
 
-def test_ranking_of_a_suite_follows_its_worst_attack_table(tiny, tmp_path):
-    tiny = dataclasses.replace(tiny, attacks=(*tiny.attacks, PluginSpec("gradient_scale")), seeds=(0,))
-    store = ResultStore(tmp_path / "store")
-    run_suite(tiny, store, jobs=1, show_progress=False)
-    write_tables(store, tmp_path / "t")
+def test_ranking_of_a_suite_follows_its_worst_attack_table(attacked, tmp_path):
     worst = _csv_rows(tmp_path / "t" / "worst_attack.csv")
     common = {r["topology"] for r in worst} - {r["topology"] for r in worst if r["mean"] == ""}
     assert common == {"complete"}  # krum declines the ring
