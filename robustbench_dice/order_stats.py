@@ -94,8 +94,16 @@ def coordinate_median(candidates: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 
 def coordinate_trimmed_mean(candidates: torch.Tensor, mask: torch.Tensor, trim: int) -> torch.Tensor:
     """``(N, P)``: per coordinate, drop the ``trim`` smallest and largest valid candidates and average the rest."""
-    ordered = masked_sorted(candidates, mask)
     count = mask.sum(1, keepdim=True)  # (N, 1)
+    m = candidates.shape[1]
+    if bool(mask.all()) and m > 2 * trim:
+        # every node has m candidates: the kept slices as they come out of the network, zeros where the general
+        # path below masks (the same tensor, summed the same way, so the same bits), without masking or re-sorting
+        ordered_slices = sorted_slices(list(candidates.unbind(1)))
+        zero = torch.zeros_like(ordered_slices[0])
+        kept = torch.stack([zero] * trim + ordered_slices[trim : m - trim] + [zero] * trim, dim=1)
+        return kept.sum(1) / (count - 2 * trim).to(kept.dtype)
+    ordered = masked_sorted(candidates, mask)
     position = torch.arange(ordered.shape[1], device=ordered.device).unsqueeze(0)  # (1, M)
     keep = ((position >= trim) & (position < count - trim)).unsqueeze(-1)
     total = torch.where(keep, ordered, torch.zeros_like(ordered)).sum(1)

@@ -55,6 +55,26 @@ def test_coordinate_median_fast_path_equals_sorting_and_the_masked_path(m):
     assert torch.equal(coordinate_median(padded, mask), expected)
 
 
+@pytest.mark.parametrize("m", range(1, 12))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_coordinate_trimmed_mean_fast_path_equals_the_general_formula_bit_for_bit(m, dtype):
+    from robustbench_dice.order_stats import coordinate_trimmed_mean
+
+    candidates = torch.randn(5, m, 30, generator=torch.Generator().manual_seed(m), dtype=dtype) * 7
+    candidates[0, :, :3] = -0.0
+    full = torch.ones(5, m, dtype=torch.bool)
+    padded = torch.cat([candidates, torch.full((5, 1, 30), 123.0, dtype=dtype)], dim=1)
+    mask = torch.cat([full, torch.zeros(5, 1, dtype=torch.bool)], dim=1)
+    ordered = candidates.sort(dim=1).values
+    for trim in range((m + 1) // 2):
+        position = torch.arange(m).view(1, m, 1)
+        kept = torch.where((position >= trim) & (position < m - trim), ordered, torch.zeros_like(ordered))
+        expected = kept.sum(1) / torch.full((5, 1), m - 2 * trim, dtype=dtype)
+        got = coordinate_trimmed_mean(candidates, full, trim)
+        assert torch.equal(got, expected) and torch.equal(got.signbit(), expected.signbit())
+        torch.testing.assert_close(coordinate_trimmed_mean(padded, mask, trim), expected)  # the general path
+
+
 def test_order_statistics_of_irregular_neighbourhoods_match_numpy():
     import numpy as np
 
