@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,3 +38,9 @@ def benchmark_scenario(nodes: int, rounds: int, **fields: Any) -> Scenario:
             **fields,
         }
     )
+
+
+def print_row(row: dict[str, Any], as_json: bool) -> None:
+    """One result row on stdout: a JSON object, or ``key=value`` pairs with floats to 3 significant digits."""
+    text = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+    print(json.dumps(row) if as_json else text, flush=True)

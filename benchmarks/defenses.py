@@ -14,10 +14,9 @@ Usage: ``python benchmarks/defenses.py [--json] [--nodes 16 64 256] [--repeats 3
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
-from common import benchmark_scenario
+from common import benchmark_scenario, print_row
 
 from robustbench_dice import simulate
 from robustbench_dice.registry import DEFENSES, load_builtin_plugins
@@ -54,11 +53,7 @@ def main() -> None:
             else:
                 row["declined"] = str(timings[defense][0])
             row["threads"] = torch.get_num_threads()
-            print(
-                json.dumps(row)
-                if args.json
-                else "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-            )
+            print_row(row, args.json)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,10 @@ Usage: ``python benchmarks/order_stats.py [--json] [--nodes 16 256 1024]``
 from __future__ import annotations
 
 import argparse
-import json
 from functools import partial
 
 import torch
-from common import benchmark_scenario, best_of
+from common import benchmark_scenario, best_of, print_row
 
 import robustbench_dice.order_stats as order_stats
 from robustbench_dice import simulate
@@ -76,11 +75,7 @@ def main() -> None:
                     timings[network].append(round_seconds(n, defense, rounds, network))
             row[f"{defense}_round_ms"] = 1000 * min(timings[True])
             row[f"{defense}_round_speedup"] = min(timings[False]) / min(timings[True])
-        print(
-            json.dumps(row)
-            if args.json
-            else "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-        )
+        print_row(row, args.json)
 
 
 if __name__ == "__main__":
