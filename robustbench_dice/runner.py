@@ -56,7 +56,7 @@ class ProgressLog:
     """Progress as plain lines on a stream that is no terminal (a log file, a batch job's output), where a bar would
     show nothing until the end: at most one line every ``interval_s`` seconds, with the time left at this run's rate."""
 
-    def __init__(self, name: str, progress: SuiteProgress, interval_s: float = LOG_INTERVAL_S) -> None:
+    def __init__(self, name: str, progress: SuiteProgress, interval_s: float) -> None:
         self.name, self.progress, self.interval_s = name, progress, interval_s
         self.start = self.last = time.monotonic()
 
