@@ -62,11 +62,11 @@ class ProgressLog:
 
     def update(self) -> None:
         now = time.monotonic()
-        if now - self.last < self.interval_s:
-            return
-        self.last = now
         p = self.progress
         finished = p.done + p.skipped + p.failed
+        if now - self.last < self.interval_s or p.stored + finished >= p.total:  # the runner sums up the end itself
+            return
+        self.last = now
         left = (p.total - p.stored - finished) * (now - self.start) / finished
         print(
             f"{self.name}: {p.stored + finished}/{p.total} runs ({100 * (p.stored + finished) // max(p.total, 1)}%);"
