@@ -140,16 +140,24 @@ def mean_and_spread(values: list[float]) -> str:
     return mean if spread is None else f"{mean} ± {spread:.3f}"
 
 
+def _not_available(notes: dict[str, int], reason: str) -> str:
+    """``n/a[k]``, k the footnote of ``reason`` in this block (numbered in order of first use)."""
+    return f"n/a[{notes.setdefault(reason, len(notes) + 1)}]"
+
+
+def _incomplete_reason(rows: list[dict[str, Any]], metric: str) -> str:
+    """Why ``rows`` (the seeds of one cell) do not all have ``metric``; prefixed ``k of n seeds:`` when some do."""
+    values = _values(rows, metric)
+    reason = _first_reason(rows, "no value", metric)
+    return f"{len(values)} of {len(rows)} seeds: {reason}" if values else reason
+
+
 def _cell(rows: list[dict[str, Any]], metric: str, notes: dict[str, int]) -> str:
     values = _values(rows, metric)
     if len(values) == len(rows) and values:
         return mean_and_spread(values)
-    reason = _first_reason(rows, "no value", metric)
-    if values:
-        reason = f"{len(values)} of {len(rows)} seeds: " + reason
-    number = notes.setdefault(reason, len(notes) + 1)
     mean = f"{statistics.fmean(values):.3f} " if values else ""
-    return f"{mean}n/a[{number}]"
+    return mean + _not_available(notes, _incomplete_reason(rows, metric))
 
 
 def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = None) -> list[Path]:
@@ -257,14 +265,10 @@ def _worst_attack_cell(
     attack)."""
     incomplete = [a for a, runs in sorted(by_attack.items()) if not runs or len(_values(runs, metric)) != len(runs)]
     if incomplete:
-        runs = by_attack[incomplete[0]]
-        values = _values(runs, metric)
-        reason = _first_reason(runs, "no value", metric)
-        if values:
-            reason = f"{len(values)} of {len(runs)} seeds: {reason}"
+        reason = _incomplete_reason(by_attack[incomplete[0]], metric)
         if len(incomplete) < len(by_attack):
             reason = f"under {', '.join(incomplete)}: {reason}"
-        return f"n/a[{notes.setdefault(reason, len(notes) + 1)}]", "", None, reason
+        return _not_available(notes, reason), "", None, reason
     means = {attack: statistics.fmean(_values(runs, metric)) for attack, runs in by_attack.items()}
     worst = min(means, key=lambda a: (means[a], a))
     return f"{means[worst]:.3f} {worst}", worst, means[worst], ""
@@ -394,7 +398,7 @@ def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]
         for rank, d, worst_mean, worst_min, clean_mean, defined, of in ranked:
             numbers = (rank, worst_mean, worst_min, clean_mean)
             cells = [
-                f"{value:{spec}}" if value is not None else f"n/a[{notes.setdefault(missing, len(notes) + 1)}]"
+                f"{value:{spec}}" if value is not None else _not_available(notes, missing)
                 for value, spec, missing in zip(
                     numbers, (".2f", ".3f", ".3f", ".3f"), (NO_COMMON_CELL,) * 3 + (no_clean,), strict=True
                 )
