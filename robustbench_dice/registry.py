@@ -115,6 +115,11 @@ def load_builtin_plugins() -> None:
                 _record(f"entry point {entry_point.name} = {entry_point.value}", exc)
 
 
+def _module_file(module: Any) -> Path | None:
+    file = getattr(module, "__file__", None)
+    return Path(file).resolve() if isinstance(file, str) else None
+
+
 def load_plugin_file(path: str | Path) -> list[type[Plugin]]:
     """Import one plugin file; returns the plugin classes it registered. Import errors propagate."""
     path = Path(path).resolve()
@@ -123,6 +128,11 @@ def load_plugin_file(path: str | Path) -> list[type[Plugin]]:
     if path.suffix != ".py":
         raise ConfigError(f"plugin file {str(path)!r} is not a .py file")
     load_builtin_plugins()
+    registered = [
+        c for c in (*ATTACKS.values(), *DEFENSES.values()) if _module_file(sys.modules.get(c.__module__)) == path
+    ]
+    if registered:  # a built-in plugin's file, or one loaded before: importing it again would register a clashing copy
+        return registered
     before = {**{("attack", k): v for k, v in ATTACKS.items()}, **{("defense", k): v for k, v in DEFENSES.items()}}
     # a flat (undotted) name: pickle re-imports a class's module by name, and a dotted one needs a parent package
     module_name = re.sub(r"\W", "_", f"{USER_MODULE_PREFIX}_{path.parent.name}_{path.stem}")

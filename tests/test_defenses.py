@@ -74,7 +74,7 @@ def test_trimmed_mean_equals_textbook(vectors, trim):
 
 
 def test_suspicion_ranks_the_outlier_first(vectors):
-    for name in ("krum", "median", "trimmed_mean", "clipped_gossip", "balance"):
+    for name in ("krum", "median", "trimmed_mean", "clipped_gossip", "balance", "geometric_median", "ios"):
         out = build_defense(name).aggregate(_complete_view(torch.tensor(vectors)))
         view = _complete_view(torch.tensor(vectors))
         j = 0
@@ -166,3 +166,116 @@ def test_defense_cost_benchmark_reports_every_defense_against_gossip():
     assert set(rows) == set(DEFENSES) and rows["gossip"]["vs_gossip"] == 1.0
     assert "needs more than" in rows["krum"]["declined"]  # 8 nodes, exponential: 4 models per neighbourhood
     assert all(row["round_ms"] > 0 for name, row in rows.items() if name != "krum")
+
+
+def _view_on(topology: str, seed: int = 0, nodes: int = 9, width: int = 6) -> DefenseView:
+    """A round-0 view on ``topology`` (Metropolis weights: unequal on irregular graphs) with random models."""
+    sim = Simulation.from_scenario(Scenario(nodes=nodes, topology=topology, rounds=10, seed=seed))
+    rm = sim.mixing_at(0)
+    generator = torch.Generator().manual_seed(seed)
+    own = torch.randn(nodes, width, generator=generator, dtype=torch.float64)
+    messages = own + 0.1 * torch.randn(nodes, width, generator=generator, dtype=torch.float64)
+    messages[1] += 30.0  # one far outlier among the messages
+    zeros = torch.zeros_like(own)
+    nb = rm.neighbours
+    neighbours = type(nb)(nb.index, nb.weight.double(), nb.mask, nb.self_weight.double())
+    return DefenseView(0, 10, messages, zeros, own, own, rm.matrix, rm.weights, neighbours, None, None)
+
+
+def _neighbourhood(view: DefenseView, j: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Node j's candidate models (own first) and their mixing weights, in-neighbours' node ids, by a plain loop."""
+    nb = view.neighbours
+    slots = [d for d in range(nb.max_degree) if nb.mask[j, d]]
+    models = [view.own[j].numpy()] + [view.messages[nb.index[j, d]].numpy() for d in slots]
+    weights = [float(nb.self_weight[j])] + [float(nb.weight[j, d]) for d in slots]
+    return np.array(models), np.array(weights), [int(nb.index[j, d]) for d in slots]
+
+
+@pytest.mark.parametrize("topology", ["star", "erdos_renyi", "exponential"])
+def test_geometric_median_minimises_the_weighted_distance_sum_per_node(topology):
+    from scipy.optimize import minimize
+
+    view = _view_on(topology)
+    out = build_defense("geometric_median", {"ftol": 1e-12, "max_iter": 1000}).aggregate(view)
+    for j in range(view.own.shape[0]):
+        x, w, _ = _neighbourhood(view, j)
+
+        def objective(z, x=x, w=w):
+            return float((w * np.linalg.norm(x - z, axis=1)).sum())
+
+        best = minimize(
+            objective,
+            np.average(x, axis=0, weights=w),
+            method="Nelder-Mead",
+            options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000},
+        )
+        ours = out.theta[j].numpy()
+        # smoothing (distances below nu count as nu) may stop it within about nu of a minimiser at a candidate
+        assert objective(ours) <= best.fun + 1e-6, (j, objective(ours), best.fun)
+        # the minimiser is unique (points not collinear), so the two points agree
+        np.testing.assert_allclose(ours, best.x, atol=1e-3)
+
+
+def test_geometric_median_of_points_on_a_line_is_their_weighted_median():
+    view = _complete_view(torch.tensor([[float(v), 0.0, 0.0, 0.0, 0.0] for v in (0, 1, 2, 3, 4, 100, 7)]))
+    out = build_defense("geometric_median").aggregate(view)
+    torch.testing.assert_close(out.theta, torch.tensor([[3.0, 0, 0, 0, 0]]).expand(N, -1), rtol=0, atol=1e-4)
+
+
+def test_geometric_median_rows_stop_independently():
+    """A row's answer does not depend on how long the other rows need (the vectorised loop freezes converged rows)."""
+    view = _view_on("erdos_renyi", seed=3)
+    together = build_defense("geometric_median").aggregate(view).theta
+    for j in range(view.own.shape[0]):
+        x, w, _ = _neighbourhood(view, j)
+        from robustbench_dice.defenses.geometric_median import weiszfeld
+
+        alone, _ = weiszfeld(torch.tensor(x).unsqueeze(0), torch.tensor(w).unsqueeze(0), 1e-6, 100, 1e-6)
+        torch.testing.assert_close(together[j], alone[0], rtol=1e-12, atol=1e-12)
+
+
+def textbook_ios(x: np.ndarray, w: np.ndarray, f: int) -> tuple[np.ndarray, set[int]]:
+    """IOS for one node: rows of ``x`` are its own model (row 0, never dropped) and its in-neighbours'."""
+    kept = list(range(len(x)))
+    dropped = set()
+    for _ in range(f):
+        average = sum(w[i] * x[i] for i in kept) / sum(w[i] for i in kept)
+        farthest = max((i for i in kept if i != 0), key=lambda i: np.linalg.norm(x[i] - average))
+        kept.remove(farthest)
+        dropped.add(farthest)
+    return sum(w[i] * x[i] for i in kept) / sum(w[i] for i in kept), dropped
+
+
+@pytest.mark.parametrize(
+    ("topology", "f"),
+    [
+        ("star", 0),
+        ("erdos_renyi", 0),
+        ("erdos_renyi", 1),
+        ("torus", 1),
+        ("torus", 2),
+        ("exponential", 2),
+        ("complete", 3),
+    ],
+)
+def test_ios_equals_the_per_node_textbook_loop(topology, f):
+    view = _view_on(topology)
+    nb = view.neighbours
+    assert int(nb.mask.sum(1).min()) > f  # a cell the defense accepts
+    out = build_defense("ios", {"f": f}).aggregate(view)
+    for j in range(view.own.shape[0]):
+        x, w, ids = _neighbourhood(view, j)
+        expected, dropped = textbook_ios(x, w, f)
+        np.testing.assert_allclose(out.theta[j].numpy(), expected, rtol=1e-12, atol=1e-12)
+        pruned = {int(nb.index[j, d]) for d in range(nb.max_degree) if out.pruned[j, d]}
+        assert pruned == {ids[i - 1] for i in dropped}
+        if 1 in ids and f:
+            assert 1 in pruned  # the far outlier goes first
+
+
+def test_ios_without_cuts_is_gossip_and_declines_graphs_it_would_empty(vectors):
+    view = _complete_view(torch.tensor(vectors))
+    plain = build_defense("ios", {"f": 0}).aggregate(view).theta
+    torch.testing.assert_close(plain, view.weights.to(plain.dtype) @ view.messages)
+    result = simulate(Scenario(defense="ios", defense_params={"f": 2}, topology="ring", nodes=8, rounds=2))
+    assert result.status == "skipped" and "smallest in-degree is 2" in result.reason

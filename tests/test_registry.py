@@ -1,6 +1,7 @@
 import pickle
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -154,6 +155,17 @@ def test_check_command_passes_a_good_file(tmp_path, capsys):
     assert main(["check", str(path)]) == 0
     out = capsys.readouterr().out
     assert "PASS  good_check: pickles" in out and "all checks passed" in out
+
+
+def test_check_command_on_a_built_in_plugin_file_or_a_file_loaded_twice(tmp_path, capsys):
+    from robustbench_dice.registry import load_plugin_file
+
+    builtin = Path(__file__).parents[1] / "defenses" / "ios.py"
+    assert main(["check", str(builtin)]) == 0  # the registered class, not a second copy that clashes with it
+    assert "PASS  ios: pickles" in capsys.readouterr().out
+    path = _write(tmp_path / "twice.py", GOOD_ATTACK.format(cls="Twice", name="twice_check"))
+    first = load_plugin_file(path)
+    assert [c.name for c in first] == ["twice_check"] and load_plugin_file(path) == first
 
 
 BROKEN = '''
