@@ -28,6 +28,8 @@ DEFENSES = (
     ("trimmed_mean", {}),
     ("clipped_gossip", {}),
     ("balance", {}),
+    ("geometric_median", {}),
+    ("ios", {}),
 )
 
 

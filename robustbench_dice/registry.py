@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ConfigError, check_choice
+from .errors import ConfigError, check_choice, closest
 from .plugins import Attack, Defense, Plugin
 
 ATTACKS: dict[str, type[Attack]] = {}
@@ -208,7 +208,12 @@ def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any]) 
     valid = {f.name: f for f in parameters(cls)}
     for key, value in params.items():
         if key not in valid:
-            raise ConfigError(f"{kind} {name!r} has no parameter {key!r}; valid: {', '.join(valid) or '(none)'}")
+            hint = closest(key, valid)
+            raise ConfigError(
+                f"{kind} {name!r} has no parameter {key!r}"
+                + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; valid: {', '.join(valid) or '(none)'}"
+            )
         if not _type_ok(value, valid[key].type):
             raise ConfigError(f"{kind} {name!r} parameter {key!r} must be {type_name(valid[key].type)}, got {value!r}")
     try:

@@ -146,6 +146,10 @@ def test_bad_plugin_parameters_are_clear_errors():
         build_defense("krum", {"f": "two"})
     with pytest.raises(ConfigError, match="rule must be one of reverse, shift, random"):
         build_attack("label_flip", {"rule": "sideways"})
+    with pytest.raises(
+        ConfigError, match="no parameter 'maxiter' \\(did you mean 'max_iter'\\?\\); valid: nu, max_iter"
+    ):
+        build_defense("geometric_median", {"maxiter": 3})
     with pytest.raises(ConfigError, match="unknown defense 'krumm' \\(did you mean 'krum'\\?\\)"):
         build_defense("krumm")
 
