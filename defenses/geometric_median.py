@@ -1,5 +1,6 @@
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from robustbench_dice.plugins import Aggregation, Defense, DefenseView
@@ -24,53 +25,61 @@ def weiszfeld(
     so every row's answer is the one it would get alone.
     """
     offsets = candidates - candidates[:, :1]
-    gram = torch.bmm(offsets.double(), offsets.double().transpose(1, 2))  # (N, M, M)
-    weight = weight.double() / weight.double().sum(1, keepdim=True)
-    coefficients = _vertex_medians(gram, weight)
-    at_vertex = coefficients.sum(1) > 0
-    coefficients = torch.where(at_vertex.unsqueeze(1), coefficients, weight)
-    squared_norms = gram.diagonal(dim1=1, dim2=2)
+    # the (N, M) and (N, M, M) work below is many tiny steps: numpy's per-call cost is a fraction of torch's
+    gram = torch.bmm(offsets.double(), offsets.double().transpose(1, 2)).cpu().numpy()
+    weight_np = weight.detach().double().cpu().numpy()
+    coefficients = _median_coefficients(gram, weight_np / weight_np.sum(1, keepdims=True), nu, max_iter, ftol)
+    mix = torch.from_numpy(coefficients).to(device=candidates.device, dtype=candidates.dtype)
+    median = candidates[:, 0] + torch.einsum("nm,nmp->np", mix, offsets)
+    return median, (candidates - median.unsqueeze(1)).norm(dim=2)
 
-    def distances(c: torch.Tensor) -> torch.Tensor:
-        gc = torch.bmm(gram, c.unsqueeze(2)).squeeze(2)
-        return ((c * gc).sum(1, keepdim=True) - 2 * gc + squared_norms).clamp_min(0).sqrt()
+
+def _median_coefficients(gram: np.ndarray, weight: np.ndarray, nu: float, max_iter: int, ftol: float) -> np.ndarray:
+    """``(N, M)`` convex coefficients of each row's median, from the ``(N, M, M)`` Gram matrix and weights."""
+    squared_norms = np.einsum("nii->ni", gram)
+    coefficients = _vertex_medians(gram, squared_norms, weight)
+    at_vertex = coefficients.sum(1) > 0
+    coefficients = np.where(at_vertex[:, None], coefficients, weight)
+
+    def distances(c: np.ndarray) -> np.ndarray:
+        gc = np.einsum("nij,nj->ni", gram, c)
+        return np.sqrt(np.maximum((c * gc).sum(1, keepdims=True) - 2 * gc + squared_norms, 0.0))
 
     distance = distances(coefficients)
     objective = (weight * distance).sum(1)
     running = ~at_vertex
     for _ in range(max_iter):
-        if not bool(running.any()):
+        if not running.any():
             break
-        beta = weight / distance.clamp_min(nu)
-        step = beta / beta.sum(1, keepdim=True)
+        beta = weight / np.maximum(distance, nu)
+        step = beta / beta.sum(1, keepdims=True)
         step_distance = distances(step)
         step_objective = (weight * step_distance).sum(1)
-        coefficients = torch.where(running.unsqueeze(1), step, coefficients)
-        distance = torch.where(running.unsqueeze(1), step_distance, distance)
-        converged = (objective - step_objective).abs() <= ftol * step_objective
-        objective = torch.where(running, step_objective, objective)
-        running = running & ~converged
-    median = candidates[:, 0] + torch.einsum("nm,nmp->np", coefficients.to(candidates.dtype), offsets)
-    return median, (candidates - median.unsqueeze(1)).norm(dim=2)
+        coefficients = np.where(running[:, None], step, coefficients)
+        distance = np.where(running[:, None], step_distance, distance)
+        converged = np.abs(objective - step_objective) <= ftol * step_objective
+        objective = np.where(running, step_objective, objective)
+        running &= ~converged
+    return coefficients
 
 
-def _vertex_medians(gram: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _vertex_medians(gram: np.ndarray, squared_norms: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``(N, M)`` one-hot coefficients of the candidate that is its row's median, or a zero row when none is.
 
     Candidates at the same point pool their weight (padded slots repeat candidate 0 with weight 0).
     """
-    squared_norms = gram.diagonal(dim1=1, dim2=2)
-    squared = (squared_norms.unsqueeze(2) + squared_norms.unsqueeze(1) - 2 * gram).clamp_min(0)  # (N, M, M)
-    scale = squared_norms.amax(1, keepdim=True).unsqueeze(2).clamp_min(1e-300)
+    squared = np.maximum(squared_norms[:, :, None] + squared_norms[:, None, :] - 2 * gram, 0.0)  # (N, M, M)
+    scale = np.maximum(squared_norms.max(1), 1e-300)[:, None, None]
     together = squared <= 1e-24 * scale  # i and k at the same point, up to float64 rounding of the Gram matrix
-    pooled = (together * weight.unsqueeze(1)).sum(2)  # (N, M): weight sitting on candidate i's point
-    pull = torch.where(together, 0.0, weight.unsqueeze(1) / squared.sqrt().clamp_min(1e-300))  # (N, i, k)
+    pooled = (together * weight[:, None, :]).sum(2)  # (N, M): weight sitting on candidate i's point
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 on coincident points, masked out
+        pull = np.where(together, 0.0, weight[:, None, :] / np.sqrt(squared))  # (N, i, k)
     # <x_k - x_i, x_l - x_i> = G_kl - G_ki - G_il + G_ii, for every i at once: (N, i, k, l)
-    inner = gram.unsqueeze(1) - gram.unsqueeze(3) - gram.unsqueeze(2) + squared_norms.view(*gram.shape[:2], 1, 1)
-    resultant = torch.einsum("nik,nikl,nil->ni", pull, inner, pull).clamp_min(0)  # ||sum_k pull_ik (x_k - x_i)||^2
-    optimal = (resultant <= pooled.square()) & (pooled > 0)
-    first = optimal & (optimal.cumsum(1) == 1)  # one per row: coincident optimal candidates are the same point
-    return first.to(weight.dtype)
+    inner = gram[:, None] - gram[:, :, :, None] - gram[:, :, None, :] + squared_norms[:, :, None, None]
+    resultant = np.maximum(np.einsum("nik,nikl,nil->ni", pull, inner, pull), 0.0)  # ||sum_k pull_ik (x_k - x_i)||^2
+    optimal = (resultant <= pooled**2) & (pooled > 0)
+    first = optimal & (np.cumsum(optimal, axis=1) == 1)  # one per row: coincident optimal candidates are one point
+    return first.astype(np.float64)
 
 
 @register_defense
