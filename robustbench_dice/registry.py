@@ -208,10 +208,10 @@ def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any]) 
     valid = {f.name: f for f in parameters(cls)}
     for key, value in params.items():
         if key not in valid:
-            hint = closest(key, valid)
+            nearest = closest(key, valid)
             raise ConfigError(
                 f"{kind} {name!r} has no parameter {key!r}"
-                + (f" (did you mean {hint!r}?)" if hint else "")
+                + (f" (did you mean {nearest!r}?)" if nearest else "")
                 + f"; valid: {', '.join(valid) or '(none)'}"
             )
         if not _type_ok(value, valid[key].type):
