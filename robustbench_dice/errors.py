@@ -14,10 +14,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset that is not on disk; the message says how to get it."""
 
 
-def closest(value: str, choices: Iterable[str]) -> str | None:
-    """The closest valid name to ``value``, or None when nothing is close."""
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest valid name to ``value``, or "" when nothing is close."""
     matches = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
 def check_choice(what: str, value: object, choices: Iterable[str]) -> str:
@@ -25,6 +25,4 @@ def check_choice(what: str, value: object, choices: Iterable[str]) -> str:
     valid = sorted(choices)
     if value in valid:
         return str(value)
-    hint = closest(str(value), valid)
-    suggestion = f" (did you mean {hint!r}?)" if hint else ""
-    raise ConfigError(f"unknown {what} {value!r}{suggestion}; valid: {', '.join(valid)}")
+    raise ConfigError(f"unknown {what} {value!r}{did_you_mean(str(value), valid)}; valid: {', '.join(valid)}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ConfigError, check_choice, closest
+from .errors import ConfigError, check_choice, did_you_mean
 from .plugins import Attack, Defense, Plugin
 
 ATTACKS: dict[str, type[Attack]] = {}
@@ -208,11 +208,9 @@ def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any]) 
     valid = {f.name: f for f in parameters(cls)}
     for key, value in params.items():
         if key not in valid:
-            nearest = closest(key, valid)
             raise ConfigError(
-                f"{kind} {name!r} has no parameter {key!r}"
-                + (f" (did you mean {nearest!r}?)" if nearest else "")
-                + f"; valid: {', '.join(valid) or '(none)'}"
+                f"{kind} {name!r} has no parameter {key!r}{did_you_mean(key, valid)};"
+                f" valid: {', '.join(valid) or '(none)'}"
             )
         if not _type_ok(value, valid[key].type):
             raise ConfigError(f"{kind} {name!r} parameter {key!r} must be {type_name(valid[key].type)}, got {value!r}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .datasets import DATASETS
-from .errors import ConfigError, check_choice, closest
+from .errors import ConfigError, check_choice, did_you_mean
 from .mixing import MIXING_RULES
 from .models import MODELS
 from .partition import PARTITIONS
@@ -165,8 +165,7 @@ class Scenario:
         unknown = [k for k in data if k not in cls.field_names()]
         if unknown:
             key = unknown[0]
-            hint = closest(key, cls.field_names())
-            raise ConfigError(f"unknown scenario key {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+            raise ConfigError(f"unknown scenario key {key!r}{did_you_mean(key, cls.field_names())}")
         return cls(**data)
 
     @classmethod

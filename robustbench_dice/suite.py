@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, closest
+from .errors import ConfigError, did_you_mean
 from .registry import ATTACKS, DEFENSES, build_attack, build_defense, load_builtin_plugins
 from .scenario import Scenario
 
@@ -133,11 +133,8 @@ def _plugin_specs(values: list[Any], what: str) -> tuple[PluginSpec, ...]:
 def suite_from_dict(data: dict[str, Any], name: str) -> Suite:
     unknown = [k for k in data if k not in SUITE_KEYS]
     if unknown:
-        hint = closest(unknown[0], SUITE_KEYS)
         raise ConfigError(
-            f"unknown suite key {unknown[0]!r}"
-            + (f" (did you mean {hint!r}?)" if hint else "")
-            + f"; valid: {', '.join(SUITE_KEYS)}"
+            f"unknown suite key {unknown[0]!r}{did_you_mean(unknown[0], SUITE_KEYS)}; valid: {', '.join(SUITE_KEYS)}"
         )
     kwargs: dict[str, Any] = {"name": str(data.get("name", name)), "description": str(data.get("description", ""))}
     for key in GRID_KEYS:
