@@ -21,6 +21,7 @@ class IterativeOutlierScissor(Defense):
     """
 
     name = "ios"
+    byzantine_bound = "f"
     f: int = 1
 
     def __post_init__(self) -> None:

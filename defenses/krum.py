@@ -47,6 +47,7 @@ class Krum(Defense):
     """
 
     name = "krum"
+    byzantine_bound = "f"
     f: int = 1
 
     def __post_init__(self) -> None:

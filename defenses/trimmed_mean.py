@@ -16,6 +16,7 @@ class TrimmedMean(Defense):
     """
 
     name = "trimmed_mean"
+    byzantine_bound = "trim"
     trim: int = 1
 
     def __post_init__(self) -> None:

@@ -172,9 +172,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"{result.status}: {result.reason}")
         return 0
     s = scenario
+    resolved = "".join(f", {key}={value} (auto)" for key, value in result.auto_params.items())
     print(
         f"{s.dataset}/{s.model} on {s.topology} ({s.nodes} nodes, {len(result.byzantine)} Byzantine,"
-        f" attack={s.attack}, defense={s.defense}), {s.rounds} rounds, seed {s.seed}"
+        f" attack={s.attack}, defense={s.defense}{resolved}), {s.rounds} rounds, seed {s.seed}"
     )
     print(
         f"  final honest test accuracy: mean {result.final_accuracy_mean:.4f}, worst node {result.final_accuracy_worst:.4f};"
@@ -235,7 +236,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in sorted(entries):
             if not isinstance(entries[name], str):  # a plugin class
                 cls = entries[name]
-                params = ", ".join(f"{f.name}: {type_name(f.type)} = {f.default!r}" for f in parameters(cls))
+                bound = getattr(cls, "byzantine_bound", None)
+                params = ", ".join(
+                    f"{f.name}: {type_name(f.type)} = {f.default!r}" + (" or 'auto'" if f.name == bound else "")
+                    for f in parameters(cls)
+                )
                 print(f"  {name:<22} {cls.description()}" + (f"  [{params}]" if params else ""))
             else:
                 print(f"  {name:<22} {entries[name]}")

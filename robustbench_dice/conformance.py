@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .engine import Simulation, simulate
-from .plugins import Attack, AttackView, CellInfo, Defense, DefenseView, Plugin
+from .plugins import AUTO, Attack, AttackView, CellInfo, Defense, DefenseView, Plugin
 from .registry import parameters
 from .scenario import Scenario
 
@@ -173,6 +173,29 @@ def defense_never_sees_byzantine_set(kind: str, cls: type[Plugin]) -> str:
     return "aggregate(view) only; DefenseView and CellInfo carry no Byzantine set"
 
 
+def byzantine_bound_takes_auto(kind: str, cls: type[Plugin]) -> str:
+    assert kind == "defense"
+    bound = getattr(cls, "byzantine_bound", None)
+    if bound is None:
+        return "no Byzantine bound (byzantine_bound = None)"
+    scenario = _scenario(kind, cls.name, "complete", byzantine=2, defense_params={bound: AUTO})
+    sim = Simulation.from_scenario(scenario)
+    resolved = sim.setup.byzantine_in_neighbours
+    assert getattr(sim.defense, bound) == resolved, (
+        f"{bound}='auto' built {bound}={getattr(sim.defense, bound)!r}; the run has {resolved} Byzantine in-neighbours"
+    )
+    explicit = Simulation.from_scenario(scenario.replace(defense_params={bound: resolved}))
+    reason = sim.skip_reason()
+    assert reason == explicit.skip_reason(), f"{bound}='auto' and {bound}={resolved} decline differently"
+    if reason is not None:
+        return f"{bound}='auto' -> {resolved} (declined: {reason})"
+    sim.run()
+    explicit.run()
+    assert sim.final_theta is not None and explicit.final_theta is not None
+    assert torch.equal(sim.final_theta, explicit.final_theta), f"{bound}='auto' and {bound}={resolved} differ"
+    return f"{bound}='auto' -> {resolved}, the same run as {bound}={resolved}"
+
+
 def pickles(kind: str, cls: type[Plugin]) -> str:
     fresh = cls()
     clone = pickle.loads(pickle.dumps(fresh))
@@ -197,6 +220,7 @@ DEFENSE_CHECKS: list[Callable[[str, type[Plugin]], str]] = [
     same_seed_same_result,
     defense_output_is_well_formed,
     defense_never_sees_byzantine_set,
+    byzantine_bound_takes_auto,
     pickles,
 ]
 

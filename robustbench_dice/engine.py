@@ -27,7 +27,7 @@ from .dice import proximal_influence
 from .functional import Samples, per_node_grad, per_node_grads
 from .mixing import MixingMatrix, Neighbourhood
 from .models import CNN, Model
-from .plugins import Aggregation, Attack, AttackSetup, AttackView, CellInfo, Defense, DefenseView
+from .plugins import AUTO, Aggregation, Attack, AttackSetup, AttackView, CellInfo, Defense, DefenseView
 from .registry import build_attack, build_defense
 from .result import CurvePoint, RunResult, SuspicionPoint
 from .scenario import Scenario
@@ -146,8 +146,17 @@ class Simulation:
     @classmethod
     def from_scenario(cls, scenario: Scenario, progress: ProgressCallback | None = None) -> Simulation:
         attack = build_attack(scenario.attack, scenario.attack_params)
-        defense = build_defense(scenario.defense, scenario.defense_params)
-        return cls(prepare(scenario), attack, defense, progress)
+        setup = prepare(scenario)
+        defense = build_defense(
+            scenario.defense, scenario.defense_params, byzantine_in_neighbours=setup.byzantine_in_neighbours
+        )
+        return cls(setup, attack, defense, progress)
+
+    @property
+    def auto_params(self) -> dict[str, int]:
+        """The defense parameters the scenario gave as ``"auto"``, with the values this run resolved them to."""
+        params = self.setup.scenario.defense_params
+        return {key: getattr(self.defense, key) for key, value in params.items() if value == AUTO}
 
     def cell_info(self) -> CellInfo:
         degrees = [m.graph.in_degree for m in self.setup.mixing.matrices]
@@ -333,6 +342,7 @@ class Simulation:
         m0 = st.mixing.at(0)
         result = RunResult(
             scenario=s.to_dict(),
+            auto_params=self.auto_params,
             byzantine=sorted(byz_set),
             final_accuracy_mean=float(acc.mean()),
             final_accuracy_worst=float(acc.min()),
@@ -434,5 +444,11 @@ def simulate(scenario: Scenario, progress: ProgressCallback | None = None) -> Ru
     sim = Simulation.from_scenario(scenario, progress)
     reason = sim.skip_reason()
     if reason:
-        return RunResult(scenario=scenario.to_dict(), status="skipped", reason=reason, versions=versions())
+        return RunResult(
+            scenario=scenario.to_dict(),
+            status="skipped",
+            reason=reason,
+            auto_params=sim.auto_params,
+            versions=versions(),
+        )
     return sim.run()

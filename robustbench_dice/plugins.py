@@ -162,8 +162,20 @@ class Attack(Plugin):
         return messages - view.theta[view.byzantine]
 
 
+AUTO = "auto"  # the value of a defense's Byzantine bound that the engine resolves per run
+
+
 class Defense(Plugin):
-    """Base class of defenses. State kept across rounds lives on the instance."""
+    """Base class of defenses. State kept across rounds lives on the instance.
+
+    ``byzantine_bound`` names the integer parameter that is the number of Byzantine in-neighbours the rule
+    tolerates (Krum's ``f``, the trimmed mean's ``trim``), or None. That parameter also accepts ``"auto"``:
+    the engine sets it, before :meth:`skip`, to the most Byzantine in-neighbours any honest node has in the
+    run (``RunSetup.byzantine_in_neighbours``), the known bound decentralized robust rules assume. The
+    defense gets that one number, never the Byzantine set.
+    """
+
+    byzantine_bound: ClassVar[str | None] = None
 
     def aggregate(self, view: DefenseView) -> Aggregation:
         raise NotImplementedError

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError, check_choice, did_you_mean
-from .plugins import Attack, Defense, Plugin
+from .plugins import AUTO, Attack, Defense, Plugin
 
 ATTACKS: dict[str, type[Attack]] = {}
 DEFENSES: dict[str, type[Defense]] = {}
@@ -84,6 +84,14 @@ def register_attack(cls: _T) -> _T:
 
 def register_defense(cls: _T) -> _T:
     """Class decorator: make a :class:`~.plugins.Defense` available under its ``name``."""
+    bound = getattr(cls, "byzantine_bound", None)
+    if bound is not None:
+        params = {f.name: f for f in parameters(cls)}
+        if bound not in params or type_name(params[bound].type) != "int":
+            raise ConfigError(
+                f"defense plugin {cls.__qualname__} in {_source_file(cls)}: byzantine_bound = {bound!r} must name"
+                f" one of its int parameters; int parameters: {', '.join(k for k, f in params.items() if type_name(f.type) == 'int') or '(none)'}"
+            )
     return _register(DEFENSES, "defense", cls)
 
 
@@ -195,7 +203,7 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return not allowed or isinstance(value, tuple(allowed))
 
 
-def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any]) -> Any:
+def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any], auto: int | None = None) -> Any:
     load_builtin_plugins()
     try:
         cls = table[check_choice(kind, name, table)]
@@ -206,14 +214,24 @@ def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any]) 
             hint += f"; {kind}s of your own load with --plugins DIR (Python: registry.load_plugin_folder)"
         raise ConfigError(f"{exc}{hint}") from None
     valid = {f.name: f for f in parameters(cls)}
+    bound = getattr(cls, "byzantine_bound", None)
+    params = dict(params)
     for key, value in params.items():
         if key not in valid:
             raise ConfigError(
                 f"{kind} {name!r} has no parameter {key!r}{did_you_mean(key, valid)};"
                 f" valid: {', '.join(valid) or '(none)'}"
             )
-        if not _type_ok(value, valid[key].type):
-            raise ConfigError(f"{kind} {name!r} parameter {key!r} must be {type_name(valid[key].type)}, got {value!r}")
+        if value == AUTO and key == bound:
+            # without a run to resolve it (checking a suite), the parameter's default stands in
+            params[key] = valid[key].default if auto is None else auto
+        elif not _type_ok(value, valid[key].type):
+            hint = ""
+            if value == AUTO:
+                hint = f" (only {bound!r} takes {AUTO!r})" if bound else f" (no parameter of {name!r} takes {AUTO!r})"
+            raise ConfigError(
+                f"{kind} {name!r} parameter {key!r} must be {type_name(valid[key].type)}, got {value!r}{hint}"
+            )
     try:
         return cls(**params)
     except (TypeError, ValueError) as exc:
@@ -224,5 +242,10 @@ def build_attack(name: str, params: dict[str, Any] | None = None) -> Attack:
     return _build(ATTACKS, "attack", name, params or {})
 
 
-def build_defense(name: str, params: dict[str, Any] | None = None) -> Defense:
-    return _build(DEFENSES, "defense", name, params or {})
+def build_defense(
+    name: str, params: dict[str, Any] | None = None, *, byzantine_in_neighbours: int | None = None
+) -> Defense:
+    """The defense ``name`` with ``params``; ``"auto"`` for its ``byzantine_bound`` parameter becomes
+    ``byzantine_in_neighbours`` (the engine passes ``RunSetup.byzantine_in_neighbours``; without it, as when a
+    suite is checked before any run, the parameter's default stands in)."""
+    return _build(DEFENSES, "defense", name, params or {}, byzantine_in_neighbours)

@@ -39,6 +39,7 @@ class RunResult:
     scenario: dict[str, Any]
     status: str = "ok"  # ok | skipped | failed
     reason: str | None = None
+    auto_params: dict[str, int] = field(default_factory=dict)  # defense parameters given as "auto" -> their value
     byzantine: list[int] = field(default_factory=list)
     final_accuracy_mean: float | None = None
     final_accuracy_worst: float | None = None

@@ -131,6 +131,20 @@ class RunSetup:
     def honest(self) -> np.ndarray:
         return np.setdiff1d(np.arange(self.n_nodes), self.byzantine)
 
+    @property
+    def byzantine_in_neighbours(self) -> int:
+        """The most Byzantine in-neighbours any honest node has in any round (0 without Byzantine nodes).
+
+        What a robust rule must tolerate in this run, and the value a defense's Byzantine bound set to
+        ``"auto"`` takes (``plugins.Defense.byzantine_bound``).
+        """
+        is_byzantine = np.zeros(self.n_nodes, dtype=bool)
+        is_byzantine[self.byzantine] = True
+        return max(
+            int(m.graph.adjacency[~is_byzantine][:, is_byzantine].sum(axis=1).max(initial=0))
+            for m in self.mixing.matrices
+        )
+
     def sampler(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seeds["sampler"])
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, did_you_mean
+from .plugins import AUTO
 from .registry import ATTACKS, DEFENSES, build_attack, build_defense, load_builtin_plugins
 from .scenario import Scenario
 
@@ -195,8 +196,16 @@ def quick() -> Suite:
 
 
 def full() -> Suite:
-    """Every registered attack and defense, more topologies, Byzantine fractions, non-iid data, MNIST-1D."""
+    """Every registered attack and defense, more topologies, Byzantine fractions, non-iid data, MNIST-1D.
+
+    A defense with a Byzantine bound (Krum's ``f``) gets ``"auto"`` for it: in each run, the most Byzantine
+    in-neighbours an honest node has, the bound these rules assume known.
+    """
     load_builtin_plugins()
+    defenses = tuple(
+        PluginSpec(name, {cls.byzantine_bound: AUTO}) if cls.byzantine_bound else PluginSpec(name)
+        for name, cls in sorted(DEFENSES.items())
+    )
     return Suite(
         name="full",
         description="every attack x every defense; 7 topologies; 1, 2 or 4 Byzantine of 16; iid and Dirichlet(0.5); digits, MNIST-1D",
@@ -205,7 +214,7 @@ def full() -> Suite:
         partitions=("iid", "dirichlet"),
         topologies=("ring", "torus", "exponential", "one_peer_exponential", "erdos_renyi", "small_world", "complete"),
         attacks=tuple(PluginSpec(a) for a in sorted(ATTACKS)),
-        defenses=tuple(PluginSpec(d) for d in sorted(DEFENSES)),
+        defenses=defenses,
         seeds=(0, 1, 2),
         base={"rounds": 200, "eval_every": 20},
     )

@@ -131,3 +131,16 @@ def test_top_level_help_examples_are_valid_commands():
     parser = build_parser()
     for command in commands:
         parser.parse_args(command.split()[1:])  # exits (fails the test) on an unknown command or flag
+
+
+def test_list_marks_the_byzantine_bounds_that_take_auto(capsys):
+    assert main(["list", "defenses"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "[f: int = 1 or 'auto']" in lines["krum"] and "[trim: int = 1 or 'auto']" in lines["trimmed_mean"]
+    assert "'auto'" not in lines["balance"]
+
+
+def test_simulate_prints_the_value_auto_resolved_to(capsys):
+    args = ["simulate", "--quiet", "--nodes", "6", "--rounds", "2", "--topology", "complete", "--byzantine", "2"]
+    assert main([*args, "--defense", "ios", "--defense-param", "f=auto"]) == 0
+    assert "defense=ios, f=2 (auto))" in capsys.readouterr().out

@@ -140,3 +140,41 @@ def test_diverged_run_serialises_with_nulls(tmp_path):
     data = json.loads(path.read_text())
     assert data["status"] == "ok"
     assert result.diverged or any(p["loss_mean"] is None for p in data["curve"])
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(topology="ring", byzantine=3, seed=1),
+        dict(topology="torus", byzantine=4, seed=2),
+        dict(topology="one_peer_exponential", byzantine=2),
+        dict(topology="erdos_renyi", edge_probability=0.4, byzantine=3),
+        dict(topology="star", byzantine=1, byzantine_placement="degree"),  # the hub: every leaf has 1
+        dict(topology="complete", byzantine=3),
+        dict(topology="complete", byzantine=0),
+    ],
+    ids=lambda c: f"{c['topology']}-{c['byzantine']}",
+)
+def test_byzantine_in_neighbours_is_the_most_any_honest_node_has(case):
+    setup = prepare(_small(**case))
+    byzantine = set(setup.byzantine.tolist())
+    most = 0
+    for m in setup.mixing.matrices:
+        for j in setup.honest:
+            senders = [k for k in range(setup.n_nodes) if m.graph.adjacency[j, k]]
+            most = max(most, sum(k in byzantine for k in senders))
+    assert setup.byzantine_in_neighbours == most
+    if case["topology"] in ("star", "complete"):
+        assert most == case["byzantine"]
+
+
+def test_auto_bound_runs_as_the_resolved_value_and_is_recorded():
+    scenario = _small(topology="torus", byzantine=4, seed=2, attack="sign_flip", defense="trimmed_mean")
+    auto = simulate(scenario.replace(defense_params={"trim": "auto"}))
+    resolved = prepare(scenario).byzantine_in_neighbours
+    assert auto.status == "ok" and auto.auto_params == {"trim": resolved} and resolved >= 1
+    explicit = simulate(scenario.replace(defense_params={"trim": resolved}))
+    assert explicit.auto_params == {}
+    assert auto.final_accuracy_mean == explicit.final_accuracy_mean and auto.suspicion == explicit.suspicion
+    declined = simulate(scenario.replace(topology="complete", nodes=6, defense="krum", defense_params={"f": "auto"}))
+    assert declined.status == "skipped" and declined.auto_params == {"f": 4} and "f=4" in declined.reason

@@ -274,3 +274,41 @@ print(robustbench_dice.__file__, sorted(registry.ATTACKS), sorted(registry.DEFEN
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(str(root / "robustbench_dice" / "__init__.py"))
     assert "'label_flip'" in done.stdout and "'dice_prune'" in done.stdout
+
+
+def test_auto_byzantine_bound_takes_the_given_count_or_the_default_without_one():
+    assert build_defense("krum", {"f": "auto"}, byzantine_in_neighbours=3).f == 3
+    assert build_defense("trimmed_mean", {"trim": "auto"}, byzantine_in_neighbours=0).trim == 0
+    assert build_defense("ios", {"f": "auto"}).f == 1  # checking a suite: the default stands in
+    with pytest.raises(ConfigError, match=r"parameter 'tau' must be float \| None, got 'auto' \(no parameter of"):
+        build_defense("clipped_gossip", {"tau": "auto"})
+    with pytest.raises(ConfigError, match="parameter 'f' must be int, got 'three'"):
+        build_defense("krum", {"f": "three"})
+
+
+BAD_BOUND = '''
+from dataclasses import dataclass
+from robustbench_dice.plugins import Defense, gossip_average, Aggregation
+from robustbench_dice.registry import register_defense
+
+
+@register_defense
+@dataclass
+class BadBound(Defense):
+    """Declares a bound that is not an int parameter (a test plugin; no paper)."""
+
+    name = "bad_bound"
+    byzantine_bound = "{bound}"
+    threshold: float = 1.0
+
+    def aggregate(self, view):
+        return Aggregation(theta=gossip_average(view))
+'''
+
+
+@pytest.mark.parametrize("bound", ["f", "threshold"])
+def test_byzantine_bound_must_name_an_int_parameter(tmp_path, bound):
+    path = _write(tmp_path / "bad_bound.py", BAD_BOUND.format(bound=bound))
+    with pytest.raises(ConfigError, match=f"byzantine_bound = '{bound}' must name one of its int parameters"):
+        registry.load_plugin_file(path)
+    assert "bad_bound" not in DEFENSES

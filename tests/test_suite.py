@@ -43,6 +43,21 @@ def test_quick_suite_is_the_specified_grid():
     assert all(c.nodes == 16 and c.byzantine == 3 and c.byzantine_placement == "random" for c in cells)
 
 
+def test_full_suite_gives_every_byzantine_bound_auto_and_a_suite_file_may_too(tmp_path):
+    from robustbench_dice.registry import DEFENSES
+    from robustbench_dice.suite import full
+
+    specs = {spec.name: spec for spec in full().defenses}
+    assert set(specs) == set(DEFENSES)
+    for name, cls in DEFENSES.items():
+        assert specs[name].params == ({cls.byzantine_bound: "auto"} if cls.byzantine_bound else {})
+    assert specs["krum"].label == "krum(f=auto)" and specs["trimmed_mean"].label == "trimmed_mean(trim=auto)"
+    path = tmp_path / "bounds.toml"
+    path.write_text("[suite]\ndefenses = ['median', { name = 'ios', params = { f = 'auto' } }]\n")
+    cells = load_suite(str(path)).scenarios()
+    assert [c.defense_params for c in cells] == [{}, {"f": "auto"}]
+
+
 def test_run_resume_and_tables_are_stable(tiny, tmp_path):
     store = ResultStore(tmp_path / "store")
     first = run_suite(tiny, store, jobs=1, show_progress=False)
@@ -381,6 +396,7 @@ def test_failing_run_is_stored_with_traceback_and_others_continue(tmp_path, monk
         ("[suite]\ntopology = ['ring']\n", "unknown suite key 'topology' \\(did you mean 'topologies'\\?\\)"),
         ("[suite]\nattacks = ['labelflip']\n", "unknown attack 'labelflip' \\(did you mean 'label_flip'\\?\\)"),
         ("[suite]\ndefenses = [{ name = 'krum', params = { f = 'x' } }]\n", "parameter 'f' must be int"),
+        ("[suite]\ndefenses = [{ name = 'median', params = { f = 'auto' } }]\n", "'median' has no parameter 'f'"),
         ("[suite]\nnodes = 16\n", "'nodes' must be a non-empty list"),
         ("[suite]\nnodes = [1]\n", "nodes must be >= 2"),
         ("[suite\n", "malformed TOML"),
@@ -466,11 +482,11 @@ def test_full_suite_slice_reproduces_the_committed_summary(tmp_path):
     suite = dataclasses.replace(
         full(),
         datasets=("mnist1d",),
-        byzantine=(4,),
+        byzantine=(2,),
         partitions=("dirichlet",),
-        topologies=("small_world",),
+        topologies=("exponential",),
         attacks=(PluginSpec("alie"), PluginSpec("ipm")),
-        defenses=(PluginSpec("clipped_gossip"), PluginSpec("trimmed_mean")),
+        defenses=(PluginSpec("clipped_gossip"), PluginSpec("trimmed_mean", {"trim": "auto"})),
         seeds=(2,),
     )
     _assert_rows_reproduced(suite, committed, tmp_path)
