@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from robustbench_dice import Scenario, simulate
 from robustbench_dice.io import atomic_write_bytes
 from robustbench_dice.tables import mean_and_spread
 
 TOPOLOGIES = ("ring", "torus", "exponential")
-DEFENSES = (
+DEFENSES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("gossip", {}),
     ("dice_prune", {}),
     ("dice_prune", {"trust": "reported"}),
@@ -74,7 +75,9 @@ def main() -> None:
                 lines.append(f"| {topology} | {label} | skipped: {runs[0].reason} | | | | |")
                 continue
             wrongly = [r.honest_edges_wrongly_pruned for r in runs]
-            pruned = "n/a (no pruning)" if wrongly[0] is None else cell([float(w) for w in wrongly])
+            pruned = (
+                "n/a (no pruning)" if wrongly[0] is None else cell([None if w is None else float(w) for w in wrongly])
+            )
             lines.append(
                 f"| {topology} | {label} | {cell([r.edge_auc for r in runs])} | {cell([r.node_auc for r in runs])}"
                 f" | {cell([r.final_accuracy_mean for r in runs])} | {cell([r.final_accuracy_worst for r in runs])}"

@@ -116,7 +116,7 @@ def main() -> None:
     rate = matmul_flops_per_second()
     for n in args.nodes:
         vec, sim = vectorised_seconds_per_round(n, args.rounds, args.repeats)
-        row: dict[str, object] = {
+        row: dict[str, float] = {
             "n_nodes": n,
             "vectorised_s_per_round": vec,
             "rounds_per_s": 1.0 / vec,

@@ -62,8 +62,8 @@ def interleaved(n: int, rounds: int, repeats: int) -> dict[str, float]:
     }
 
 
-def measure(n: int, rounds: int, repeats: int, overhead_only: bool = False) -> dict[str, object]:
-    row: dict[str, object] = {"n_nodes": n, **interleaved(n, rounds, repeats)}
+def measure(n: int, rounds: int, repeats: int, overhead_only: bool = False) -> dict[str, float]:
+    row: dict[str, float] = {"n_nodes": n, **interleaved(n, rounds, repeats)}
     if overhead_only:
         return row
     plain64 = seconds_per_round(n, rounds, repeats, dtype="float64")
