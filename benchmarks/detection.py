@@ -31,6 +31,9 @@ DEFENSES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("balance", {}),
     ("geometric_median", {}),
     ("ios", {}),
+    ("krum", {"f": "auto"}),
+    ("trimmed_mean", {"trim": "auto"}),
+    ("ios", {"f": "auto"}),
 )
 
 

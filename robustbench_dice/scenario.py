@@ -75,7 +75,9 @@ class Scenario:
     attack: str = _f("none", "attack plugin name")
     attack_params: dict[str, Any] = _f({}, "parameters of the attack plugin")
     defense: str = _f("gossip", "defense plugin name")
-    defense_params: dict[str, Any] = _f({}, "parameters of the defense plugin; its Byzantine bound may be 'auto' (docs/suites.md)")
+    defense_params: dict[str, Any] = _f(
+        {}, "parameters of the defense plugin; its Byzantine bound may be 'auto' (docs/suites.md)"
+    )
     rounds: int = _f(200, "communication rounds T (one local step + one gossip each)")
     batch_size: int = _f(32, "minibatch size of each node's local step")
     lr: float = _f(0.1, "learning rate eta")

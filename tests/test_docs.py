@@ -72,7 +72,7 @@ def test_readme_detection_summary_quotes_the_detection_benchmark():
         for cells in _rows_of_table_after(RESULTS / "detection_label_flip.md", "| topology | defense |")
     }
     quoted = _rows_of_table_after(README, "Three label flippers among 16 nodes")
-    assert len(quoted) == 10
+    assert len(quoted) == 13
     for defense, *pairs in quoted:
         for topology, auc, accuracy in zip(("ring", "torus", "exponential"), pairs[::2], pairs[1::2], strict=True):
             row = committed[(topology, defense)]
