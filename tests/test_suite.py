@@ -115,6 +115,20 @@ def test_summary_rows_carry_each_runs_detection_and_consensus_metrics(tiny, tmp_
     assert all(r["honest_edges"].isdigit() for r in rows.values() if r["defense"].startswith("dice_prune"))
 
 
+def test_summary_gives_the_value_each_auto_bound_took(tiny, tmp_path):
+    store = ResultStore(tmp_path / "store")
+    bounded = (PluginSpec("trimmed_mean", {"trim": "auto"}), PluginSpec("krum", {"f": "auto"}), PluginSpec("median"))
+    suite = dataclasses.replace(tiny, topologies=("complete",), attacks=(PluginSpec("none"),), defenses=bounded)
+    run_suite(dataclasses.replace(suite, byzantine=(2,), seeds=(0,)), store, jobs=1, show_progress=False)
+    write_tables(store, tmp_path / "t")
+    rows = {r["defense"]: r for r in _csv_rows(tmp_path / "t" / "summary.csv")}
+    assert (
+        rows["trimmed_mean(trim=auto)"]["status"] == "ok" and rows["trimmed_mean(trim=auto)"]["auto_params"] == "trim=2"
+    )
+    assert rows["krum(f=auto)"]["status"] == "skipped" and "f=2" in rows["krum(f=auto)"]["reason"]
+    assert rows["median"]["auto_params"] == ""
+
+
 def _csv_rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
