@@ -26,7 +26,8 @@ def weiszfeld(
     """
     offsets = candidates - candidates[:, :1]
     # the (N, M) and (N, M, M) work below is many tiny steps: numpy's per-call cost is a fraction of torch's
-    gram = torch.bmm(offsets.double(), offsets.double().transpose(1, 2)).cpu().numpy()
+    offsets64 = offsets.double()
+    gram = torch.bmm(offsets64, offsets64.transpose(1, 2)).cpu().numpy()
     weight_np = weight.detach().double().cpu().numpy()
     coefficients = _median_coefficients(gram, weight_np / weight_np.sum(1, keepdims=True), nu, max_iter, ftol)
     mix = torch.from_numpy(coefficients).to(device=candidates.device, dtype=candidates.dtype)
