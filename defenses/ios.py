@@ -24,10 +24,6 @@ class IterativeOutlierScissor(Defense):
     byzantine_bound = "f"
     f: int = 1
 
-    def __post_init__(self) -> None:
-        if self.f < 0:
-            raise ValueError(f"f must be >= 0, got {self.f}")
-
     def skip(self, cell: CellInfo) -> str | None:
         if cell.min_in_degree <= self.f:
             return (

@@ -50,10 +50,6 @@ class Krum(Defense):
     byzantine_bound = "f"
     f: int = 1
 
-    def __post_init__(self) -> None:
-        if self.f < 0:
-            raise ValueError(f"f must be >= 0, got {self.f}")
-
     def skip(self, cell: CellInfo) -> str | None:
         smallest = cell.smallest_neighbourhood
         if smallest <= 2 * self.f + 2:

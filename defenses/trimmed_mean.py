@@ -19,10 +19,6 @@ class TrimmedMean(Defense):
     byzantine_bound = "trim"
     trim: int = 1
 
-    def __post_init__(self) -> None:
-        if self.trim < 0:
-            raise ValueError(f"trim must be >= 0, got {self.trim}")
-
     def skip(self, cell: CellInfo) -> str | None:
         if cell.smallest_neighbourhood <= 2 * self.trim:
             return (

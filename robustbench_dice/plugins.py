@@ -177,6 +177,12 @@ class Defense(Plugin):
 
     byzantine_bound: ClassVar[str | None] = None
 
+    def __post_init__(self) -> None:
+        """Checks the declared Byzantine bound (dataclass subclasses call this after ``__init__``; a subclass with
+        a ``__post_init__`` of its own calls ``super().__post_init__()``)."""
+        if self.byzantine_bound is not None and getattr(self, self.byzantine_bound) < 0:
+            raise ValueError(f"{self.byzantine_bound} must be >= 0, got {getattr(self, self.byzantine_bound)}")
+
     def aggregate(self, view: DefenseView) -> Aggregation:
         raise NotImplementedError
 

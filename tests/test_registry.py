@@ -312,3 +312,9 @@ def test_byzantine_bound_must_name_an_int_parameter(tmp_path, bound):
     with pytest.raises(ConfigError, match=f"byzantine_bound = '{bound}' must name one of its int parameters"):
         registry.load_plugin_file(path)
     assert "bad_bound" not in DEFENSES
+
+
+@pytest.mark.parametrize("name,bound", [("krum", "f"), ("ios", "f"), ("trimmed_mean", "trim")])
+def test_a_negative_byzantine_bound_is_refused(name, bound):
+    with pytest.raises(ConfigError, match=f"defense '{name}': {bound} must be >= 0, got -1"):
+        build_defense(name, {bound: -1})
