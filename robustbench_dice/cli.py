@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DatasetNotFoundError
+from .figures import FIGURE_KINDS
 from .scenario import Scenario
 
 if TYPE_CHECKING:
@@ -373,6 +374,17 @@ def _tables_folder(suite: str, given: str | None) -> str:
     return "results/tables" if name == "quick" else f"results/{name}/tables"
 
 
+def _figures_folder(suite: str | None, given: str | None) -> str:
+    """``given``, else where figures go: results/figures for the committed ones (quick and paper suites),
+    results/NAME/figures for any other suite (or 'all'), so that they do not overwrite the committed ones."""
+    if given:
+        return given
+    from pathlib import Path
+
+    name = Path(suite).stem if suite and suite.endswith(".toml") else suite
+    return "results/figures" if name is None or name in FIGURE_SUITES else f"results/{name}/figures"
+
+
 def _dry_run(args: argparse.Namespace) -> int:
     """What ``run`` would do, from the store as it is: nothing is run, created or written."""
     from .runner import pending
@@ -506,8 +518,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
     store = ResultStore(args.store, create=False)
     if not store.root.is_dir():
         print(f"note: no result store at {args.store}/; only the figures of {args.influence}/")
-    written = write_figures(store, args.influence, args.out, keys=keys)
-    print(f"{len(written)} files written to {args.out}/")
+    out = _figures_folder(args.suite, args.out)
+    written = write_figures(store, args.influence, out, keys=keys, kinds=args.kind or FIGURE_KINDS)
+    print(f"{len(written)} files written to {out}/")
     _note_stale(store)
     return 0
 
@@ -658,7 +671,11 @@ def build_parser() -> argparse.ArgumentParser:
     fig = sub.add_parser("figures", help="write figures (PNG and PDF) from the result store and results/influence")
     fig.add_argument("--store", default="results/store")
     fig.add_argument("--influence", default="results/influence", help="output folder of `influence` experiments")
-    fig.add_argument("--out", default="results/figures")
+    fig.add_argument(
+        "--out",
+        help=f"output folder (default: results/figures for the {' and '.join(FIGURE_SUITES)} suites,"
+        " results/SUITE/figures otherwise)",
+    )
     fig.add_argument(
         "--suite",
         help="the runs of this suite, as `run --suite` takes it, or 'all': every record in the store"
@@ -666,6 +683,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fig.add_argument(
         "--data-root", help="the folder holding MNIST / CIFAR-10, as given to `run --suite paper` (its runs on them)"
+    )
+    fig.add_argument(
+        "--kind",
+        action="append",
+        choices=FIGURE_KINDS,
+        metavar="KIND",
+        help=f"draw only this kind of figure (repeatable; default: all): {', '.join(FIGURE_KINDS)}",
     )
     _add_plugins_flag(fig)
     fig.set_defaults(func=cmd_figures)

@@ -15,6 +15,10 @@
 - ``topology_influence_<topology>``: the graph of one such run, each edge
   k -> j coloured by the proximal influence j accumulated from k, Byzantine
   nodes marked.
+- ``robustness_<dataset>_<model>_<N>n_<partition>``: each defense's worst case
+  over the attacks (as in the ``worst_attack`` table) against the number of
+  Byzantine nodes, one panel per topology; drawn where a suite has more than
+  one Byzantine count (the full suite).
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from __future__ import annotations
 import csv
 import gzip
 from collections import defaultdict
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .store import ResultStore
+from .store import Record, ResultStore
 from .suite import PluginSpec
+from .tables import summary_rows, worst_cases
 
 
 def _pyplot() -> Any:
@@ -56,10 +62,6 @@ def _save(fig: Any, out: Path, name: str) -> list[Path]:
     fig.savefig(paths[1], metadata={"CreationDate": None, "ModDate": None})
     _pyplot().close(fig)
     return paths
-
-
-def _ok_records(store: ResultStore, keys: set[str] | None = None) -> list[dict[str, Any]]:
-    return [r.data for r in store.records() if r.status == "ok" and (keys is None or r.key in keys)]
 
 
 def _group(s: dict[str, Any]) -> str:
@@ -376,18 +378,107 @@ def topology_influence(records: list[dict[str, Any]], out: Path) -> list[Path]:
     return written
 
 
-def write_figures(
-    store: ResultStore, influence_dir: str | Path, out: str | Path, keys: set[str] | None = None
-) -> list[Path]:
-    """Every figure the store (restricted to ``keys`` when given) and ``influence_dir`` have data for."""
-    out, influence_dir = Path(out), Path(influence_dir)
-    records = _ok_records(store, keys)
-    return (
-        accuracy_curves(records, out)
-        + detection_heatmaps(records, out)
-        + roc_curves(records, out)
-        + influence_curves(records, out)
-        + topology_influence(records, out)
-        + influence_alignment(influence_dir, out)
-        + cascade_decay(influence_dir, out)
+def robustness_curves(records: list[Record], out: Path) -> list[Path]:
+    """Worst case over the attacks against the Byzantine count: one figure per (dataset, model, nodes, partition)
+    with more than one count, a panel per topology, a line per defense. ``records``: every status, since a declined
+    or failed seed leaves that worst case undefined (no point drawn), as in the ``worst_attack`` table."""
+    plt = _pyplot()
+    series: dict[tuple[Any, ...], dict[str, dict[str, dict[int, float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(dict))
     )
+    counts: dict[tuple[Any, ...], set[int]] = defaultdict(set)
+    for (dataset, model, nodes, byzantine, partition, topology), by_defense in worst_cases(
+        summary_rows(records)
+    ).items():
+        group = (dataset, model, nodes, partition)
+        counts[group].add(int(byzantine))
+        for defense, mean in by_defense.items():
+            series[group][topology][defense][int(byzantine)] = np.nan if mean is None else mean
+    written: list[Path] = []
+    for group, by_topology in sorted(series.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        xs = sorted(counts[group])
+        if len(xs) < 2:
+            continue
+        topologies = sorted(by_topology)
+        defenses = sorted({d for by_defense in by_topology.values() for d in by_defense})
+        columns = min(4, len(topologies) + 1)  # one slot for the legend
+        rows = -(-(len(topologies) + 1) // columns)
+        fig, axes = plt.subplots(
+            rows,
+            columns,
+            figsize=(2.6 * columns, 2.4 * rows),
+            sharex=True,
+            sharey=True,
+            squeeze=False,
+            layout="constrained",
+        )
+        colours = dict(zip(defenses, plt.get_cmap("tab10")(np.linspace(0, 1, 10))[: len(defenses)], strict=False))
+        for ax, topology in zip(axes.flat, topologies, strict=False):
+            for defense in defenses:
+                points = by_topology[topology].get(defense, {})
+                ys = [points.get(x, np.nan) for x in xs]
+                style = {"color": "black", "linestyle": "--"} if defense == "gossip" else {"color": colours[defense]}
+                ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.3, label=defense, **style)
+            ax.set_title(topology)
+            ax.set_xticks(xs)
+            ax.grid(alpha=0.3)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("worst-case honest accuracy")
+        for i, ax in enumerate(axes.flat[: len(topologies)]):
+            if i + columns >= len(topologies):  # nothing drawn below it: its x axis is the column's
+                ax.xaxis.set_tick_params(labelbottom=True)
+                ax.set_xlabel(f"Byzantine nodes (of {group[2]})")
+        axes[0][0].set_ylim(0, 1)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        for ax in list(axes.flat)[len(topologies) :]:
+            ax.set_axis_off()
+        axes.flat[len(topologies)].legend(handles, labels, title="defense", fontsize=7, loc="center")
+        dataset, model, nodes, partition = group
+        fig.suptitle(
+            f"Worst case over the attacks against the number of Byzantine nodes; {dataset}, {model}, {nodes} nodes,"
+            f" {partition}\n(mean over seeds of the final honest accuracy, lowest over the attacks; no point where"
+            " the defense declined or lacked a seed)",
+            fontsize=8,
+        )
+        written += _save(fig, out, f"robustness_{dataset}_{model}_{nodes}n_{partition}")
+    return written
+
+
+FIGURE_KINDS = (
+    "accuracy_curves",
+    "detection_auc",
+    "roc_curves",
+    "influence_curves",
+    "topology_influence",
+    "influence_alignment",
+    "cascade_decay",
+    "robustness",
+)
+
+
+def write_figures(
+    store: ResultStore,
+    influence_dir: str | Path,
+    out: str | Path,
+    keys: set[str] | None = None,
+    kinds: Collection[str] = FIGURE_KINDS,
+) -> list[Path]:
+    """Every figure of ``kinds`` (names in ``FIGURE_KINDS``) that the store (restricted to ``keys`` when given) and
+    ``influence_dir`` have data for."""
+    unknown = sorted(set(kinds) - set(FIGURE_KINDS))
+    if unknown:
+        raise ValueError(f"unknown figure kind(s) {', '.join(map(repr, unknown))}; known: {', '.join(FIGURE_KINDS)}")
+    out, influence_dir = Path(out), Path(influence_dir)
+    stored = [r for r in store.records() if keys is None or r.key in keys]
+    ok = [r.data for r in stored if r.status == "ok"]
+    drawers: dict[str, Callable[[], list[Path]]] = {
+        "accuracy_curves": lambda: accuracy_curves(ok, out),
+        "detection_auc": lambda: detection_heatmaps(ok, out),
+        "roc_curves": lambda: roc_curves(ok, out),
+        "influence_curves": lambda: influence_curves(ok, out),
+        "topology_influence": lambda: topology_influence(ok, out),
+        "influence_alignment": lambda: influence_alignment(influence_dir, out),
+        "cascade_decay": lambda: cascade_decay(influence_dir, out),
+        "robustness": lambda: robustness_curves(stored, out),
+    }
+    return [path for kind in FIGURE_KINDS if kind in kinds for path in drawers[kind]()]

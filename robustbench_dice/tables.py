@@ -173,9 +173,7 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
     for r in rows:
         writer.writerow({k: _num(r[k], k in SCIENTIFIC_COLUMNS) for k in SUMMARY_COLUMNS})
     atomic_write_bytes(written[0], buffer.getvalue().encode())
-    blocks: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        blocks[(r["dataset"], r["model"], r["nodes"], r["byzantine"], r["partition"])].append(r)
+    blocks = _blocks(rows)
     tracked = any(r["influence_auc_reason"] != UNTRACKED for r in rows)
     for table, metric in METRICS.items():
         if metric == "influence_auc" and not tracked:
@@ -211,6 +209,14 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
         worst_attack_files, worst_cases = _write_worst_attack(out, blocks)
         written += worst_attack_files + _write_ranking(out, worst_cases, rows)
     return written
+
+
+def _blocks(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """``rows`` by block: (dataset, model, nodes, Byzantine count, partition)."""
+    blocks: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        blocks[(r["dataset"], r["model"], r["nodes"], r["byzantine"], r["partition"])].append(r)
+    return blocks
 
 
 def _ordered_blocks(
@@ -277,6 +283,28 @@ def _worst_attack_cell(
 
 
 WorstCases = dict[tuple[Any, ...], dict[str, float | None]]  # (block key..., topology) -> defense -> worst case
+AttackGrid = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]  # topology -> defense -> attack -> runs (seeds)
+
+
+def _attack_grid(block: list[dict[str, Any]]) -> AttackGrid:
+    """The attacked runs of one block (the clean baseline left out) by topology, defense and attack."""
+    grid: AttackGrid = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in block:
+        if r["attack"] != NO_ATTACK:
+            grid[r["topology"]][r["defense"]][r["attack"]].append(r)
+    return grid
+
+
+def worst_cases(rows: list[dict[str, Any]]) -> WorstCases:
+    """Each defense's worst case in each cell (block x topology), as ``worst_attack`` has it: the lowest mean honest
+    accuracy over the attacks, None where some attack lacks some seed's value. ``rows``: from ``summary_rows``."""
+    cases: WorstCases = {}
+    for block_key, block in _blocks(rows).items():
+        for topology, by_defense in _attack_grid(block).items():
+            for defense, by_attack in by_defense.items():
+                mean = _worst_attack_cell(by_attack, METRICS["accuracy"], {})[2]
+                cases.setdefault((*block_key, topology), {})[defense] = mean
+    return cases
 
 
 def _write_worst_attack(
@@ -293,15 +321,10 @@ def _write_worst_attack(
     flat_writer = csv.writer(flat, lineterminator="\n")
     flat_writer.writerow([*CELL_COLUMNS[:6], "defense", "worst_attack", "mean", "attacks", "note"])
     for block_key, block, title in _ordered_blocks(blocks):
-        attacked = [r for r in block if r["attack"] != NO_ATTACK]
-        if not attacked:
+        grid = _attack_grid(block)
+        if not grid:
             continue
-        defenses = sorted({r["defense"] for r in attacked})
-        grid: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = defaultdict(
-            lambda: defaultdict(lambda: defaultdict(list))
-        )
-        for r in attacked:
-            grid[r["topology"]][r["defense"]][r["attack"]].append(r)
+        defenses = sorted({d for by_defense in grid.values() for d in by_defense})
         notes: dict[str, int] = {}
         _block_header(md, tex, title, ["topology"], defenses)
         for topology, by_defense in sorted(grid.items()):

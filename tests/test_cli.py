@@ -144,3 +144,14 @@ def test_simulate_prints_the_value_auto_resolved_to(capsys):
     args = ["simulate", "--quiet", "--nodes", "6", "--rounds", "2", "--topology", "complete", "--byzantine", "2"]
     assert main([*args, "--defense", "ios", "--defense-param", "f=auto"]) == 0
     assert "defense=ios, f=2 (auto))" in capsys.readouterr().out
+
+
+def test_figures_go_beside_the_committed_ones_only_for_the_committed_suites():
+    from robustbench_dice.cli import _figures_folder
+
+    assert _figures_folder(None, None) == _figures_folder("quick", None) == "results/figures"
+    assert _figures_folder("paper", None) == "results/figures"
+    assert _figures_folder("full", None) == "results/full/figures"
+    assert _figures_folder("all", None) == "results/all/figures"
+    assert _figures_folder("suites/mine.toml", None) == "results/mine/figures"
+    assert _figures_folder("full", "elsewhere") == "elsewhere"

@@ -621,3 +621,38 @@ def test_run_command_lists_failed_runs_with_their_error(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("  failed: ConfigError: the training pool has 1437 samples, too few for 1024 nodes") == 2
     assert f"{store}/logs/" in out
+
+
+def test_robustness_figure_and_worst_cases_follow_the_worst_attack_table(tiny, tmp_path, capsys):
+    from robustbench_dice.figures import write_figures
+    from robustbench_dice.tables import summary_rows, worst_cases
+
+    path = tmp_path / "counts.toml"
+    path.write_text(TINY.replace("byzantine = [1]", "byzantine = [1, 2]").replace("seeds = [0, 1]", "seeds = [0]"))
+    store = ResultStore(tmp_path / "store")
+    run_suite(load_suite(str(path)), store, jobs=1, show_progress=False)
+    write_tables(store, tmp_path / "tables")
+    with open(tmp_path / "tables" / "worst_attack.csv") as f:
+        table = list(csv.DictReader(f))
+    cases = worst_cases(summary_rows(store.records()))
+    assert len(table) == sum(len(by_defense) for by_defense in cases.values()) == 2 * 2 * 3
+    for row in table:
+        mean = cases[("digits", "mlp", 6, int(row["byzantine"]), "iid", row["topology"])][row["defense"]]
+        assert row["mean"] == ("" if mean is None else f"{mean:.6f}")
+    assert cases[("digits", "mlp", 6, 1, "iid", "ring")]["krum"] is None  # declined: no point, the table's n/a
+    assert cases[("digits", "mlp", 6, 1, "iid", "complete")]["krum"] is not None
+    written = write_figures(store, tmp_path / "none", tmp_path / "figures", kinds=["robustness"])
+    assert sorted(p.name for p in written) == ["robustness_digits_mlp_6n_iid.pdf", "robustness_digits_mlp_6n_iid.png"]
+    with pytest.raises(ValueError, match="unknown figure kind.*'robust'.*known: accuracy_curves"):
+        write_figures(store, tmp_path / "none", tmp_path / "figures", kinds=["robust"])
+    # one Byzantine count: nothing to draw against
+    single = ResultStore(tmp_path / "single")
+    run_suite(tiny, single, jobs=1, show_progress=False)
+    assert write_figures(single, tmp_path / "none", tmp_path / "f1", kinds=["robustness"]) == []
+    # the CLI's --kind draws only that kind
+    args = ["figures", "--store", str(store.root), "--influence", str(tmp_path / "none"), "--suite", "all"]
+    assert main([*args, "--out", str(tmp_path / "f2"), "--kind", "robustness"]) == 0
+    assert {p.name.split("_")[0] for p in (tmp_path / "f2").iterdir()} == {"robustness"}
+    with pytest.raises(SystemExit):
+        main([*args, "--kind", "robust"])
+    assert "invalid choice: 'robust'" in capsys.readouterr().err
