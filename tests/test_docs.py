@@ -1,5 +1,6 @@
 """The Python examples in the docs run as written."""
 
+import csv
 import re
 from pathlib import Path
 
@@ -154,3 +155,43 @@ def test_readme_lists_the_summary_columns_in_order():
     quoted = re.findall(r"`(\w+)`", paragraph)
     assert set(quoted) <= set(SUMMARY_COLUMNS), set(quoted) - set(SUMMARY_COLUMNS)
     assert list(dict.fromkeys(quoted)) == list(SUMMARY_COLUMNS)  # each column, in the file's order
+
+
+def _full_worst_cases(partition: str, byzantine: int) -> dict[tuple[str, str], float]:
+    """(topology, defense) -> the full suite's worst case on digits, from the committed worst_attack.csv."""
+    with open(RESULTS / "full" / "tables" / "worst_attack.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        (r["topology"], r["defense"]): float(r["mean"])
+        for r in rows
+        if (r["dataset"], r["partition"], r["byzantine"]) == ("digits", partition, str(byzantine)) and r["mean"]
+    }
+
+
+def test_readme_robustness_paragraph_quotes_the_committed_worst_cases():
+    text = " ".join(README.read_text().split())
+    start = text.index("Plain gossip's worst case falls from")
+    paragraph = text[start : text.index("Edge-level detection AUC", start)]
+    iid1, iid4, dirichlet4 = _full_worst_cases("iid", 1), _full_worst_cases("iid", 4), _full_worst_cases("dirichlet", 4)
+
+    def gossip(cases: dict[tuple[str, str], float]) -> str:
+        values = [v for (_, d), v in cases.items() if d == "gossip"]
+        return f"{min(values):.2f}-{max(values):.2f}"
+
+    assert f"falls from {gossip(iid1)} with one Byzantine node to {gossip(iid4)} with four" in paragraph
+    exceptions = {("torus", "ios(f=auto)"): "0.652", ("ring", "dice_prune"): "0.752"}
+    for (topology, defense), value in iid4.items():
+        if (topology, defense) in exceptions:
+            assert f"{value:.3f}" == exceptions[(topology, defense)] and exceptions[(topology, defense)] in paragraph
+        elif defense != "gossip" and topology != "one_peer_exponential":
+            assert value >= 0.82, (topology, defense)
+    one_peer = {d: f"{v:.3f}" for (t, d), v in iid4.items() if t == "one_peer_exponential"}
+    assert one_peer["median"] == one_peer["clipped_gossip"] == one_peer["gossip"]
+    assert f"both are plain gossip ({one_peer['gossip']})" in paragraph
+    for defense, label in (("balance", "BALANCE"), ("dice_prune", "DICE pruning"), ("geometric_median", "median")):
+        assert f"{label} ({one_peer[defense]})" in paragraph
+    for topology in ("complete", "exponential"):
+        pair = f"{dirichlet4[(topology, 'clipped_gossip')]:.3f} and {dirichlet4[(topology, 'geometric_median')]:.3f}"
+        assert f"{topology}: {pair}" in paragraph
+    balance = [v for (_, d), v in dirichlet4.items() if d == "balance"]
+    assert len(balance) == 7 and f"BALANCE keeps {min(balance):.2f}-{max(balance):.2f} on every graph" in paragraph
