@@ -8,7 +8,7 @@ since one run says nothing about the spread). worst_attack: rows topology,
 columns defense, cell the lowest of the accuracy means over the attacks (the
 clean baseline left out) and which attack. ranking: one row per defense, its
 worst cases compared on the cells (block x topology) where every defense has
-one. A cell without a number says why
+one, with a test of whether the ranks tell the defenses apart. A cell without a number says why
 (n/a with a footnote). Ordering and formatting are fixed, so the same store
 gives byte-identical files.
 """
@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import scipy.stats
 
 from .io import atomic_write_bytes
@@ -347,10 +348,35 @@ def _write_worst_attack(
 NO_COMMON_CELL = "no cell where every defense has a worst case"
 
 
+def rank_test(worst: list[list[float]], alpha: float = 0.05) -> str:
+    """Whether the mean ranks tell the defenses apart, as one sentence: the Friedman test over the cells and the
+    Nemenyi critical difference, or for two defenses Wilcoxon's signed-rank test (Demsar, JMLR 2006). ``worst``: one
+    row per cell (block x topology), one column per defense."""
+    cells, k = len(worst), len(worst[0]) if worst else 0
+    over = f"over the {cells} cell{'s' if cells != 1 else ''}"
+    if k == 2 and cells:  # Demsar's test for two: Wilcoxon's signed-rank test on the paired differences
+        first, second = np.asarray(worst, dtype=float).T
+        if np.all(first == second):
+            return f"Wilcoxon signed-rank test {over}: every cell ties."
+        p = scipy.stats.wilcoxon(first, second).pvalue
+        return f"Wilcoxon signed-rank test {over}: p = {p:.2g} (two-sided)."
+    if k < 3 or cells < 2:
+        return f"Friedman test: needs at least 3 defenses and 2 cells (here {k} and {cells})."
+    # q_alpha of the studentized range for k groups and infinite degrees of freedom, over sqrt 2
+    critical = scipy.stats.studentized_range.ppf(1 - alpha, k, np.inf) / np.sqrt(2) * np.sqrt(k * (k + 1) / (6 * cells))
+    with np.errstate(divide="ignore", invalid="ignore"):  # every cell a tie: no statistic
+        chi2, p = scipy.stats.friedmanchisquare(*np.asarray(worst, dtype=float).T)
+    test = "every cell ties" if not np.isfinite(chi2) else f"chi-square {chi2:.1f}, p = {p:.2g}"
+    return (
+        f"Friedman test {over}: {test}. Nemenyi critical difference at alpha = {alpha}:"
+        f" {critical:.2f} (mean ranks closer than this are not told apart)."
+    )
+
+
 def _rank_defenses(
     worst_cases: WorstCases, unattacked: dict[tuple[Any, ...], list[dict[str, Any]]]
-) -> tuple[int, list[tuple[Any, ...]]]:
-    """(number of common cells, one row per defense sorted by mean rank): see ``_write_ranking``."""
+) -> tuple[int, list[tuple[Any, ...]], str]:
+    """(number of common cells, one row per defense sorted by mean rank, the rank test): see ``_write_ranking``."""
     metric = METRICS["accuracy"]
     defenses = sorted({d for by_defense in worst_cases.values() for d in by_defense})
     common = [cell for cell, by_defense in worst_cases.items() if all(by_defense.get(d) is not None for d in defenses)]
@@ -375,7 +401,8 @@ def _rank_defenses(
             )
         )
     ranked.sort(key=lambda r: (r[0] is None, r[0] or 0.0, r[1]))
-    return len(common), ranked
+    test = rank_test([[cast(float, worst_cases[cell][d]) for d in defenses] for cell in common]) if common else ""
+    return len(common), ranked, test
 
 
 def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]]) -> list[Path]:
@@ -413,7 +440,7 @@ def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]
         ]
     )
     for (dataset, model), group in groups.items():
-        common, ranked = _rank_defenses(group, unattacked)
+        common, ranked, test = _rank_defenses(group, unattacked)
         what = "all datasets and models" if dataset == "all" else f"{dataset} / {model}"
         title = f"{what}: {common} of {len(group)} cells (block x topology), those where every defense has a worst case"
         columns = ["mean rank", "worst case", "lowest worst case", "no attack", "cells with a worst case"]
@@ -430,5 +457,9 @@ def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]
             ]
             _block_row(md, tex, [d], [*cells, f"{defined} of {of}"])
             flat_writer.writerow([dataset, model, d, *("" if v is None else f"{v:.6f}" for v in numbers), defined, of])
+        if test:
+            md += ["", test]
         _block_footer(md, tex, notes)
+        if test:
+            tex += [f"% {test}", ""]
     return _write_formats(out, "ranking", md, tex, flat.getvalue())

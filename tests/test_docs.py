@@ -195,3 +195,30 @@ def test_readme_robustness_paragraph_quotes_the_committed_worst_cases():
         assert f"{topology}: {pair}" in paragraph
     balance = [v for (_, d), v in dirichlet4.items() if d == "balance"]
     assert len(balance) == 7 and f"BALANCE keeps {min(balance):.2f}-{max(balance):.2f} on every graph" in paragraph
+
+
+def test_readme_ranking_significance_follows_the_committed_rank_tests():
+    text = " ".join(README.read_text().split())
+    start = text.index("How sure is this order?")
+    paragraph = text[start : text.index("Full suite, each defense's worst case", start)]
+    ranking = (RESULTS / "full" / "tables" / "ranking.md").read_text()
+    tests = dict(re.findall(r"## (\w+|all) [^\n]*\n.*?Friedman test over the \d+ cells: ([^\n]*)", ranking, re.DOTALL))
+    with open(RESULTS / "full" / "tables" / "ranking.csv") as f:
+        ranks = [(r["dataset"], r["defense"], float(r["mean_rank"])) for r in csv.DictReader(f)]
+
+    def told_apart(dataset: str, a: str, b: str) -> bool:
+        rank = {d: r for ds, d, r in ranks if ds == dataset}
+        return abs(rank[a] - rank[b]) > float(re.search(r"alpha = 0.05: ([\d.]+)", tests[dataset]).group(1))
+
+    chi = {
+        ds: re.search(r"chi-square [\d.]+, p = [\d.e-]+", tests[ds]).group(0).rstrip(".")
+        for ds in ("digits", "mnist1d")
+    }
+    assert f"({chi['digits']})" in paragraph and f"MNIST-1D ({chi['mnist1d']}," in paragraph
+    for dataset in ("digits", "mnist1d"):
+        order = [d for ds, d, _ in ranks if ds == dataset]  # the csv is sorted by mean rank
+        assert order[-2:] == ["krum(f=auto)", "gossip"]
+        assert all(told_apart(dataset, a, b) for a in order[:4] for b in order[-2:])
+        assert not any(told_apart(dataset, a, b) for a in order[:7] for b in order[:7])
+    assert "critical difference is 3.80" in paragraph and "(critical difference 2.69)" in paragraph
+    assert told_apart("all", "ios(f=auto)", "median") and told_apart("all", "ios(f=auto)", "dice_prune")

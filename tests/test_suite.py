@@ -2,7 +2,9 @@ import csv
 import dataclasses
 import json
 
+import numpy as np
 import pytest
+import scipy.stats
 
 from robustbench_dice.cli import main
 from robustbench_dice.errors import ConfigError
@@ -203,6 +205,8 @@ def test_ranking_compares_defenses_on_the_cells_where_all_have_a_worst_case(tmp_
     assert "## digits / mlp: 2 of 3 cells" in md and "| b | 1.75 | 0.750 | 0.700 | 0.880 | 2 of 3 |" in md
     assert "| c | 2.25 | 0.700 | 0.600 | n/a[1] | 3 of 3 |" in md and "[1] not every such cell has all its runs" in md
     assert "all datasets" not in md  # one (dataset, model) only
+    # ranks (1, 2.5, 2.5) and (3, 1, 2): 0.25 before the correction for the tie, 0.25 / (1 - 6 / 48) after
+    assert "\nFriedman test over the 2 cells: chi-square 0.3, p = 0.87. Nemenyi critical difference" in md
 
     # a second dataset: its own block, and one over both where the ranks of all common cells are averaged
     other = ("mnist1d", "mlp", 6, 1, "iid", "x")
@@ -656,3 +660,24 @@ def test_robustness_figure_and_worst_cases_follow_the_worst_attack_table(tiny, t
     with pytest.raises(SystemExit):
         main([*args, "--kind", "robust"])
     assert "invalid choice: 'robust'" in capsys.readouterr().err
+
+
+def test_rank_test_is_friedman_with_the_nemenyi_difference_and_wilcoxon_for_two():
+    from robustbench_dice.tables import rank_test
+
+    rng = np.random.default_rng(0)
+    worst = rng.random((10, 9)).tolist()  # 10 cells, 9 defenses, no ties
+    ranks = np.array([scipy.stats.rankdata([-v for v in row]) for row in worst])
+    n, k = ranks.shape
+    chi2 = 12 * n / (k * (k + 1)) * float((ranks.mean(0) ** 2).sum()) - 3 * n * (k + 1)  # Demsar (2006), eq. 1
+    p = scipy.stats.chi2.sf(chi2, k - 1)
+    # q_0.05 for 9 classifiers is 3.102 in Demsar's Table 5(a): CD = q sqrt(k (k + 1) / (6 N))
+    critical = 3.102 * np.sqrt(k * (k + 1) / (6 * n))
+    sentence = rank_test(worst)
+    assert f"over the 10 cells: chi-square {chi2:.1f}, p = {p:.2g}." in sentence
+    assert f"critical difference at alpha = 0.05: {critical:.2f} " in sentence
+    assert "every cell ties" in rank_test([[0.5, 0.5, 0.5], [0.2, 0.2, 0.2]])
+    two = [[0.9, 0.8], [0.7, 0.6], [0.5, 0.45], [0.3, 0.1], [0.6, 0.55], [0.8, 0.7]]
+    assert rank_test(two) == "Wilcoxon signed-rank test over the 6 cells: p = 0.031 (two-sided)."
+    assert rank_test([[0.9, 0.9]]) == "Wilcoxon signed-rank test over the 1 cell: every cell ties."
+    assert rank_test([[0.9, 0.8, 0.7]]) == "Friedman test: needs at least 3 defenses and 2 cells (here 3 and 1)."
