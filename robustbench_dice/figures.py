@@ -6,6 +6,8 @@
 - ``influence_alignment``: DICE estimate against counterfactual ground truth
   (default learning rate), one panel per hop count r.
 - ``cascade_decay``: mean |influence| against hop distance, per topology.
+- ``cascade_centrality``: a source's mean |influence| against its out-degree, on
+  the topologies whose degrees differ.
 - ``roc_curves_<topology>``: ROC curves of the edge-level suspicion scores
   (label: the sender is Byzantine), one panel per attack, defenses overlaid,
   scores pooled over seeds.
@@ -201,6 +203,39 @@ def cascade_decay(influence_dir: Path, out: Path) -> list[Path]:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, out, "cascade_decay")
+
+
+def cascade_centrality(influence_dir: Path, out: Path) -> list[Path]:
+    """The paper's topological importance: each source's mean |influence| against its out-degree, one panel per
+    topology whose degrees differ (on regular graphs there is nothing to plot), Spearman's rho in the title."""
+    from scipy.stats import spearmanr
+
+    path = influence_dir / "cascade_centrality.csv"
+    if not path.is_file():
+        return []
+    rows = list(csv.DictReader(path.open()))
+    by_topology: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for x in rows:
+        by_topology[x["topology"]].append((int(x["degree"]), float(x["mean_abs_influence"])))
+    irregular = [t for t in dict.fromkeys(x["topology"] for x in rows) if len({d for d, _ in by_topology[t]}) > 1]
+    if not irregular:
+        return []
+    plt = _pyplot()
+    fig, axes = _panel_row(plt, len(irregular), 2.8, 2.8)
+    for ax, topology in zip(axes[0], irregular, strict=True):
+        degree, influence = zip(*by_topology[topology], strict=True)
+        ax.scatter(degree, influence, s=14, alpha=0.8)
+        ax.set_title(f"{topology} (Spearman {spearmanr(degree, influence).statistic:.2f})")
+        ax.set_xlabel("out-degree of the source")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("|change of the nodes' mean test loss|")
+    fig.suptitle(
+        "Topological importance: a source's influence against its degree (ground truth GT_r at the largest r,"
+        " mean over the probe rounds)",
+        fontsize=9,
+    )
+    return _save(fig, out, "cascade_centrality")
 
 
 def roc_curves(records: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -452,6 +487,7 @@ FIGURE_KINDS = (
     "topology_influence",
     "influence_alignment",
     "cascade_decay",
+    "cascade_centrality",
     "robustness",
 )
 
@@ -479,6 +515,7 @@ def write_figures(
         "topology_influence": lambda: topology_influence(ok, out),
         "influence_alignment": lambda: influence_alignment(influence_dir, out),
         "cascade_decay": lambda: cascade_decay(influence_dir, out),
+        "cascade_centrality": lambda: cascade_centrality(influence_dir, out),
         "robustness": lambda: robustness_curves(stored, out),
     }
     return [path for kind in FIGURE_KINDS if kind in kinds for path in drawers[kind]()]

@@ -204,3 +204,22 @@ def test_tracked_influence_is_the_definition_and_does_not_change_training(
     # tracking shares a forward pass with training but must not change it (bit-identical here; BLAS kernels
     # chosen by matrix height could differ in the last bit elsewhere)
     torch.testing.assert_close(plain.final_theta, sim.final_theta, rtol=1e-12, atol=1e-14)
+
+
+def test_cascade_centrality_figure_draws_the_irregular_topologies_with_their_spearman(tmp_path, monkeypatch):
+    from scipy.stats import spearmanr
+
+    import robustbench_dice.figures as figures
+
+    header = "dataset,model,topology,source,degree,eigenvector_centrality,mean_influence,mean_abs_influence\n"
+    star = [(0, 3, 9e-4), (1, 1, 2e-4), (2, 1, 3e-4), (3, 1, 1e-4)]
+    lines = [f"digits,mlp,ring,{j},2,0.5,1e-4,{1e-4 * (j + 1)}\n" for j in range(4)]
+    lines += [f"digits,mlp,star,{j},{d},0.5,{v},{v}\n" for j, d, v in star]
+    (tmp_path / "cascade_centrality.csv").write_text(header + "".join(lines))
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name: drawn.append((fig, name)) or [out / name])
+    assert figures.cascade_centrality(tmp_path, tmp_path / "f") == [tmp_path / "f" / "cascade_centrality"]
+    (fig, _), expected = drawn[0], spearmanr([3, 1, 1, 1], [9e-4, 2e-4, 3e-4, 1e-4]).statistic
+    assert [ax.get_title() for ax in fig.axes] == [f"star (Spearman {expected:.2f})"]  # the ring's degrees are equal
+    (tmp_path / "cascade_centrality.csv").write_text(header + "".join(lines[:4]))
+    assert figures.cascade_centrality(tmp_path, tmp_path / "f") == []
