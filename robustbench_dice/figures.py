@@ -447,7 +447,8 @@ def robustness_curves(records: list[Record], out: Path) -> list[Path]:
             squeeze=False,
             layout="constrained",
         )
-        colours = dict(zip(defenses, plt.get_cmap("tab10")(np.linspace(0, 1, 10))[: len(defenses)], strict=False))
+        palette = plt.get_cmap("tab10" if len(defenses) <= 10 else "tab20")
+        colours = {defense: palette(i % palette.N) for i, defense in enumerate(defenses)}
         for ax, topology in zip(axes.flat, topologies, strict=False):
             for defense in defenses:
                 points = by_topology[topology].get(defense, {})

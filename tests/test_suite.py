@@ -681,3 +681,18 @@ def test_rank_test_is_friedman_with_the_nemenyi_difference_and_wilcoxon_for_two(
     assert rank_test(two) == "Wilcoxon signed-rank test over the 6 cells: p = 0.031 (two-sided)."
     assert rank_test([[0.9, 0.9]]) == "Wilcoxon signed-rank test over the 1 cell: every cell ties."
     assert rank_test([[0.9, 0.8, 0.7]]) == "Friedman test: needs at least 3 defenses and 2 cells (here 3 and 1)."
+
+
+def test_robustness_figure_takes_any_number_of_defenses(tmp_path, monkeypatch):
+    import robustbench_dice.figures as figures
+
+    cases = {
+        ("digits", "mlp", 16, b, "iid", "ring"): {
+            f"d{i}": (None if i == 3 and b == 2 else 0.9 - 0.05 * b) for i in range(12)
+        }
+        for b in (1, 2, 4)
+    }
+    monkeypatch.setattr(figures, "summary_rows", lambda records: records)
+    monkeypatch.setattr(figures, "worst_cases", lambda rows: cases)
+    written = figures.robustness_curves([], tmp_path)
+    assert [p.name for p in written] == ["robustness_digits_mlp_16n_iid.png", "robustness_digits_mlp_16n_iid.pdf"]
