@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 from collections import defaultdict
 from collections.abc import Callable, Collection
@@ -506,17 +507,24 @@ def write_figures(
     if unknown:
         raise ValueError(f"unknown figure kind(s) {', '.join(map(repr, unknown))}; known: {', '.join(FIGURE_KINDS)}")
     out, influence_dir = Path(out), Path(influence_dir)
-    stored = [r for r in store.records() if keys is None or r.key in keys]
-    ok = [r.data for r in stored if r.status == "ok"]
+
+    @functools.cache  # read once, and only when a kind drawn from the store is asked for
+    def stored() -> list[Record]:
+        return [r for r in store.records() if keys is None or r.key in keys]
+
+    @functools.cache
+    def ok() -> list[dict[str, Any]]:
+        return [r.data for r in stored() if r.status == "ok"]
+
     drawers: dict[str, Callable[[], list[Path]]] = {
-        "accuracy_curves": lambda: accuracy_curves(ok, out),
-        "detection_auc": lambda: detection_heatmaps(ok, out),
-        "roc_curves": lambda: roc_curves(ok, out),
-        "influence_curves": lambda: influence_curves(ok, out),
-        "topology_influence": lambda: topology_influence(ok, out),
+        "accuracy_curves": lambda: accuracy_curves(ok(), out),
+        "detection_auc": lambda: detection_heatmaps(ok(), out),
+        "roc_curves": lambda: roc_curves(ok(), out),
+        "influence_curves": lambda: influence_curves(ok(), out),
+        "topology_influence": lambda: topology_influence(ok(), out),
         "influence_alignment": lambda: influence_alignment(influence_dir, out),
         "cascade_decay": lambda: cascade_decay(influence_dir, out),
         "cascade_centrality": lambda: cascade_centrality(influence_dir, out),
-        "robustness": lambda: robustness_curves(stored, out),
+        "robustness": lambda: robustness_curves(stored(), out),
     }
     return [path for kind in FIGURE_KINDS if kind in kinds for path in drawers[kind]()]
