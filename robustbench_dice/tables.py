@@ -8,7 +8,9 @@ since one run says nothing about the spread). worst_attack: rows topology,
 columns defense, cell the lowest of the accuracy means over the attacks (the
 clean baseline left out) and which attack. ranking: one row per defense, its
 worst cases compared on the cells (block x topology) where every defense has
-one, with a test of whether the ranks tell the defenses apart. A cell without a number says why
+one, with a test of whether the ranks tell the defenses apart. attack_strength: per (dataset, model), rows attack,
+columns defense, cell the accuracy the attack costs the defense against no attack, averaged over the cells, and in
+how many cells it is the defense's worst attack. A cell without a number says why
 (n/a with a footnote). Ordering and formatting are fixed, so the same store
 gives byte-identical files.
 """
@@ -209,6 +211,8 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
     if any(r["attack"] != NO_ATTACK for r in rows):
         worst_attack_files, worst_cases = _write_worst_attack(out, blocks)
         written += worst_attack_files + _write_ranking(out, worst_cases, rows)
+        if any(r["attack"] == NO_ATTACK for r in rows):
+            written += _write_attack_strength(out, blocks)
     return written
 
 
@@ -463,3 +467,84 @@ def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]
         if test:
             tex += [f"% {test}", ""]
     return _write_formats(out, "ranking", md, tex, flat.getvalue())
+
+
+NO_DROP = f"no cell with every seed's value both under this attack and under {NO_ATTACK!r}"
+
+
+def attack_strength(
+    blocks: dict[tuple[Any, ...], list[dict[str, Any]]],
+) -> dict[tuple[str, str], dict[str, dict[str, tuple[list[float], int]]]]:
+    """What each attack costs each defense: ``(dataset, model) -> attack -> defense -> (drops, worst_in)``.
+
+    ``drops``: one per cell (block x topology) where both the attack and the clean baseline have every seed's
+    value, the mean honest accuracy under no attack minus under the attack (positive = accuracy lost).
+    ``worst_in``: in how many cells the attack is the defense's worst case (as ``worst_attack`` has it).
+    """
+    metric = METRICS["accuracy"]
+    strength: dict[tuple[str, str], dict[str, dict[str, tuple[list[float], int]]]] = {}
+    for block_key, block in sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        group = strength.setdefault((block_key[0], block_key[1]), {})
+        grid: AttackGrid = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+        for r in block:
+            grid[r["topology"]][r["defense"]][r["attack"]].append(r)
+        for by_defense in grid.values():
+            for defense, by_attack in by_defense.items():
+                attacked = {a: runs for a, runs in by_attack.items() if a != NO_ATTACK}
+                worst = _worst_attack_cell(attacked, metric, {})[1] if attacked else ""
+                clean = _values(by_attack.get(NO_ATTACK, []), metric)
+                for attack, runs in attacked.items():
+                    drops, worst_in = group.setdefault(attack, {}).get(defense, ([], 0))
+                    values = _values(runs, metric)
+                    if clean and len(clean) == len(by_attack[NO_ATTACK]) and values and len(values) == len(runs):
+                        drops = [*drops, statistics.fmean(clean) - statistics.fmean(values)]
+                    group[attack][defense] = (drops, worst_in + (attack == worst))
+    return strength
+
+
+def _write_attack_strength(out: Path, blocks: dict[tuple[Any, ...], list[dict[str, Any]]]) -> list[Path]:
+    """``attack_strength``: per (dataset, model), rows attack, columns defense; cell = the mean over the cells
+    (block x topology) of the accuracy the attack costs the defense against no attack (:func:`attack_strength`), and
+    in brackets in how many cells it is the defense's worst attack. Rows strongest first, by the mean of the row."""
+    md = [
+        f"# attack strength (mean {METRICS['accuracy']} lost against {NO_ATTACK!r}, over the cells block x topology;"
+        " in brackets, in how many cells it is the defense's worst attack)",
+        "",
+    ]
+    tex: list[str] = []
+    flat = io.StringIO()
+    flat_writer = csv.writer(flat, lineterminator="\n")
+    flat_writer.writerow(["dataset", "model", "attack", "defense", "mean_drop", "max_drop", "cells", "worst_in"])
+    for (dataset, model), by_attack in attack_strength(blocks).items():
+        defenses = sorted({d for by_defense in by_attack.values() for d in by_defense})
+        row_means = {
+            attack: [statistics.fmean(drops) for drops, _ in by_defense.values() if drops]
+            for attack, by_defense in by_attack.items()
+        }
+        attacks = sorted(by_attack, key=lambda a: (-statistics.fmean(row_means[a] or [-1.0]), a))
+        notes: dict[str, int] = {}
+        _block_header(md, tex, f"{dataset} / {model}", ["attack"], [*defenses, "mean"])
+        for attack in attacks:
+            cells = []
+            for d in defenses:
+                drops, worst_in = by_attack[attack].get(d, ([], 0))
+                mean = statistics.fmean(drops) if drops else None
+                cells.append(f"{mean:.3f} ({worst_in})" if mean is not None else _not_available(notes, NO_DROP))
+                flat_writer.writerow(
+                    [
+                        dataset,
+                        model,
+                        attack,
+                        d,
+                        "" if mean is None else f"{mean:.6f}",
+                        f"{max(drops):.6f}" if drops else "",
+                        len(drops),
+                        worst_in,
+                    ]
+                )
+            overall = (
+                f"{statistics.fmean(row_means[attack]):.3f}" if row_means[attack] else _not_available(notes, NO_DROP)
+            )
+            _block_row(md, tex, [attack], [*cells, overall])
+        _block_footer(md, tex, notes)
+    return _write_formats(out, "attack_strength", md, tex, flat.getvalue())

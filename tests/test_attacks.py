@@ -101,3 +101,86 @@ def test_attacks_hurt_plain_gossip(name, params):
     ).run()
     assert attacked.final_accuracy_mean < clean.final_accuracy_mean
     assert np.isfinite(attacked.curve[-1].loss_mean) or attacked.diverged
+
+
+def _bisect_gamma(feasible, iterations=200):
+    """The paper's search for gamma, by plain bisection: the largest gamma for which ``feasible`` holds."""
+    lo, hi = 0.0, 1.0
+    while feasible(hi):
+        lo, hi = hi, 2.0 * hi
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if feasible(mid) else (lo, mid)
+    return lo
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_min_max_and_min_sum_gamma_equal_the_papers_bisection(seed):
+    from robustbench_dice.attacks.min_max import min_max_gamma, min_sum_gamma
+
+    gen = torch.Generator().manual_seed(seed)
+    models = torch.randn(7, 30, generator=gen, dtype=torch.float64) * torch.rand(30, generator=gen, dtype=torch.float64)
+    direction = -models.std(0, unbiased=False)
+    mu = models.mean(0)
+    diameter = torch.cdist(models, models).max()
+    sum_bound = torch.cdist(models, models).square().sum(1).max()
+
+    def max_ok(g):
+        return bool(torch.cdist((mu + g * direction)[None], models).max() <= diameter)
+
+    def sum_ok(g):
+        return bool(torch.cdist((mu + g * direction)[None], models).square().sum() <= sum_bound)
+
+    g_max, g_sum = float(min_max_gamma(models, direction)), float(min_sum_gamma(models, direction))
+    assert g_max == pytest.approx(_bisect_gamma(max_ok), rel=1e-9)
+    assert g_sum == pytest.approx(_bisect_gamma(sum_ok), rel=1e-9)
+    assert g_max > 0 and g_sum > 0
+    # each constraint is tight at its gamma
+    assert float(torch.cdist((mu + g_max * direction)[None], models).max()) == pytest.approx(float(diameter))
+    assert float(torch.cdist((mu + g_sum * direction)[None], models).square().sum()) == pytest.approx(float(sum_bound))
+    assert float(min_max_gamma(models, torch.zeros(30, dtype=torch.float64))) == 0.0  # no direction, no push
+
+
+@pytest.mark.parametrize("name", ["min_max", "min_sum"])
+def test_min_max_family_sends_the_mean_of_its_reference_pushed_along_p(name):
+    from robustbench_dice.attacks.min_max import min_max_gamma, min_sum_gamma
+
+    gamma = min_max_gamma if name == "min_max" else min_sum_gamma
+    _, views, received = _spy(
+        Scenario(attack=name, attack_params={"reference": "all"}, byzantine=3, nodes=8, rounds=2, topology="complete")
+    )
+    v, m = views[1], received[1]
+    honest = v.half[v.honest_mask]
+    p = -honest.std(0, unbiased=False)
+    expected = honest.mean(0) + gamma(honest, p) * p
+    for b in v.byzantine:
+        torch.testing.assert_close(m[b], expected)
+    assert not torch.allclose(expected, honest.mean(0))
+
+
+def test_min_max_reference_is_the_closed_neighbourhoods_of_its_receivers():
+    from robustbench_dice.attacks.min_max import perturbation, reference_masks
+
+    _, views, received = _spy(
+        Scenario(
+            attack="min_max", attack_params={"perturbation": "unit"}, byzantine=1, nodes=10, rounds=1, topology="ring"
+        )
+    )
+    v, m = views[0], received[0]
+    b = int(v.byzantine[0])
+    expected = {(b + s) % 10 for s in (-2, -1, 1, 2)}  # receivers b +- 1 and their own neighbours, b excluded
+    (mask,) = reference_masks(v, "neighbourhoods")
+    assert set(mask.nonzero().flatten().tolist()) == expected
+    direction = perturbation(v, mask, "unit")
+    torch.testing.assert_close(direction, -v.delta[mask].mean(0) / v.delta[mask].mean(0).norm())
+    assert float(torch.cdist(m[b][None], v.half[mask]).max()) == pytest.approx(
+        float(torch.cdist(v.half[mask], v.half[mask]).max()), rel=1e-4
+    )
+
+
+@pytest.mark.parametrize("params", [{"perturbation": "inverse"}, {"reference": "global"}])
+def test_min_max_bad_parameters_name_the_accepted_ones(params):
+    from robustbench_dice.registry import build_attack
+
+    with pytest.raises(ValueError, match="must be one of"):
+        build_attack("min_max", params)

@@ -31,5 +31,7 @@ def test_required_plugins_are_registered():
         "alie",
         "ipm",
         "dissensus",
+        "min_max",
+        "min_sum",
     } <= set(ATTACKS)
     assert {"gossip", "dice_prune", "krum", "median", "trimmed_mean", "clipped_gossip", "balance"} <= set(DEFENSES)

@@ -235,12 +235,50 @@ def test_ranking_of_a_suite_follows_its_worst_attack_table(attacked, tmp_path):
     assert {r["defense"]: (r["cells"], r["of"]) for r in ranking}["krum"] == ("1", "2")
 
 
+def test_attack_strength_is_the_accuracy_lost_against_no_attack(attacked, tmp_path):
+    tiny, store = attacked
+    accuracy = {
+        (r["topology"], r["attack"], r["defense"]): r["mean"] for r in _csv_rows(tmp_path / "t" / "accuracy.csv")
+    }
+    worst = {(r["topology"], r["defense"]): r["worst_attack"] for r in _csv_rows(tmp_path / "t" / "worst_attack.csv")}
+    strength = _csv_rows(tmp_path / "t" / "attack_strength.csv")
+    assert {(r["attack"], r["defense"]) for r in strength} == {
+        (a, d) for a in ("label_flip", "gradient_scale") for d in ("dice_prune(trust=reported)", "gossip", "krum")
+    }
+    for row in strength:
+        drops = [
+            float(accuracy[(t, "none", row["defense"])]) - float(accuracy[(t, row["attack"], row["defense"])])
+            for t in ("complete", "ring")
+            if accuracy[(t, row["attack"], row["defense"])] != ""
+        ]
+        assert row["cells"] == str(len(drops)) and len(drops) == (1 if row["defense"] == "krum" else 2)
+        assert float(row["mean_drop"]) == pytest.approx(sum(drops) / len(drops), abs=2e-6)  # csv: 6 decimals
+        assert float(row["max_drop"]) == pytest.approx(max(drops), abs=2e-6)
+        worst_in = sum(worst[(t, row["defense"])] == row["attack"] for t in ("complete", "ring"))
+        assert row["worst_in"] == str(worst_in)
+    md = (tmp_path / "t" / "attack_strength.md").read_text()
+    means = {}
+    for r in strength:
+        means.setdefault(r["attack"], []).append(float(r["mean_drop"]))
+    first = max(means, key=lambda a: sum(means[a]) / len(means[a]))
+    assert md.splitlines()[6].startswith(f"| {first} | ")  # strongest attack first
+
+    # a failed seed under no attack takes the cell out of every attack's drop for that defense
+    failed = next(c for c in tiny.scenarios() if (c.topology, c.attack, c.defense) == ("complete", "none", "gossip"))
+    store.put_failure(failed, "RuntimeError: boom", "Traceback ...")
+    write_tables(store, tmp_path / "t")
+    gossip = {
+        r["attack"]: r["cells"] for r in _csv_rows(tmp_path / "t" / "attack_strength.csv") if r["defense"] == "gossip"
+    }
+    assert gossip == {"label_flip": "1", "gradient_scale": "1"}
+
+
 def test_worst_attack_table_needs_an_attack(tiny, tmp_path):
     store = ResultStore(tmp_path / "store")
     run_suite(dataclasses.replace(tiny, attacks=(PluginSpec("none"),), seeds=(0,)), store, jobs=1, show_progress=False)
     written = {p.name for p in write_tables(store, tmp_path / "t")}
     assert "accuracy.md" in written
-    assert not any(name.startswith(("worst_attack", "ranking")) for name in written)
+    assert not any(name.startswith(("worst_attack", "ranking", "attack_strength")) for name in written)
 
 
 def test_progress_without_a_terminal_is_logged_as_lines(tiny, tmp_path, monkeypatch, capsys):
