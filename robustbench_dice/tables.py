@@ -291,11 +291,11 @@ WorstCases = dict[tuple[Any, ...], dict[str, float | None]]  # (block key..., to
 AttackGrid = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]  # topology -> defense -> attack -> runs (seeds)
 
 
-def _attack_grid(block: list[dict[str, Any]]) -> AttackGrid:
-    """The attacked runs of one block (the clean baseline left out) by topology, defense and attack."""
+def _attack_grid(block: list[dict[str, Any]], clean: bool = False) -> AttackGrid:
+    """The attacked runs of one block by topology, defense and attack; the clean baseline too if ``clean``."""
     grid: AttackGrid = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in block:
-        if r["attack"] != NO_ATTACK:
+        if clean or r["attack"] != NO_ATTACK:
             grid[r["topology"]][r["defense"]][r["attack"]].append(r)
     return grid
 
@@ -485,10 +485,7 @@ def attack_strength(
     strength: dict[tuple[str, str], dict[str, dict[str, tuple[list[float], int]]]] = {}
     for block_key, block in sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0]))):
         group = strength.setdefault((block_key[0], block_key[1]), {})
-        grid: AttackGrid = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-        for r in block:
-            grid[r["topology"]][r["defense"]][r["attack"]].append(r)
-        for by_defense in grid.values():
+        for by_defense in _attack_grid(block, clean=True).values():
             for defense, by_attack in by_defense.items():
                 attacked = {a: runs for a, runs in by_attack.items() if a != NO_ATTACK}
                 worst = _worst_attack_cell(attacked, metric, {})[1] if attacked else ""
@@ -521,7 +518,7 @@ def _write_attack_strength(out: Path, blocks: dict[tuple[Any, ...], list[dict[st
             attack: [statistics.fmean(drops) for drops, _ in by_defense.values() if drops]
             for attack, by_defense in by_attack.items()
         }
-        attacks = sorted(by_attack, key=lambda a: (-statistics.fmean(row_means[a] or [-1.0]), a))
+        attacks = sorted(by_attack, key=lambda a: (not row_means[a], -statistics.fmean(row_means[a] or [0.0]), a))
         notes: dict[str, int] = {}
         _block_header(md, tex, f"{dataset} / {model}", ["attack"], [*defenses, "mean"])
         for attack in attacks:
