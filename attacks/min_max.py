@@ -34,7 +34,6 @@ def reference_masks(view: AttackView, reference: str) -> torch.Tensor:
     linked = torch.as_tensor(view.mixing.weights > 0, device=honest.device)  # linked[j, k]: j receives from k
     linked = linked | torch.eye(linked.shape[0], dtype=torch.bool, device=honest.device)
     receivers = linked[:, view.byzantine].T & honest  # (|B|, N): b's honest out-neighbours
-    receivers[:, view.byzantine] = False
     masks = (receivers.to(torch.float64) @ linked.to(torch.float64) > 0) & honest  # their closed neighbourhoods
     lonely = ~masks.any(1)  # a Byzantine node with no honest receiver: fall back to every honest model
     masks[lonely] = honest
