@@ -364,13 +364,18 @@ def _suite_keys(suites: list[Any]) -> set[str]:
     return {scenario_key(s) for suite in suites for s in suite.scenarios()}
 
 
+def _suite_name(suite: str) -> str:
+    """A suite's name as the results folders use it: a suite file's stem, or the built-in name as given."""
+    from pathlib import Path
+
+    return Path(suite).stem if suite.endswith(".toml") else suite
+
+
 def _tables_folder(suite: str, given: str | None) -> str:
     """``given``, else where a suite's tables go: results/tables for quick, results/NAME/tables otherwise."""
     if given:
         return given
-    from pathlib import Path
-
-    name = Path(suite).stem if suite.endswith(".toml") else suite
+    name = _suite_name(suite)
     return "results/tables" if name == "quick" else f"results/{name}/tables"
 
 
@@ -379,9 +384,7 @@ def _figures_folder(suite: str | None, given: str | None) -> str:
     results/NAME/figures for any other suite (or 'all'), so that they do not overwrite the committed ones."""
     if given:
         return given
-    from pathlib import Path
-
-    name = Path(suite).stem if suite and suite.endswith(".toml") else suite
+    name = None if suite is None else _suite_name(suite)
     return "results/figures" if name is None or name in FIGURE_SUITES else f"results/{name}/figures"
 
 
