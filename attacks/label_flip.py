@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robustbench_dice.plugins import Attack, AttackSetup
+from robustbench_dice.plugins import Attack, AttackSetup, check_one_of
 from robustbench_dice.registry import register_attack
 
 RULES = ("reverse", "shift", "random")
@@ -23,8 +23,7 @@ class LabelFlip(Attack):
     fraction: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.rule not in RULES:
-            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        check_one_of("rule", self.rule, RULES)
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
 

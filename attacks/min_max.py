@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robustbench_dice.plugins import Attack, AttackView
+from robustbench_dice.plugins import Attack, AttackView, check_one_of
 from robustbench_dice.registry import register_attack
 
 PERTURBATIONS = ("std", "unit", "sign")
@@ -77,10 +77,8 @@ class _Optimised(Attack):
     reference: str
 
     def __post_init__(self) -> None:
-        if self.perturbation not in PERTURBATIONS:
-            raise ValueError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {self.perturbation!r}")
-        if self.reference not in REFERENCES:
-            raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
+        check_one_of("perturbation", self.perturbation, PERTURBATIONS)
+        check_one_of("reference", self.reference, REFERENCES)
 
     def gamma(self, models: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from robustbench_dice.plugins import Aggregation, Defense, DefenseView, weighted_average
+from robustbench_dice.plugins import Aggregation, Defense, DefenseView, check_one_of, weighted_average
 from robustbench_dice.registry import register_defense
 
 TRUST = ("reported", "mixed")
@@ -45,8 +45,7 @@ class DicePrune(Defense):
     _square: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.trust not in TRUST:
-            raise ValueError(f"trust must be one of {', '.join(TRUST)}, got {self.trust!r}")
+        check_one_of("trust", self.trust, TRUST)
         if self.warmup < 0 or not 0.0 < self.decay <= 1.0:
             raise ValueError(f"need warmup >= 0 and 0 < decay <= 1; got {self.warmup}, {self.decay}")
 

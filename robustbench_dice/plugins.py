@@ -187,6 +187,12 @@ class Defense(Plugin):
         raise NotImplementedError
 
 
+def check_one_of(parameter: str, value: str, choices: tuple[str, ...]) -> None:
+    """For a plugin's ``__post_init__``: a ValueError naming ``parameter``, the bad ``value`` and the ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{parameter} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def gossip_average(view: DefenseView) -> torch.Tensor:
     """Plain gossip ``W @ messages`` with each node's own row replaced by its own model."""
     mixed = view.weights @ view.messages
