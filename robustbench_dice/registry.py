@@ -226,12 +226,12 @@ def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any], 
             # without a run to resolve it (checking a suite), the parameter's default stands in
             params[key] = valid[key].default if auto is None else auto
         elif not _type_ok(value, valid[key].type):
-            hint = ""
-            if value == AUTO:
+            expected, hint = type_name(valid[key].type), ""
+            if key == bound:  # the engine resolves "auto" to the most Byzantine in-neighbours of any honest node
+                expected += f" or {AUTO!r}"
+            elif value == AUTO:
                 hint = f" (only {bound!r} takes {AUTO!r})" if bound else f" (no parameter of {name!r} takes {AUTO!r})"
-            raise ConfigError(
-                f"{kind} {name!r} parameter {key!r} must be {type_name(valid[key].type)}, got {value!r}{hint}"
-            )
+            raise ConfigError(f"{kind} {name!r} parameter {key!r} must be {expected}, got {value!r}{hint}")
     try:
         return cls(**params)
     except (TypeError, ValueError) as exc:

@@ -34,4 +34,5 @@ def test_required_plugins_are_registered():
         "min_max",
         "min_sum",
     } <= set(ATTACKS)
-    assert {"gossip", "dice_prune", "krum", "median", "trimmed_mean", "clipped_gossip", "balance"} <= set(DEFENSES)
+    required = {"gossip", "dice_prune", "krum", "median", "trimmed_mean", "clipped_gossip", "balance", "ios", "ubar"}
+    assert required <= set(DEFENSES)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -297,3 +299,69 @@ def test_ios_without_cuts_is_gossip_and_declines_graphs_it_would_empty(vectors):
     torch.testing.assert_close(plain, view.weights.to(plain.dtype) @ view.messages)
     result = simulate(Scenario(defense="ios", defense_params={"f": 2}, topology="ring", nodes=8, rounds=2))
     assert result.status == "skipped" and "smallest in-degree is 2" in result.reason
+
+
+def textbook_ubar(own: np.ndarray, received: np.ndarray, loss, f: int, alpha: float) -> tuple[np.ndarray, set[int]]:
+    """UBAR for one node: ``received`` rows are its in-neighbours' messages; returns the model and the kept rows."""
+    by_distance = sorted(range(len(received)), key=lambda i: (np.linalg.norm(received[i] - own), i))
+    shortlist = by_distance[: len(received) - f]
+    kept = [i for i in shortlist if loss(received[i]) <= loss(own)]
+    if not kept:
+        kept = [min(shortlist, key=lambda i: loss(received[i]))]
+    return alpha * own + (1 - alpha) * received[kept].mean(axis=0), set(kept)
+
+
+@pytest.mark.parametrize(
+    ("topology", "f", "spread"),
+    [
+        ("star", 0, 0.0),
+        ("erdos_renyi", 1, 1.0),
+        ("torus", 1, 1.0),
+        ("torus", 2, 0.0),  # every neighbour worse than the node itself: the best of the shortlist is kept
+        ("exponential", 2, 1.0),
+        ("complete", 3, 1.0),
+    ],
+)
+def test_ubar_equals_the_per_node_textbook_loop(topology, f, spread):
+    view = _view_on(topology)
+    nb = view.neighbours
+    target = view.own + spread * torch.randn(
+        view.own.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    view = dataclasses.replace(view, validation_loss=lambda t: (t - target).square().sum(1))
+    out = build_defense("ubar", {"f": f, "alpha": 0.3}).aggregate(view)
+    fallbacks = 0
+    for j in range(view.own.shape[0]):
+        x, _, ids = _neighbourhood(view, j)
+
+        def loss(v, j=j):
+            return float(((v - target[j].numpy()) ** 2).sum())
+
+        expected, kept = textbook_ubar(x[0], x[1:], loss, f, 0.3)
+        np.testing.assert_allclose(out.theta[j].numpy(), expected, rtol=1e-12, atol=1e-12)
+        pruned = {int(nb.index[j, d]) for d in range(nb.max_degree) if out.pruned[j, d]}
+        assert pruned == set(ids) - {ids[i] for i in kept}
+        if 1 in ids and f:
+            assert 1 in pruned  # the far outlier fails the distance stage
+        fallbacks += all(loss(x[i]) > loss(x[0]) for i in range(1, len(x)))
+        for d in range(nb.max_degree):
+            if nb.mask[j, d]:
+                k = int(nb.index[j, d])
+                assert out.suspicion[j, d] == pytest.approx(loss(view.messages[k].numpy()) - loss(x[0]))
+    assert fallbacks == view.own.shape[0] if spread == 0.0 else fallbacks < view.own.shape[0]
+
+
+def test_ubar_declines_graphs_it_would_empty_and_rejects_bad_alpha():
+    result = simulate(Scenario(defense="ubar", defense_params={"f": 2}, topology="ring", nodes=8, rounds=2))
+    assert result.status == "skipped" and "smallest in-degree is 2" in result.reason
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 1.5"):
+        build_defense("ubar", {"alpha": 1.5})
+
+
+def test_ubar_keeps_gradient_scalers_out_and_scores_label_flippers():
+    scenario = Scenario(attack="gradient_scale", byzantine=2, topology="torus", seed=0)
+    defended = simulate(dataclasses.replace(scenario, defense="ubar"))
+    plain = simulate(dataclasses.replace(scenario, defense="gossip"))
+    assert defended.final_accuracy_mean >= 0.9 > plain.final_accuracy_mean
+    flipped = simulate(dataclasses.replace(scenario, attack="label_flip", defense="ubar"))
+    assert flipped.edge_auc >= 0.95  # flipped-label models lose on the receiver's own data

@@ -142,7 +142,7 @@ def test_entry_point_of_an_installed_package(tmp_path, monkeypatch):
 def test_bad_plugin_parameters_are_clear_errors():
     with pytest.raises(ConfigError, match="attack 'label_flip' has no parameter 'flip'; valid: rule, fraction"):
         build_attack("label_flip", {"flip": 1})
-    with pytest.raises(ConfigError, match="parameter 'f' must be int, got 'two'"):
+    with pytest.raises(ConfigError, match="parameter 'f' must be int or 'auto', got 'two'"):
         build_defense("krum", {"f": "two"})
     with pytest.raises(ConfigError, match="rule must be one of reverse, shift, random"):
         build_attack("label_flip", {"rule": "sideways"})
@@ -282,7 +282,7 @@ def test_auto_byzantine_bound_takes_the_given_count_or_the_default_without_one()
     assert build_defense("ios", {"f": "auto"}).f == 1  # checking a suite: the default stands in
     with pytest.raises(ConfigError, match=r"parameter 'tau' must be float \| None, got 'auto' \(no parameter of"):
         build_defense("clipped_gossip", {"tau": "auto"})
-    with pytest.raises(ConfigError, match="parameter 'f' must be int, got 'three'"):
+    with pytest.raises(ConfigError, match="parameter 'f' must be int or 'auto', got 'three'"):
         build_defense("krum", {"f": "three"})
 
 
