@@ -19,8 +19,9 @@
   nodes marked.
 - ``robustness_<dataset>_<model>_<N>n_<partition>``: each defense's worst case
   over the attacks (as in the ``worst_attack`` table) against the number of
-  Byzantine nodes, one panel per topology; drawn where a suite has more than
-  one Byzantine count (the full suite).
+  Byzantine nodes, with bars of +- the sample standard deviation over the seeds
+  of that worst attack, one panel per topology; drawn where a suite has more
+  than one Byzantine count (the full suite).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 
 from .store import Record, ResultStore
 from .suite import PluginSpec
-from .tables import summary_rows, worst_cases
+from .tables import summary_rows, worst_case_values
 
 
 def _pyplot() -> Any:
@@ -414,22 +415,29 @@ def topology_influence(records: list[dict[str, Any]], out: Path) -> list[Path]:
     return written
 
 
+def _sample_std(values: list[float]) -> float:
+    """Standard deviation with n - 1 in the denominator, as the tables' cells have it; 0 for one seed (no bar)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def robustness_curves(records: list[Record], out: Path) -> list[Path]:
     """Worst case over the attacks against the Byzantine count: one figure per (dataset, model, nodes, partition)
     with more than one count, a panel per topology, a line per defense. ``records``: every status, since a declined
     or failed seed leaves that worst case undefined (no point drawn), as in the ``worst_attack`` table."""
     plt = _pyplot()
-    series: dict[tuple[Any, ...], dict[str, dict[str, dict[int, float]]]] = defaultdict(
+    # group -> topology -> defense -> Byzantine count -> (mean, sample standard deviation) over the worst attack's seeds
+    series: dict[tuple[Any, ...], dict[str, dict[str, dict[int, tuple[float, float]]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(dict))
     )
     counts: dict[tuple[Any, ...], set[int]] = defaultdict(set)
-    for (dataset, model, nodes, byzantine, partition, topology), by_defense in worst_cases(
+    for (dataset, model, nodes, byzantine, partition, topology), by_defense in worst_case_values(
         summary_rows(records)
     ).items():
         group = (dataset, model, nodes, partition)
         counts[group].add(int(byzantine))
-        for defense, mean in by_defense.items():
-            series[group][topology][defense][int(byzantine)] = np.nan if mean is None else mean
+        for defense, values in by_defense.items():
+            point = (np.nan, np.nan) if values is None else (float(np.mean(values)), _sample_std(values))
+            series[group][topology][defense][int(byzantine)] = point
     written: list[Path] = []
     for group, by_topology in sorted(series.items(), key=lambda kv: tuple(map(str, kv[0]))):
         xs = sorted(counts[group])
@@ -450,12 +458,16 @@ def robustness_curves(records: list[Record], out: Path) -> list[Path]:
         )
         palette = plt.get_cmap("tab10" if len(defenses) <= 10 else "tab20")
         colours = {defense: palette(i % palette.N) for i, defense in enumerate(defenses)}
+        # each defense's points shifted a little sideways, so that bars at the same count do not cover each other
+        dodge = 0.02 * (xs[-1] - xs[0])
         for ax, topology in zip(axes.flat, topologies, strict=False):
-            for defense in defenses:
+            for i, defense in enumerate(defenses):
                 points = by_topology[topology].get(defense, {})
-                ys = [points.get(x, np.nan) for x in xs]
+                ys, spread = np.array([points.get(x, (np.nan, np.nan)) for x in xs]).T
+                shifted = np.array(xs, dtype=float) + dodge * (i - (len(defenses) - 1) / 2)
                 style = {"color": "black", "linestyle": "--"} if defense == "gossip" else {"color": colours[defense]}
-                ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.3, label=defense, **style)
+                bars = {"yerr": spread, "elinewidth": 0.7, "capsize": 1.5}
+                ax.errorbar(shifted, ys, marker="o", markersize=3.5, linewidth=1.3, label=defense, **bars, **style)
             ax.set_title(topology)
             ax.set_xticks(xs)
             ax.grid(alpha=0.3)
@@ -473,8 +485,8 @@ def robustness_curves(records: list[Record], out: Path) -> list[Path]:
         dataset, model, nodes, partition = group
         fig.suptitle(
             f"Worst case over the attacks against the number of Byzantine nodes; {dataset}, {model}, {nodes} nodes,"
-            f" {partition}\n(mean over seeds of the final honest accuracy, lowest over the attacks; no point where"
-            " the defense declined or lacked a seed)",
+            f" {partition}\n(mean over seeds of the final honest accuracy, lowest over the attacks, with bars of +- the"
+            " standard deviation over those seeds; no point where the defense declined or lacked a seed)",
             fontsize=8,
         )
         written += _save(fig, out, f"robustness_{dataset}_{model}_{nodes}n_{partition}")

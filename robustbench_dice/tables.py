@@ -300,16 +300,28 @@ def _attack_grid(block: list[dict[str, Any]], clean: bool = False) -> AttackGrid
     return grid
 
 
-def worst_cases(rows: list[dict[str, Any]]) -> WorstCases:
-    """Each defense's worst case in each cell (block x topology), as ``worst_attack`` has it: the lowest mean honest
-    accuracy over the attacks, None where some attack lacks some seed's value. ``rows``: from ``summary_rows``."""
-    cases: WorstCases = {}
+def worst_case_values(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, list[float] | None]]:
+    """Each defense's worst case in each cell (block x topology), as ``worst_attack`` has it, seed by seed: the
+    honest accuracies of the seeds of the attack with the lowest mean, None where some attack lacks some seed's value.
+    ``rows``: from ``summary_rows``."""
+    metric = METRICS["accuracy"]
+    cases: dict[tuple[Any, ...], dict[str, list[float] | None]] = {}
     for block_key, block in _blocks(rows).items():
         for topology, by_defense in _attack_grid(block).items():
             for defense, by_attack in by_defense.items():
-                mean = _worst_attack_cell(by_attack, METRICS["accuracy"], {})[2]
-                cases.setdefault((*block_key, topology), {})[defense] = mean
+                worst, mean = _worst_attack_cell(by_attack, metric, {})[1:3]
+                values = None if mean is None else _values(by_attack[worst], metric)
+                cases.setdefault((*block_key, topology), {})[defense] = values
     return cases
+
+
+def worst_cases(rows: list[dict[str, Any]]) -> WorstCases:
+    """Each defense's worst case in each cell (block x topology), as ``worst_attack`` has it: the lowest mean honest
+    accuracy over the attacks, None where some attack lacks some seed's value. ``rows``: from ``summary_rows``."""
+    return {
+        cell: {defense: None if values is None else statistics.fmean(values) for defense, values in by_defense.items()}
+        for cell, by_defense in worst_case_values(rows).items()
+    }
 
 
 def _write_worst_attack(

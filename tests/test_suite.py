@@ -667,7 +667,7 @@ def test_run_command_lists_failed_runs_with_their_error(tmp_path, capsys):
 
 def test_robustness_figure_and_worst_cases_follow_the_worst_attack_table(tiny, tmp_path, capsys):
     from robustbench_dice.figures import write_figures
-    from robustbench_dice.tables import summary_rows, worst_cases
+    from robustbench_dice.tables import summary_rows, worst_case_values, worst_cases
 
     path = tmp_path / "counts.toml"
     path.write_text(TINY.replace("byzantine = [1]", "byzantine = [1, 2]").replace("seeds = [0, 1]", "seeds = [0]"))
@@ -676,8 +676,19 @@ def test_robustness_figure_and_worst_cases_follow_the_worst_attack_table(tiny, t
     write_tables(store, tmp_path / "tables")
     with open(tmp_path / "tables" / "worst_attack.csv") as f:
         table = list(csv.DictReader(f))
-    cases = worst_cases(summary_rows(store.records()))
+    rows = summary_rows(store.records())
+    cases = worst_cases(rows)
     assert len(table) == sum(len(by_defense) for by_defense in cases.values()) == 2 * 2 * 3
+    seeds = worst_case_values(rows)  # the worst attack's accuracy seed by seed: what the figure's bars come from
+    for row in table:
+        cell = ("digits", "mlp", 6, int(row["byzantine"]), "iid", row["topology"])
+        expected = [
+            r["final_accuracy_mean"]
+            for r in rows
+            if (r["byzantine"], r["topology"], r["defense"], r["attack"])
+            == (*cell[3:4], cell[5], row["defense"], row["worst_attack"])
+        ]
+        assert seeds[cell][row["defense"]] == (expected or None)
     for row in table:
         mean = cases[("digits", "mlp", 6, int(row["byzantine"]), "iid", row["topology"])][row["defense"]]
         assert row["mean"] == ("" if mean is None else f"{mean:.6f}")
@@ -726,11 +737,11 @@ def test_robustness_figure_takes_any_number_of_defenses(tmp_path, monkeypatch):
 
     cases = {
         ("digits", "mlp", 16, b, "iid", "ring"): {
-            f"d{i}": (None if i == 3 and b == 2 else 0.9 - 0.05 * b) for i in range(12)
+            f"d{i}": (None if i == 3 and b == 2 else [0.9 - 0.05 * b, 0.91 - 0.05 * b][: 1 + i % 2]) for i in range(12)
         }
         for b in (1, 2, 4)
     }
     monkeypatch.setattr(figures, "summary_rows", lambda records: records)
-    monkeypatch.setattr(figures, "worst_cases", lambda rows: cases)
+    monkeypatch.setattr(figures, "worst_case_values", lambda rows: cases)
     written = figures.robustness_curves([], tmp_path)
     assert [p.name for p in written] == ["robustness_digits_mlp_16n_iid.png", "robustness_digits_mlp_16n_iid.pdf"]
