@@ -55,8 +55,8 @@ def _rows_of_table_after(path: Path, marker: str) -> list[list[str]]:
         ("Quick suite, worst case over the attacks", "tables/worst_attack.md", 4),
         ("Edge-level detection AUC (", "tables/detection_auc.md", 16),
         ("Full suite, worst case over the attacks", "full/tables/worst_attack.md", 7),
-        ("Full suite, defenses ranked by their worst case", "full/tables/ranking.md", 9),
-        ("MNIST-1D (the same cells)", "full/tables/ranking.md", 9),
+        ("Full suite, defenses ranked by their worst case", "full/tables/ranking.md", 10),
+        ("MNIST-1D (the same cells)", "full/tables/ranking.md", 10),
     ],
 )
 def test_readme_suite_tables_quote_the_committed_tables(marker, table, rows):
@@ -219,15 +219,41 @@ def test_readme_ranking_significance_follows_the_committed_rank_tests():
         for ds in ("digits", "mnist1d")
     }
     assert f"({chi['digits']})" in paragraph and f"MNIST-1D ({chi['mnist1d']}," in paragraph
-    for dataset in ("digits", "mnist1d"):
+    for dataset, apart in (("digits", 5), ("mnist1d", 7)):  # "the five / seven best-ranked are told apart"
         order = [d for ds, d, _ in ranks if ds == dataset]  # the csv is sorted by mean rank
         assert order[-2:] == ["krum(f=auto)", "gossip"]
-        assert all(told_apart(dataset, a, b) for a in order[:4] for b in order[-2:])
-        assert not any(told_apart(dataset, a, b) for a in order[:7] for b in order[:7])
-    assert "critical difference is 3.80" in paragraph and "(critical difference 2.69)" in paragraph
+        assert all(told_apart(dataset, a, b) for a in order[:apart] for b in order[-2:])
+        assert not any(told_apart(dataset, order[apart], b) for b in order[-2:])
+        assert not any(told_apart(dataset, a, b) for a in order[:8] for b in order[:8])
+    assert "critical difference is 4.28" in paragraph and "(critical difference 3.03)" in paragraph
     order = [d for ds, d, _ in ranks if ds == "all"]
-    assert all(told_apart("all", a, b) for a in order[:7] for b in order[-2:])
-    assert not any(told_apart("all", a, b) for a in order[:7] for b in order[:7])
+    assert all(told_apart("all", a, b) for a in order[:8] for b in order[-2:])
+    pairs = [(a, b) for i, a in enumerate(order[:8]) for b in order[i + 1 : 8] if told_apart("all", a, b)]
+    assert pairs == [("ios(f=auto)", "dice_prune")] and "IOS (3.05) from DICE pruning (6.15)" in paragraph
+
+
+def test_readme_ubar_paragraph_quotes_the_committed_ranking():
+    text = " ".join(README.read_text().split())
+    paragraph = text[text.index("UBAR, added in this version") : text.index("How sure is this order?")]
+    with open(RESULTS / "full" / "tables" / "ranking.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["dataset"] in ("digits", "mnist1d")]
+    order = {ds: [r["defense"] for r in rows if r["dataset"] == ds] for ds in ("digits", "mnist1d")}
+    ubar = {r["dataset"]: r for r in rows if r["defense"] == "ubar(f=auto)"}
+    assert (
+        order["digits"].index("ubar(f=auto)") == 4
+        and f"fifth on digits ({float(ubar['digits']['mean_rank']):.2f})" in paragraph
+    )
+    assert (
+        order["mnist1d"].index("ubar(f=auto)") == 6
+        and f"seventh on MNIST-1D ({float(ubar['mnist1d']['mean_rank']):.2f})" in paragraph
+    )
+    lowest = {r["defense"]: float(r["worst_case_min"]) for r in rows if r["dataset"] == "digits"}
+    assert max(lowest, key=lowest.get) == "ubar(f=auto)" and f"({lowest['ubar(f=auto)']:.3f})" in paragraph
+    assert ubar["digits"]["cells"] == "24" and "24 of the 42 cells" in paragraph
+    for dataset, below_it in (("digits", {"krum(f=auto)", "dice_prune"}), ("mnist1d", {"krum(f=auto)"})):
+        clean = {r["defense"]: float(r["no_attack_mean"]) for r in rows if r["dataset"] == dataset}
+        assert {d for d, v in clean.items() if v < clean["ubar(f=auto)"]} == below_it
+        assert f"({clean['ubar(f=auto)']:.3f})" in paragraph
 
 
 def test_readme_attack_strength_paragraph_quotes_the_committed_table():
@@ -253,6 +279,8 @@ def test_readme_attack_strength_paragraph_quotes_the_committed_table():
             assert most_often_worst(dataset, defense)[0] == "sign_flip"
     assert most_often_worst("digits", "balance") == ("gradient_scale", 34, 42) and "(34 of 42 cells)" in paragraph
     assert most_often_worst("digits", "krum(f=auto)") == ("free_ride", 7, 10) and "(7 of its 10 cells)" in paragraph
+    assert most_often_worst("digits", "ubar(f=auto)") == ("free_ride", 11, 24) and "(11 of its 24;" in paragraph
+    assert most_often_worst("mnist1d", "ubar(f=auto)") == ("free_ride", 9, 24) and "MNIST-1D: 9 of 24)" in paragraph
     assert most_often_worst("mnist1d", "ios(f=auto)") == ("min_sum", 14, 24) and "(14 of 24)" in paragraph
     others = ("balance", "clipped_gossip", "dice_prune", "geometric_median", "median", "trimmed_mean(trim=auto)")
     optimised = [drop("mnist1d", a, d) for a in ("min_max", "min_sum") for d in others]
