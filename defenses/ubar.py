@@ -49,13 +49,12 @@ class Ubar(Defense):
     def aggregate(self, view: DefenseView) -> Aggregation:
         nb = view.neighbours
         received = view.neighbour_messages()  # (N, D, P)
-        n, slots = nb.mask.shape
+        n = nb.mask.shape[0]
         distance = (received - view.own.unsqueeze(1)).norm(dim=2).masked_fill(~nb.mask, torch.inf)
         rank = distance.argsort(dim=1, stable=True).argsort(dim=1)  # ties: the lower slot first
         shortlisted = nb.mask & (rank < nb.mask.sum(1, keepdim=True) - self.f)
-        own_loss = view.validation_loss(view.own)  # (N,)
-        losses = torch.stack([view.validation_loss(received[:, d].contiguous()) for d in range(slots)], dim=1)
-        excess = losses - own_loss.unsqueeze(1)  # (N, D)
+        losses = view.candidate_losses(torch.cat([view.own.unsqueeze(1), received], dim=1))  # (N, 1 + D), own first
+        excess = losses[:, 1:] - losses[:, :1]  # (N, D)
         kept = shortlisted & (excess <= 0)
         best = excess.masked_fill(~shortlisted, torch.inf).argmin(dim=1)
         fallback = ~kept.any(1) & shortlisted.any(1)

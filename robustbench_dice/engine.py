@@ -31,7 +31,14 @@ from .plugins import AUTO, Aggregation, Attack, AttackSetup, AttackView, CellInf
 from .registry import build_attack, build_defense
 from .result import CurvePoint, RunResult, SuspicionPoint
 from .scenario import Scenario
-from .setup import RunSetup, prepare, sample_positions, validation_grad, validation_loss
+from .setup import (
+    RunSetup,
+    candidate_validation_loss,
+    prepare,
+    sample_positions,
+    validation_grad,
+    validation_loss,
+)
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -207,6 +214,9 @@ class Simulation:
         def val_loss(params: torch.Tensor) -> torch.Tensor:
             return validation_loss(st.model, st.data, params)
 
+        def candidate_loss(candidates: torch.Tensor) -> torch.Tensor:
+            return candidate_validation_loss(st.model, st.data, candidates)
+
         # the last validation gradient a defense asked for, with a copy of its parameters: when tracking, the engine
         # reuses it if the defense aggregated to exactly those parameters (DICE pruning does)
         asked: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -260,6 +270,7 @@ class Simulation:
                     rm.neighbours,
                     val_loss,
                     val_grad,
+                    candidate_loss,
                 )
             )
             self._check_aggregation(agg, theta.shape, rm.neighbours)

@@ -89,6 +89,8 @@ class DefenseView:
     neighbours: Neighbourhood
     validation_loss: Callable[[torch.Tensor], torch.Tensor]  # (N, P) -> (N,): row j's loss on node j's z'_j
     validation_grad: Callable[[torch.Tensor], torch.Tensor]  # (N, P) -> (N, P): its gradient
+    # (N, M, P) -> (N, M): validation_loss of M models per node in one batched pass; use candidate_losses()
+    batched_validation_loss: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def neighbour_messages(self) -> torch.Tensor:
         """``(N, D, P)`` messages of each node's in-neighbours, padded slots hold the node's own model.
@@ -103,6 +105,16 @@ class DefenseView:
                 cached = torch.where(nb.mask.unsqueeze(-1), cached, self.own.unsqueeze(1))
             self.__dict__["_neighbour_messages"] = cached
         return cached
+
+    def candidate_losses(self, candidates: torch.Tensor) -> torch.Tensor:
+        """``(N, M)`` loss of each of node j's M models ``candidates (N, M, P)`` on node j's validation set z'_j.
+
+        Entry ``[j, m]`` equals ``validation_loss(candidates[:, m])[j]``. The engine computes all M in one batched
+        forward pass; a view built without ``batched_validation_loss`` makes the M calls.
+        """
+        if self.batched_validation_loss is not None:
+            return self.batched_validation_loss(candidates)
+        return torch.stack([self.validation_loss(candidates[:, m].contiguous()) for m in range(candidates.shape[1])], 1)
 
     def with_self(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, D+1, P)`` candidate models (own first, then in-neighbours) and their ``(N, D+1)`` mask."""

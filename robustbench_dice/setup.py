@@ -102,6 +102,35 @@ def validation_loss(model: Model, data: NodeData, theta: torch.Tensor) -> torch.
     return per_node_loss(model, theta, data.val_x, data.val_y, data.val_mask_if_needed)
 
 
+def candidate_validation_loss(
+    model: Model, data: NodeData, candidates: torch.Tensor, chunk_bytes: int = 64 * 2**20
+) -> torch.Tensor:
+    """``(N, M)`` loss of each of node j's M candidate models, ``candidates (N, M, P)``, on node j's z'_j.
+
+    Entry ``[j, m]`` is what :func:`validation_loss` gives for ``candidates[:, m]`` at row j. The candidates go
+    through the model as ``N * M`` rows at once, each with its node's validation set repeated; ``chunk_bytes``
+    bounds the size of those repeated inputs by taking the candidates in chunks.
+    """
+    n, m, p = candidates.shape
+    per_candidate = data.val_x.numel() * data.val_x.element_size()  # the validation inputs of all N nodes
+    step = max(1, min(m, chunk_bytes // max(per_candidate, 1)))
+    mask = data.val_mask_if_needed
+    losses = []
+    for start in range(0, m, step):
+        part = candidates[:, start : start + step]
+        k = part.shape[1]
+        losses.append(
+            per_node_loss(
+                model,
+                part.reshape(n * k, p),
+                data.val_x.repeat_interleave(k, dim=0),
+                data.val_y.repeat_interleave(k, dim=0),
+                None if mask is None else mask.repeat_interleave(k, dim=0),
+            ).view(n, k)
+        )
+    return torch.cat(losses, dim=1)
+
+
 def validation_grad(model: Model, data: NodeData, theta: torch.Tensor) -> torch.Tensor:
     """``(N, P)`` gradient of :func:`validation_loss` for every node at once."""
     return per_node_grad(model, theta, data.val_x, data.val_y, data.val_mask_if_needed)

@@ -365,3 +365,21 @@ def test_ubar_keeps_gradient_scalers_out_and_scores_label_flippers():
     assert defended.final_accuracy_mean >= 0.9 > plain.final_accuracy_mean
     flipped = simulate(dataclasses.replace(scenario, attack="label_flip", defense="ubar"))
     assert flipped.edge_auc >= 0.95  # flipped-label models lose on the receiver's own data
+
+
+@pytest.mark.parametrize(("model", "partition"), [("mlp", "iid"), ("cnn", "dirichlet"), ("logreg", "dirichlet")])
+def test_candidate_losses_equal_one_validation_loss_call_per_candidate(model, partition):
+    from robustbench_dice.setup import candidate_validation_loss, validation_loss
+
+    sim = Simulation.from_scenario(Scenario(nodes=6, model=model, partition=partition, rounds=2, dtype="float64"))
+    st = sim.setup
+    candidates = st.theta0.unsqueeze(1) + 0.05 * torch.randn(
+        6, 5, st.theta0.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    loop = torch.stack([validation_loss(st.model, st.data, candidates[:, m].contiguous()) for m in range(5)], 1)
+    whole = candidate_validation_loss(st.model, st.data, candidates)
+    chunked = candidate_validation_loss(st.model, st.data, candidates, chunk_bytes=1)  # one candidate per chunk
+    assert whole.shape == (6, 5)
+    torch.testing.assert_close(whole, loop, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(chunked, loop, rtol=1e-12, atol=1e-12)
+    assert (st.data.val_mask_if_needed is None) == (partition == "iid")  # the masked path is exercised too
