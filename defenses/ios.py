@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robustbench_dice.plugins import Aggregation, CellInfo, Defense, DefenseView
+from robustbench_dice.plugins import Aggregation, CellInfo, Defense, DefenseView, needs_in_degree_above
 from robustbench_dice.registry import register_defense
 
 
@@ -25,12 +25,9 @@ class IterativeOutlierScissor(Defense):
     f: int = 1
 
     def skip(self, cell: CellInfo) -> str | None:
-        if cell.min_in_degree <= self.f:
-            return (
-                f"drops f={self.f} in-neighbours per node and needs at least one left;"
-                f" the smallest in-degree is {cell.min_in_degree}"
-            )
-        return None
+        return needs_in_degree_above(
+            cell, self.f, f"drops f={self.f} in-neighbours per node and needs at least one left"
+        )
 
     def aggregate(self, view: DefenseView) -> Aggregation:
         nb = view.neighbours

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robustbench_dice.plugins import Aggregation, CellInfo, Defense, DefenseView
+from robustbench_dice.plugins import Aggregation, CellInfo, Defense, DefenseView, needs_in_degree_above
 from robustbench_dice.registry import register_defense
 
 
@@ -39,12 +39,9 @@ class Ubar(Defense):
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
     def skip(self, cell: CellInfo) -> str | None:
-        if cell.min_in_degree <= self.f:
-            return (
-                f"shortlists in-degree - f in-neighbours (f={self.f}) and needs at least one;"
-                f" the smallest in-degree is {cell.min_in_degree}"
-            )
-        return None
+        return needs_in_degree_above(
+            cell, self.f, f"shortlists in-degree - f in-neighbours (f={self.f}) and needs at least one"
+        )
 
     def aggregate(self, view: DefenseView) -> Aggregation:
         nb = view.neighbours

@@ -205,6 +205,15 @@ def check_one_of(parameter: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{parameter} must be one of {', '.join(choices)}, got {value!r}")
 
 
+def needs_in_degree_above(cell: CellInfo, f: int, what: str) -> str | None:
+    """For a defense's ``skip``: the reason to decline a cell where some node has at most ``f`` in-neighbours (a rule
+    that sets ``f`` of them aside would have none left), ``what`` the rule does followed by the smallest in-degree;
+    None where every node has more."""
+    if cell.min_in_degree <= f:
+        return f"{what}; the smallest in-degree is {cell.min_in_degree}"
+    return None
+
+
 def gossip_average(view: DefenseView) -> torch.Tensor:
     """Plain gossip ``W @ messages`` with each node's own row replaced by its own model."""
     mixed = view.weights @ view.messages
