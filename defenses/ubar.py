@@ -20,7 +20,9 @@ class Ubar(Defense):
     2. performance stage: of those, keeps the ones whose loss on j's local data
        is no larger than its own model's, or the one with the smallest loss if
        none is;
-    then ``theta_j = alpha * own_j + (1 - alpha) * mean(kept)``. The paper
+    then ``theta_j = alpha * own_j + (1 - alpha) * mean(kept)`` (``alpha`` 0.5
+    by default, as BALANCE's; on a torus with 2 Byzantine nodes, alpha from 0
+    to 0.75 moved the accuracy by at most 0.013 under four attacks). The paper
     takes the loss on a training minibatch; here it is node j's local
     validation set z'_j (as in DICE pruning), so that the check does not reuse
     the samples of the local step. Suspicion of k:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from robustbench_dice import Scenario, simulate
+
 DOCS = Path(__file__).parents[1] / "docs"
 
 
@@ -254,6 +256,9 @@ def test_readme_ubar_paragraph_quotes_the_committed_ranking():
         clean = {r["defense"]: float(r["no_attack_mean"]) for r in rows if r["dataset"] == dataset}
         assert {d for d, v in clean.items() if v < clean["ubar(f=auto)"]} == below_it
         assert f"({clean['ubar(f=auto)']:.3f})" in paragraph
+    torus = simulate(Scenario(byzantine=2, topology="torus", defense="ubar", defense_params={"f": 2}, seed=0))
+    wrongly = f"leaves out {torus.honest_edges_wrongly_pruned} of the {torus.honest_edges} honest in-edges"
+    assert wrongly == "leaves out 33 of the 48 honest in-edges" and wrongly in paragraph
 
 
 def test_readme_attack_strength_paragraph_quotes_the_committed_table():
