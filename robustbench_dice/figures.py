@@ -1,7 +1,8 @@
 """Figures from stored results only: PNG for reading, PDF for papers.
 
 - ``accuracy_curves_<topology>``: mean honest test accuracy over rounds, one
-  panel per attack, defenses overlaid (mean over seeds).
+  panel per attack, defenses overlaid (mean over seeds, with a band of +- their
+  sample standard deviation).
 - ``detection_auc_<topology>``: heatmap of edge-level detection AUC, attack x defense.
 - ``influence_alignment``: DICE estimate against counterfactual ground truth
   (default learning rate), one panel per hop count r.
@@ -105,15 +106,21 @@ def accuracy_curves(records: list[dict[str, Any]], out: Path) -> list[Path]:
         for ax, attack in zip(axes[0], attacks, strict=True):
             for defense, runs in sorted(by_attack[attack].items()):
                 rounds = [r for r, _ in runs[0]]
-                acc = np.mean([[a if a is not None else np.nan for _, a in run] for run in runs], axis=0)
-                ax.plot(rounds, acc, label=defense, linewidth=1.4)
+                seeds = np.array([[a if a is not None else np.nan for _, a in run] for run in runs])
+                acc = seeds.mean(axis=0)
+                (line,) = ax.plot(rounds, acc, label=defense, linewidth=1.4)
+                if len(runs) > 1:  # the seeds' spread: +- their sample standard deviation
+                    spread = seeds.std(axis=0, ddof=1)
+                    ax.fill_between(rounds, acc - spread, acc + spread, color=line.get_color(), alpha=0.15, linewidth=0)
             ax.set_title(f"attack: {attack}")
             ax.set_xlabel("round")
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("mean honest test accuracy")
         axes[0][0].set_ylim(0, 1)
         axes[0][-1].legend(title="defense", fontsize=8, loc="lower right")
-        fig.suptitle(f"Accuracy over rounds on {_describe(topology)} (mean over seeds)")
+        fig.suptitle(
+            f"Accuracy over rounds on {_describe(topology)} (mean over seeds, band: +- their standard deviation)"
+        )
         written += _save(fig, out, f"accuracy_curves_{topology}")
     return written
 
