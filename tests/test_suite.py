@@ -745,3 +745,31 @@ def test_robustness_figure_takes_any_number_of_defenses(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "worst_case_values", lambda rows: cases)
     written = figures.robustness_curves([], tmp_path)
     assert [p.name for p in written] == ["robustness_digits_mlp_16n_iid.png", "robustness_digits_mlp_16n_iid.pdf"]
+
+
+def test_accuracy_curves_draw_the_seeds_spread_around_their_mean(tmp_path, monkeypatch):
+    import robustbench_dice.figures as figures
+
+    scenario = {"topology": "ring", "dataset": "digits", "model": "mlp", "nodes": 4, "byzantine": 1}
+    scenario |= {"partition": "iid", "attack": "none", "attack_params": {}, "defense_params": {}}
+
+    def record(defense: str, accuracies: list[float]) -> dict:
+        curve = [{"round": 10 * i, "accuracy_mean": a} for i, a in enumerate(accuracies)]
+        return {"scenario": scenario | {"defense": defense}, "result": {"curve": curve}}
+
+    records = [record("gossip", [0.1, 0.5]), record("gossip", [0.3, 0.9]), record("median", [0.2, 0.6])]
+    drawn = {}
+
+    def keep(fig, out, name):
+        (ax,) = fig.axes
+        drawn["lines"] = {line.get_label(): line.get_ydata().tolist() for line in ax.get_lines()}
+        drawn["bands"] = [band.get_paths()[0].vertices[:, 1] for band in ax.collections]
+        return []
+
+    monkeypatch.setattr(figures, "_save", keep)
+    figures.accuracy_curves(records, tmp_path)
+    assert drawn["lines"] == {"gossip": pytest.approx([0.2, 0.7]), "median": pytest.approx([0.2, 0.6])}
+    (band,) = drawn["bands"]  # one seed of median: no band
+    spread = np.std([[0.1, 0.5], [0.3, 0.9]], axis=0, ddof=1)
+    assert min(band) == pytest.approx(min(np.array([0.2, 0.7]) - spread))
+    assert max(band) == pytest.approx(max(np.array([0.2, 0.7]) + spread))
