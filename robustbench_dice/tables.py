@@ -213,6 +213,8 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
         written += worst_attack_files + _write_ranking(out, worst_cases, rows)
         if any(r["attack"] == NO_ATTACK for r in rows):
             written += _write_attack_strength(out, blocks)
+    if any(r[METRICS["detection_auc"]] is not None for r in rows):
+        written += _write_detection_summary(out, blocks)
     return written
 
 
@@ -557,3 +559,65 @@ def _write_attack_strength(out: Path, blocks: dict[tuple[Any, ...], list[dict[st
             _block_row(md, tex, [attack], [*cells, overall])
         _block_footer(md, tex, notes)
     return _write_formats(out, "attack_strength", md, tex, flat.getvalue())
+
+
+NO_AUC = "no cell where every seed has a detection AUC"
+
+
+def detection_summary(
+    blocks: dict[tuple[Any, ...], list[dict[str, Any]]],
+) -> dict[tuple[str, str], dict[str, dict[str, list[float]]]]:
+    """How well each defense's suspicion scores find the Byzantine senders: ``(dataset, model) -> defense -> attack ->
+    aucs``, one edge-level AUC per cell (block x topology), the mean over its seeds, where every seed has one."""
+    metric = METRICS["detection_auc"]
+    summary: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
+    for block_key, block in sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        group = summary.setdefault((block_key[0], block_key[1]), {})
+        for by_defense in _attack_grid(block, clean=True).values():
+            for defense, by_attack in by_defense.items():
+                for attack, runs in by_attack.items():
+                    values = _values(runs, metric)
+                    aucs = group.setdefault(defense, {}).setdefault(attack, [])
+                    if values and len(values) == len(runs):
+                        aucs.append(statistics.fmean(values))
+    return summary
+
+
+def _write_detection_summary(out: Path, blocks: dict[tuple[Any, ...], list[dict[str, Any]]]) -> list[Path]:
+    """``detection_summary``: per (dataset, model), rows defense, columns attack; cell = the mean edge-level detection
+    AUC over the cells (block x topology) where every seed has one (:func:`detection_summary`), and in brackets how
+    many cells that is. The ``none`` column is the control: with no attack, suspicion should rank Byzantine and honest
+    senders alike (0.5). Rows best detector first, by the mean over the attacks other than ``none``; defenses that
+    score no edge (plain gossip) are left out."""
+    md = [
+        f"# detection summary (mean {METRICS['detection_auc']} over the cells block x topology where every seed has"
+        " one; in brackets, how many cells)",
+        "",
+    ]
+    tex: list[str] = []
+    flat = io.StringIO()
+    flat_writer = csv.writer(flat, lineterminator="\n")
+    flat_writer.writerow(["dataset", "model", "defense", "attack", "mean_auc", "cells"])
+    for (dataset, model), by_defense in detection_summary(blocks).items():
+        scored = {d: by_attack for d, by_attack in by_defense.items() if any(by_attack.values())}
+        if not scored:
+            continue
+        attacks = sorted({a for by_attack in scored.values() for a in by_attack}, key=lambda a: (a == NO_ATTACK, a))
+        attacked = [a for a in attacks if a != NO_ATTACK]
+        row_means = {
+            d: [statistics.fmean(by_attack[a]) for a in attacked if by_attack.get(a)] for d, by_attack in scored.items()
+        }
+        defenses = sorted(scored, key=lambda d: (not row_means[d], -statistics.fmean(row_means[d] or [0.0]), d))
+        notes: dict[str, int] = {}
+        _block_header(md, tex, f"{dataset} / {model}", ["defense"], [*attacks, "mean"])
+        for d in defenses:
+            cells = []
+            for attack in attacks:
+                aucs = scored[d].get(attack, [])
+                mean = statistics.fmean(aucs) if aucs else None
+                cells.append(f"{mean:.3f} ({len(aucs)})" if mean is not None else _not_available(notes, NO_AUC))
+                flat_writer.writerow([dataset, model, d, attack, "" if mean is None else f"{mean:.6f}", len(aucs)])
+            overall = f"{statistics.fmean(row_means[d]):.3f}" if row_means[d] else _not_available(notes, NO_AUC)
+            _block_row(md, tex, [d], [*cells, overall])
+        _block_footer(md, tex, notes)
+    return _write_formats(out, "detection_summary", md, tex, flat.getvalue())

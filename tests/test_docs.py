@@ -303,3 +303,34 @@ def test_readme_attack_strength_paragraph_quotes_the_committed_table():
     alie = [drop(ds, a, d) for (ds, a, d) in rows if a == "alie"]
     assert f"ALIE costs no defense more than {max(alie):.3f}" in paragraph
     assert f"(digits: {drop('digits', 'alie', 'krum(f=auto)'):.3f})" in paragraph
+
+
+def test_readme_detection_paragraph_quotes_the_committed_summary():
+    text = " ".join(README.read_text().split())
+    paragraph = text[
+        text.index("Which defense finds the attackers?") : text.index("Full suite, each defense's worst case")
+    ]
+    with open(RESULTS / "full" / "tables" / "detection_summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    auc = {(r["dataset"], r["defense"], r["attack"]): float(r["mean_auc"]) for r in rows if r["mean_auc"]}
+
+    def ranking(dataset: str) -> list[tuple[float, str]]:
+        defenses = {d for ds, d, _ in auc if ds == dataset}
+        means = {
+            d: sum(v for (ds, dd, a), v in auc.items() if (ds, dd) == (dataset, d) and a != "none")
+            / sum(1 for (ds, dd, a) in auc if (ds, dd) == (dataset, d) and a != "none")
+            for d in defenses
+        }
+        return sorted(((m, d) for d, m in means.items()), reverse=True)
+
+    (first, top), (second, runner_up) = ranking("digits")[:2]
+    assert (top, runner_up) == ("ubar(f=auto)", "dice_prune")
+    assert f"(mean {first:.3f}), then DICE pruning's ({second:.3f})" in paragraph
+    first, top = ranking("mnist1d")[0]
+    assert top == "ios(f=auto)" and f"IOS's do ({first:.3f})" in paragraph
+    gaussian = [v for (_, _, a), v in auc.items() if a == "gaussian"]
+    assert f"AUC >= {min(gaussian):.3f} on both datasets" in paragraph
+    hidden = [v for (_, _, a), v in auc.items() if a in ("alie", "ipm")]
+    assert max(hidden) < 0.5 and f"(at most {max(hidden):.3f})" in paragraph
+    free_ride = auc[("digits", "dice_prune", "free_ride")]
+    assert f"({free_ride:.3f} on digits)" in paragraph and abs(free_ride - 0.5) < 0.01

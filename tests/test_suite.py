@@ -273,12 +273,47 @@ def test_attack_strength_is_the_accuracy_lost_against_no_attack(attacked, tmp_pa
     assert gossip == {"label_flip": "1", "gradient_scale": "1"}
 
 
+def test_detection_summary_is_the_mean_auc_over_the_cells(attacked, tmp_path):
+    tiny, store = attacked
+    per_cell = _csv_rows(tmp_path / "t" / "detection_auc.csv")
+    summary = _csv_rows(tmp_path / "t" / "detection_summary.csv")
+    assert {(r["defense"], r["attack"]) for r in summary} == {
+        (d, a) for d in ("dice_prune(trust=reported)", "krum") for a in ("gradient_scale", "label_flip", "none")
+    }  # gossip scores no edge: left out
+    for row in summary:
+        aucs = [
+            float(r["mean"])
+            for r in per_cell
+            if (r["defense"], r["attack"]) == (row["defense"], row["attack"]) and r["mean"] and r["note"] == ""
+        ]
+        assert row["cells"] == str(len(aucs)) and len(aucs) == (1 if row["defense"] == "krum" else 2)
+        assert float(row["mean_auc"]) == pytest.approx(sum(aucs) / len(aucs), abs=2e-6)  # csv: 6 decimals
+    md = (tmp_path / "t" / "detection_summary.md").read_text().splitlines()
+    assert md[4] == "| defense | gradient_scale | label_flip | none | mean |"  # the control last
+    mean = {
+        d: sum(float(r["mean_auc"]) for r in summary if r["defense"] == d and r["attack"] != "none") / 2
+        for d in ("dice_prune(trust=reported)", "krum")
+    }
+    best = max(mean, key=mean.get)
+    assert md[6].startswith(f"| {best} | ") and md[6].endswith(f" | {mean[best]:.3f} |")  # best detector first
+    # a seed without an AUC takes its cell out
+    failed = next(c for c in tiny.scenarios() if (c.topology, c.attack, c.defense) == ("complete", "none", "krum"))
+    store.put_failure(failed, "RuntimeError: boom", "Traceback ...")
+    write_tables(store, tmp_path / "t")
+    krum = {
+        r["attack"]: r["cells"] for r in _csv_rows(tmp_path / "t" / "detection_summary.csv") if r["defense"] == "krum"
+    }
+    assert krum == {"gradient_scale": "1", "label_flip": "1", "none": "0"}
+    assert "n/a[1]" in (tmp_path / "t" / "detection_summary.md").read_text()
+
+
 def test_worst_attack_table_needs_an_attack(tiny, tmp_path):
     store = ResultStore(tmp_path / "store")
     run_suite(dataclasses.replace(tiny, attacks=(PluginSpec("none"),), seeds=(0,)), store, jobs=1, show_progress=False)
     written = {p.name for p in write_tables(store, tmp_path / "t")}
     assert "accuracy.md" in written
     assert not any(name.startswith(("worst_attack", "ranking", "attack_strength")) for name in written)
+    assert "detection_summary.md" in written  # a clean run still has scores to summarise
 
 
 def test_progress_without_a_terminal_is_logged_as_lines(tiny, tmp_path, monkeypatch, capsys):
