@@ -181,10 +181,9 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
     for table, metric in METRICS.items():
         if metric == "influence_auc" and not tracked:
             continue
-        md, flat = [f"# {table.replace('_', ' ')} ({metric})", ""], io.StringIO()
-        tex: list[str] = []
-        flat_writer = csv.writer(flat, lineterminator="\n")
-        flat_writer.writerow([*CELL_COLUMNS, "mean", "std", "seeds", "note"])
+        md, tex, flat, flat_writer = _new_table(
+            f"{table.replace('_', ' ')} ({metric})", [*CELL_COLUMNS, "mean", "std", "seeds", "note"]
+        )
         for block_key, block, title in _ordered_blocks(blocks):
             dataset, model, nodes, byzantine, partition = block_key
             defenses = sorted({r["defense"] for r in block})
@@ -262,6 +261,15 @@ def _block_footer(md: list[str], tex: list[str], notes: dict[str, int]) -> None:
     tex += ["\\bottomrule", "\\end{tabular}"] + [f"% [{n}] {reason}" for reason, n in notes.items()] + [""]
 
 
+def _new_table(title: str, columns: list[str]) -> tuple[list[str], list[str], io.StringIO, Any]:
+    """A table being built: its markdown lines (the ``# title`` heading and a blank line), its LaTeX lines, and its
+    csv buffer with a writer that has written the ``columns`` header."""
+    flat = io.StringIO()
+    flat_writer = csv.writer(flat, lineterminator="\n")
+    flat_writer.writerow(columns)
+    return [f"# {title}", ""], [], flat, flat_writer
+
+
 def _write_formats(out: Path, table: str, md: list[str], tex: list[str], flat: str) -> list[Path]:
     paths = []
     for suffix, text in (("md", "\n".join(md)), ("tex", "\n".join(tex)), ("csv", flat)):
@@ -334,11 +342,10 @@ def _write_worst_attack(
     those worst cases by cell (None where undefined), for the ranking."""
     metric = METRICS["accuracy"]
     worst_cases: WorstCases = {}
-    md = [f"# worst attack (lowest mean {metric} over the attacks, {NO_ATTACK!r} left out, and which attack)", ""]
-    tex: list[str] = []
-    flat = io.StringIO()
-    flat_writer = csv.writer(flat, lineterminator="\n")
-    flat_writer.writerow([*CELL_COLUMNS[:6], "defense", "worst_attack", "mean", "attacks", "note"])
+    md, tex, flat, flat_writer = _new_table(
+        f"worst attack (lowest mean {metric} over the attacks, {NO_ATTACK!r} left out, and which attack)",
+        [*CELL_COLUMNS[:6], "defense", "worst_attack", "mean", "attacks", "note"],
+    )
     for block_key, block, title in _ordered_blocks(blocks):
         grid = _attack_grid(block)
         if not grid:
@@ -440,11 +447,8 @@ def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]
     if len(groups) > 1:
         groups[("all", "all")] = worst_cases
 
-    md = [f"# ranking of the defenses by worst-case accuracy (lowest mean {METRICS['accuracy']} over the attacks)", ""]
-    tex: list[str] = []
-    flat = io.StringIO()
-    flat_writer = csv.writer(flat, lineterminator="\n")
-    flat_writer.writerow(
+    md, tex, flat, flat_writer = _new_table(
+        f"ranking of the defenses by worst-case accuracy (lowest mean {METRICS['accuracy']} over the attacks)",
         [
             "dataset",
             "model",
@@ -455,7 +459,7 @@ def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]
             "no_attack_mean",
             "cells",
             "of",
-        ]
+        ],
     )
     for (dataset, model), group in groups.items():
         common, ranked, test = _rank_defenses(group, unattacked)
@@ -517,15 +521,11 @@ def _write_attack_strength(out: Path, blocks: dict[tuple[Any, ...], list[dict[st
     """``attack_strength``: per (dataset, model), rows attack, columns defense; cell = the mean over the cells
     (block x topology) of the accuracy the attack costs the defense against no attack (:func:`attack_strength`), and
     in brackets in how many cells it is the defense's worst attack. Rows strongest first, by the mean of the row."""
-    md = [
-        f"# attack strength (mean {METRICS['accuracy']} lost against {NO_ATTACK!r}, over the cells block x topology;"
+    md, tex, flat, flat_writer = _new_table(
+        f"attack strength (mean {METRICS['accuracy']} lost against {NO_ATTACK!r}, over the cells block x topology;"
         " in brackets, in how many cells it is the defense's worst attack)",
-        "",
-    ]
-    tex: list[str] = []
-    flat = io.StringIO()
-    flat_writer = csv.writer(flat, lineterminator="\n")
-    flat_writer.writerow(["dataset", "model", "attack", "defense", "mean_drop", "max_drop", "cells", "worst_in"])
+        ["dataset", "model", "attack", "defense", "mean_drop", "max_drop", "cells", "worst_in"],
+    )
     for (dataset, model), by_attack in attack_strength(blocks).items():
         defenses = sorted({d for by_defense in by_attack.values() for d in by_defense})
         row_means = {
@@ -589,15 +589,11 @@ def _write_detection_summary(out: Path, blocks: dict[tuple[Any, ...], list[dict[
     many cells that is. The ``none`` column is the control: with no attack, suspicion should rank Byzantine and honest
     senders alike (0.5). Rows best detector first, by the mean over the attacks other than ``none``; defenses that
     score no edge (plain gossip) are left out."""
-    md = [
-        f"# detection summary (mean {METRICS['detection_auc']} over the cells block x topology where every seed has"
+    md, tex, flat, flat_writer = _new_table(
+        f"detection summary (mean {METRICS['detection_auc']} over the cells block x topology where every seed has"
         " one; in brackets, how many cells)",
-        "",
-    ]
-    tex: list[str] = []
-    flat = io.StringIO()
-    flat_writer = csv.writer(flat, lineterminator="\n")
-    flat_writer.writerow(["dataset", "model", "defense", "attack", "mean_auc", "cells"])
+        ["dataset", "model", "defense", "attack", "mean_auc", "cells"],
+    )
     for (dataset, model), by_defense in detection_summary(blocks).items():
         scored = {d: by_attack for d, by_attack in by_defense.items() if any(by_attack.values())}
         if not scored:
