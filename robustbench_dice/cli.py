@@ -347,6 +347,16 @@ def cmd_influence(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_suites(args: argparse.Namespace) -> tuple[list[Any], list[Any], Any]:
+    """(the suites ``run`` computes, the whole suites whose tables it writes, the paper plan or None): the two differ
+    when ``--only`` cuts the grid."""
+    from .suite import narrow, parse_only
+
+    whole, plan = _suites(args.suite, args.data_root, args.influence)
+    only = parse_only(args.only or [])
+    return (narrow(whole, only) if only else whole), whole, plan
+
+
 def _suites(name: str, data_root: str | None, influence: str) -> tuple[list[Any], Any]:
     """The grid suites behind ``--suite name`` and, for ``paper``, its whole plan (else None)."""
     from .paper import paper_plan
@@ -388,27 +398,34 @@ def _figures_folder(suite: str | None, given: str | None) -> str:
     return "results/figures" if name is None or name in FIGURE_SUITES else f"results/{name}/figures"
 
 
+def _of_whole(suite: Any, whole: Any) -> str:
+    """`` of N (--only)`` where ``--only`` cut ``whole`` down to ``suite``, else nothing."""
+    total = len(whole.scenarios())
+    return "" if suite == whole else f" of its {total} (--only)"
+
+
 def _dry_run(args: argparse.Namespace) -> int:
     """What ``run`` would do, from the store as it is: nothing is run, created or written."""
     from .runner import pending
     from .store import ResultStore
     from .suite import GRID_KEYS
 
-    suites, plan = _suites(args.suite, args.data_root, args.influence)
+    suites, whole, plan = _run_suites(args)
     store = ResultStore(args.store, create=False)
     total_todo = 0
-    for suite in suites:
+    for suite, full in zip(suites, whole, strict=True):
         todo, stored = pending(suite, store, args.force)
         total_todo += len(todo)
         sizes = {name: len(getattr(suite, name)) for name in GRID_KEYS}
-        grid = " x ".join(f"{size} {name}" for name, size in sizes.items() if size > 1)
+        grid = " x ".join(f"{size} {name}" for name, size in sizes.items() if size != 1)
         print(
-            f"suite {suite.name!r}: {stored + len(todo)} runs ({grid or 'one cell'}); {stored} stored, {len(todo)} to run"
+            f"suite {suite.name!r}: {stored + len(todo)} runs ({grid or 'one cell'}){_of_whole(suite, full)};"
+            f" {stored} stored, {len(todo)} to run"
         )
     if plan is not None:
         for line in plan.missing:
             print(f"paper suite: leaving out {line}")
-        for job in plan.influence:
+        for job in plan.influence if not args.only else ():
             state = "up to date" if job.up_to_date() and not args.force else "would run"
             print(f"influence {job.kind} in {job.out}/: {state}")
     print(f"dry run: {total_todo} runs would be computed into {args.store}/; nothing was run")
@@ -438,7 +455,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         slurm_cluster=args.slurm_cluster,
     )
     executor.check_available()  # before the store folder is created
-    suites, plan = _suites(args.suite, args.data_root, args.influence)
+    suites, whole, plan = _run_suites(args)
     if plan is not None:
         for line in plan.missing:
             print(f"paper suite: leaving out {line}")
@@ -449,9 +466,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "slurm": f"submitit ({executor.slurm_cluster}), {executor.runs_per_job} runs per job",
     }[executor.kind]
     failed = 0
-    for suite in suites:
+    for suite, full in zip(suites, whole, strict=True):
         cells = len(suite.scenarios())
-        print(f"suite {suite.name!r}: {cells} runs, store {args.store}, {where}")
+        print(f"suite {suite.name!r}: {cells} runs{_of_whole(suite, full)}, store {args.store}, {where}")
         start = time.perf_counter()
         progress = run_suite(
             suite,
@@ -471,9 +488,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  ... and {len(progress.failures) - FAILURES_SHOWN} more failed runs; their logs are beside these")
         failed += progress.failed
     tables = _tables_folder(args.suite, args.tables)
-    written = write_tables(store, tables, keys=_suite_keys(suites))
+    written = write_tables(store, tables, keys=_suite_keys(whole))  # the whole suite's tables, whatever --only ran
     print(f"tables written to {tables}/ ({', '.join(p.name for p in written[:4])}, ...)")
-    if plan is not None:
+    if plan is not None and args.only:
+        print("influence experiments left as they are (--only cuts the grid runs only)")
+    elif plan is not None:
         for job in plan.influence:
             if job.up_to_date() and not args.force:
                 print(f"influence {job.kind} in {job.out}/ is up to date (same configuration; --force reruns it)")
@@ -646,6 +665,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["slurm", "local"],
         default="slurm",
         help="'local' runs the same submitit jobs on this machine, to try a setup without a cluster",
+    )
+    run.add_argument(
+        "--only",
+        action="append",
+        metavar="KEY=VALUES",
+        help="run only the suite's cells with these values (repeatable; comma-separated values; keys: dataset, model,"
+        " nodes, byzantine, partition, topology, attack, defense, seed; a plugin by name or by its label, e.g."
+        " defense=ubar or 'defense=krum(f=auto)'). The tables still cover the whole suite, from the store",
     )
     run.add_argument("--force", action="store_true", help="recompute runs that are already stored")
     run.add_argument(

@@ -24,6 +24,7 @@ not set a field the grid decides (``GRID_FIELDS``). User guide: docs/suites.md.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tomllib
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ GRID_FIELDS = {  # Scenario field -> the grid key that sets it in every cell (so
     "seed": "seeds",
 }
 SUITE_KEYS = (*GRID_KEYS, "name", "base", "description")
+# the axes `run --only KEY=VALUES` can cut, by the summary's column names
+ONLY_KEYS = {key: grid for key, grid in GRID_FIELDS.items() if not key.endswith("_params")}
 
 
 @dataclass(frozen=True)
@@ -221,3 +224,51 @@ def full() -> Suite:
 
 
 BUILTIN_SUITES = {"quick": quick, "full": full}
+
+
+def parse_only(items: list[str]) -> dict[str, tuple[str, ...]]:
+    """``["defense=ubar,krum", "seed=0"]`` -> ``{"defense": ("ubar", "krum"), "seed": ("0",)}``; a key given twice
+    takes the values of both. ConfigError for an item that is not KEY=VALUES or a key that is not an axis."""
+    only: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        listed = tuple(v.strip() for v in values.split(",") if v.strip())
+        if not sep or not listed:
+            raise ConfigError(f"--only takes KEY=VALUE[,VALUE...], got {item!r}")
+        if key not in ONLY_KEYS:
+            raise ConfigError(
+                f"--only: unknown key {key!r}{did_you_mean(key, ONLY_KEYS)}; keys: {', '.join(ONLY_KEYS)}"
+            )
+        only[key] = only.get(key, ()) + listed
+    return only
+
+
+def _axis_label(value: Any) -> str:
+    return value.label if isinstance(value, PluginSpec) else str(value)
+
+
+def _matches(value: Any, listed: tuple[str, ...]) -> bool:
+    """A plugin matches by its name (every variant) or its label (that variant, e.g. ``krum(f=auto)``)."""
+    return _axis_label(value) in listed or (isinstance(value, PluginSpec) and value.name in listed)
+
+
+def narrow(suites: list[Suite], only: dict[str, tuple[str, ...]]) -> list[Suite]:
+    """``suites`` with each axis named in ``only`` cut to the values listed; the other axes stay whole. ConfigError
+    for a listed value that no suite has on that axis, naming the values they have."""
+    for key, listed in only.items():
+        axis = [v for suite in suites for v in getattr(suite, ONLY_KEYS[key])]
+        unknown = [v for v in listed if not any(_matches(a, (v,)) for a in axis)]
+        if unknown:
+            have = ", ".join(dict.fromkeys(_axis_label(a) for a in axis))
+            raise ConfigError(
+                f"--only {key}={','.join(unknown)} matches nothing in this suite; its {key} values: {have}"
+            )
+    narrowed = []
+    for suite in suites:
+        cut: dict[str, Any] = {
+            ONLY_KEYS[key]: tuple(v for v in getattr(suite, ONLY_KEYS[key]) if _matches(v, listed))
+            for key, listed in only.items()
+        }
+        narrowed.append(dataclasses.replace(suite, **cut))
+    return narrowed

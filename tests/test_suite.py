@@ -1,6 +1,7 @@
 import csv
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -808,3 +809,42 @@ def test_accuracy_curves_draw_the_seeds_spread_around_their_mean(tmp_path, monke
     spread = np.std([[0.1, 0.5], [0.3, 0.9]], axis=0, ddof=1)
     assert min(band) == pytest.approx(min(np.array([0.2, 0.7]) - spread))
     assert max(band) == pytest.approx(max(np.array([0.2, 0.7]) + spread))
+
+
+def test_only_cuts_the_grid_and_the_tables_still_cover_the_whole_suite(tmp_path, capsys):
+    from robustbench_dice.suite import narrow, parse_only
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    suite = load_suite(str(path))
+    only = parse_only(["defense=gossip,dice_prune(trust=reported)", "seed=1", "topology=ring"])
+    assert only == {"defense": ("gossip", "dice_prune(trust=reported)"), "seed": ("1",), "topology": ("ring",)}
+    (cut,) = narrow([suite], only)
+    assert [d.label for d in cut.defenses] == ["gossip", "dice_prune(trust=reported)"]
+    assert (cut.seeds, cut.topologies, cut.attacks) == ((1,), ("ring",), suite.attacks)  # unnamed axes stay whole
+    assert [d.label for d in narrow([suite], parse_only(["defense=dice_prune"]))[0].defenses] == [
+        "dice_prune(trust=reported)"
+    ]  # a plugin's name takes every variant of it
+    for bad, message in [
+        (["defense"], "--only takes KEY=VALUE"),
+        (["defense="], "--only takes KEY=VALUE"),
+        (["defence=gossip"], "unknown key 'defence' (did you mean 'defense'?); keys: dataset, model"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_only(bad)
+    with pytest.raises(ConfigError, match=r"--only defense=median matches nothing in this suite; its defense values: "):
+        narrow([suite], parse_only(["defense=gossip,median"]))
+
+    args = ["run", "--suite", str(path), "--store", str(tmp_path / "s"), "--tables", str(tmp_path / "t"), "--quiet"]
+    assert main([*args, "--jobs", "1", "--only", "defense=gossip", "--only", "seed=0", "--dry-run"]) == 0
+    assert "4 runs (2 topologies x 2 attacks) of its 24 (--only); 0 stored, 4 to run" in capsys.readouterr().out
+    assert main([*args, "--jobs", "1", "--only", "defense=gossip", "--only", "seed=0"]) == 0
+    assert "computed 4, already stored 0, skipped 0, failed 0 of 4" in capsys.readouterr().out
+    assert {(r["defense"], r["seed"]) for r in _csv_rows(tmp_path / "t" / "summary.csv")} == {("gossip", "0")}
+    assert main([*args, "--jobs", "1"]) == 0  # the rest of the suite; the tables then hold all of it
+    assert "computed 16, already stored 4, skipped 4, failed 0 of 24" in capsys.readouterr().out
+    assert len(_csv_rows(tmp_path / "t" / "summary.csv")) == 24
+    assert main([*args, "--only", "attack=sign_flip"]) == 2
+    assert "--only attack=sign_flip matches nothing in this suite; its attack values: none, label_flip" in (
+        capsys.readouterr().err
+    )
