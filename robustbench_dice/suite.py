@@ -24,10 +24,9 @@ not set a field the grid decides (``GRID_FIELDS``). User guide: docs/suites.md.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -270,5 +269,5 @@ def narrow(suites: list[Suite], only: dict[str, tuple[str, ...]]) -> list[Suite]
             ONLY_KEYS[key]: tuple(v for v in getattr(suite, ONLY_KEYS[key]) if _matches(v, listed))
             for key, listed in only.items()
         }
-        narrowed.append(dataclasses.replace(suite, **cut))
+        narrowed.append(replace(suite, **cut))
     return narrowed
