@@ -400,8 +400,7 @@ def _figures_folder(suite: str | None, given: str | None) -> str:
 
 def _of_whole(suite: Any, whole: Any) -> str:
     """`` of N (--only)`` where ``--only`` cut ``whole`` down to ``suite``, else nothing."""
-    total = len(whole.scenarios())
-    return "" if suite == whole else f" of its {total} (--only)"
+    return "" if suite == whole else f" of its {len(whole.scenarios())} (--only)"
 
 
 def _dry_run(args: argparse.Namespace) -> int:

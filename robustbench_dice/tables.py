@@ -126,6 +126,12 @@ def _values(rows: list[dict[str, Any]], metric: str) -> list[float]:
     return [r[metric] for r in rows if r["status"] == "ok" and r[metric] is not None]
 
 
+def _every_seed_mean(runs: list[dict[str, Any]], metric: str) -> float | None:
+    """The mean of the metric over ``runs`` (a cell's seeds), None unless every one of them has it."""
+    values = _values(runs, metric)
+    return statistics.fmean(values) if values and len(values) == len(runs) else None
+
+
 def _first_reason(rows: list[dict[str, Any]], default: str = "", metric: str = "") -> str:
     own = f"{metric}_reason"
     return next((r[own] for r in rows if r.get(own) and r["status"] == "ok"), "") or next(
@@ -501,18 +507,18 @@ def attack_strength(
     """
     metric = METRICS["accuracy"]
     strength: dict[tuple[str, str], dict[str, dict[str, tuple[list[float], int]]]] = {}
-    for block_key, block in sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for block_key, block, _ in _ordered_blocks(blocks):
         group = strength.setdefault((block_key[0], block_key[1]), {})
         for by_defense in _attack_grid(block, clean=True).values():
             for defense, by_attack in by_defense.items():
                 attacked = {a: runs for a, runs in by_attack.items() if a != NO_ATTACK}
                 worst = _worst_attack_cell(attacked, metric, {})[1] if attacked else ""
-                clean = _values(by_attack.get(NO_ATTACK, []), metric)
+                clean = _every_seed_mean(by_attack.get(NO_ATTACK, []), metric)
                 for attack, runs in attacked.items():
                     drops, worst_in = group.setdefault(attack, {}).get(defense, ([], 0))
-                    values = _values(runs, metric)
-                    if clean and len(clean) == len(by_attack[NO_ATTACK]) and values and len(values) == len(runs):
-                        drops = [*drops, statistics.fmean(clean) - statistics.fmean(values)]
+                    under_attack = _every_seed_mean(runs, metric)
+                    if clean is not None and under_attack is not None:
+                        drops = [*drops, clean - under_attack]
                     group[attack][defense] = (drops, worst_in + (attack == worst))
     return strength
 
@@ -571,15 +577,15 @@ def detection_summary(
     aucs``, one edge-level AUC per cell (block x topology), the mean over its seeds, where every seed has one."""
     metric = METRICS["detection_auc"]
     summary: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
-    for block_key, block in sorted(blocks.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for block_key, block, _ in _ordered_blocks(blocks):
         group = summary.setdefault((block_key[0], block_key[1]), {})
         for by_defense in _attack_grid(block, clean=True).values():
             for defense, by_attack in by_defense.items():
                 for attack, runs in by_attack.items():
-                    values = _values(runs, metric)
+                    mean = _every_seed_mean(runs, metric)
                     aucs = group.setdefault(defense, {}).setdefault(attack, [])
-                    if values and len(values) == len(runs):
-                        aucs.append(statistics.fmean(values))
+                    if mean is not None:
+                        aucs.append(mean)
     return summary
 
 
