@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -39,7 +40,7 @@ import numpy as np
 
 from .store import Record, ResultStore
 from .suite import PluginSpec
-from .tables import summary_rows, worst_case_values
+from .tables import sample_std, summary_rows, worst_case_values
 
 
 def _pyplot() -> Any:
@@ -422,11 +423,6 @@ def topology_influence(records: list[dict[str, Any]], out: Path) -> list[Path]:
     return written
 
 
-def _sample_std(values: list[float]) -> float:
-    """Standard deviation with n - 1 in the denominator, as the tables' cells have it; 0 for one seed (no bar)."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
 def robustness_curves(records: list[Record], out: Path) -> list[Path]:
     """Worst case over the attacks against the Byzantine count: one figure per (dataset, model, nodes, partition)
     with more than one count, a panel per topology, a line per defense. ``records``: every status, since a declined
@@ -443,7 +439,8 @@ def robustness_curves(records: list[Record], out: Path) -> list[Path]:
         group = (dataset, model, nodes, partition)
         counts[group].add(int(byzantine))
         for defense, values in by_defense.items():
-            point = (np.nan, np.nan) if values is None else (float(np.mean(values)), _sample_std(values))
+            # the table's mean and the tables' spread (n - 1); one seed draws no bar
+            point = (np.nan, np.nan) if values is None else (statistics.fmean(values), sample_std(values) or 0.0)
             series[group][topology][defense][int(byzantine)] = point
     written: list[Path] = []
     for group, by_topology in sorted(series.items(), key=lambda kv: tuple(map(str, kv[0]))):
