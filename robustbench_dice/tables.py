@@ -493,6 +493,12 @@ def _write_ranking(out: Path, worst_cases: WorstCases, rows: list[dict[str, Any]
     return _write_formats(out, "ranking", md, tex, flat.getvalue())
 
 
+def _largest_mean_first(row_means: dict[str, list[float]]) -> list[str]:
+    """The rows of a summary table by the mean of their values, largest first; rows without values last; ties by
+    label."""
+    return sorted(row_means, key=lambda row: (not row_means[row], -statistics.fmean(row_means[row] or [0.0]), row))
+
+
 NO_DROP = f"no cell with every seed's value both under this attack and under {NO_ATTACK!r}"
 
 
@@ -538,7 +544,7 @@ def _write_attack_strength(out: Path, blocks: dict[tuple[Any, ...], list[dict[st
             attack: [statistics.fmean(drops) for drops, _ in by_defense.values() if drops]
             for attack, by_defense in by_attack.items()
         }
-        attacks = sorted(by_attack, key=lambda a: (not row_means[a], -statistics.fmean(row_means[a] or [0.0]), a))
+        attacks = _largest_mean_first(row_means)
         notes: dict[str, int] = {}
         _block_header(md, tex, f"{dataset} / {model}", ["attack"], [*defenses, "mean"])
         for attack in attacks:
@@ -609,7 +615,7 @@ def _write_detection_summary(out: Path, blocks: dict[tuple[Any, ...], list[dict[
         row_means = {
             d: [statistics.fmean(by_attack[a]) for a in attacked if by_attack.get(a)] for d, by_attack in scored.items()
         }
-        defenses = sorted(scored, key=lambda d: (not row_means[d], -statistics.fmean(row_means[d] or [0.0]), d))
+        defenses = _largest_mean_first(row_means)
         notes: dict[str, int] = {}
         _block_header(md, tex, f"{dataset} / {model}", ["defense"], [*attacks, "mean"])
         for d in defenses:
