@@ -4,6 +4,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from .cpu_kernels import pin_instruction_set
+
+pin_instruction_set()  # before torch runs any kernel: the same numbers on every x86-64 machine
+
 PLUGIN_PACKAGES = ("attacks", "defenses")  # installed as robustbench_dice.attacks / .defenses
 
 

@@ -604,7 +604,8 @@ def version_text() -> str:
     v = versions()
     return (
         f"robustbench-dice {v['robustbench_dice']} (results version {RESULTS_VERSION};"
-        f" torch {v['torch']}, numpy {v['numpy']}, python {platform.python_version()})"
+        f" torch {v['torch']} with {v['cpu_capability']} CPU kernels, numpy {v['numpy']},"
+        f" python {platform.python_version()})"
     )
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics
+from .cpu_kernels import active_instruction_set
 from .dice import proximal_influence
 from .functional import Samples, per_node_grad, per_node_grads
 from .mixing import MixingMatrix, Neighbourhood
@@ -448,7 +449,7 @@ def _activation_width(model: Model) -> int:
 
 
 def versions() -> dict[str, str]:
-    out = {"torch": torch.__version__, "numpy": np.__version__}
+    out = {"torch": torch.__version__, "numpy": np.__version__, "cpu_capability": active_instruction_set()}
     try:
         out["robustbench_dice"] = importlib.metadata.version("robustbench-dice")
     except importlib.metadata.PackageNotFoundError:

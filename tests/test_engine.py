@@ -178,3 +178,29 @@ def test_auto_bound_runs_as_the_resolved_value_and_is_recorded():
     assert auto.final_accuracy_mean == explicit.final_accuracy_mean and auto.suspicion == explicit.suspicion
     declined = simulate(scenario.replace(topology="complete", nodes=6, defense="krum", defense_params={"f": "auto"}))
     assert declined.status == "skipped" and declined.auto_params == {"f": 4} and "f=4" in declined.reason
+
+
+def test_cpu_kernels_are_pinned_to_avx2_unless_the_environment_says_otherwise(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from robustbench_dice.cpu_kernels import PINNED, has_avx2, pin_instruction_set
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n")
+    assert has_avx2(cpuinfo, machine="x86_64") and not has_avx2(cpuinfo, machine="aarch64")
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx\n")
+    assert not has_avx2(cpuinfo, machine="x86_64") and not has_avx2(tmp_path / "missing", machine="x86_64")
+
+    environ = {"MKL_CBWR": "AUTO"}
+    assert pin_instruction_set(environ, supported=True) == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert environ == {**PINNED, "MKL_CBWR": "AUTO"}  # the user's setting stays
+    assert pin_instruction_set(empty := {}, supported=False) == {} and empty == {}
+
+    probe = "import robustbench_dice, torch; print(torch.backends.cpu.get_cpu_capability())"
+    clean = {k: v for k, v in os.environ.items() if k not in PINNED}
+    run = subprocess.run([sys.executable, "-c", probe], env=clean, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == ("AVX2" if has_avx2() else run.stdout.strip())
+    record = simulate(Scenario(nodes=4, rounds=1))
+    assert record.versions["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
