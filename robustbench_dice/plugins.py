@@ -15,6 +15,7 @@ All parameter tensors are ``(N, P)``: row ``k`` belongs to node ``k``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -121,6 +122,22 @@ class DefenseView:
         candidates = torch.cat([self.own.unsqueeze(1), self.neighbour_messages()], dim=1)
         mask = torch.cat([torch.ones_like(self.neighbours.mask[:, :1]), self.neighbours.mask], dim=1)
         return candidates, mask
+
+    def with_candidates(self, candidates: torch.Tensor) -> DefenseView:
+        """This round's view with each node's own model and received messages replaced by ``candidates``.
+
+        ``candidates (N, D+1, P)`` is ordered as :meth:`with_self` returns them (own first, padded slots holding
+        the own model). This is how a pre-aggregation step (nearest-neighbour mixing) hands its output to a rule
+        that reads :meth:`with_self`, :meth:`neighbour_messages` or ``own``. ``messages``, which is indexed by
+        sender rather than by receiver, is unchanged: a rule that reads it directly (plain gossip) would not see
+        the replacement.
+        """
+        expected = (self.own.shape[0], self.neighbours.index.shape[1] + 1, self.own.shape[1])
+        if tuple(candidates.shape) != expected:
+            raise ValueError(f"candidates must have shape {expected} (N, D+1, P), got {tuple(candidates.shape)}")
+        view = dataclasses.replace(self, own=candidates[:, 0])
+        view.__dict__["_neighbour_messages"] = candidates[:, 1:]
+        return view
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from robustbench_dice import Scenario, Simulation, simulate
+from robustbench_dice.errors import ConfigError
 from robustbench_dice.plugins import DefenseView
 from robustbench_dice.registry import build_defense
 
@@ -76,7 +77,7 @@ def test_trimmed_mean_equals_textbook(vectors, trim):
 
 
 def test_suspicion_ranks_the_outlier_first(vectors):
-    for name in ("krum", "median", "trimmed_mean", "clipped_gossip", "balance", "geometric_median", "ios"):
+    for name in ("krum", "median", "trimmed_mean", "clipped_gossip", "balance", "geometric_median", "ios", "nnm"):
         out = build_defense(name).aggregate(_complete_view(torch.tensor(vectors)))
         view = _complete_view(torch.tensor(vectors))
         j = 0
@@ -383,3 +384,79 @@ def test_candidate_losses_equal_one_validation_loss_call_per_candidate(model, pa
     torch.testing.assert_close(whole, loop, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(chunked, loop, rtol=1e-12, atol=1e-12)
     assert (st.data.val_mask_if_needed is None) == (partition == "iid")  # the masked path is exercised too
+
+
+def textbook_nnm(x: np.ndarray, f: int) -> np.ndarray:
+    """Nearest-neighbour mixing of one node's models ``x (m, P)``: each row becomes the mean of its m - f nearest."""
+    mixed = []
+    for i in range(len(x)):
+        nearest = sorted(range(len(x)), key=lambda k: (float(((x[i] - x[k]) ** 2).sum()), k))[: len(x) - f]
+        mixed.append(x[nearest].mean(axis=0))
+    return np.array(mixed)
+
+
+TEXTBOOK_RULES = {
+    "trimmed_mean": textbook_trimmed_mean,
+    "median": lambda v, f: np.median(v, axis=0),
+    "krum": textbook_krum,
+}
+
+
+@pytest.mark.parametrize(
+    ("topology", "f", "rule"),
+    [
+        (topology, f, rule)
+        for topology, f in [("erdos_renyi", 0), ("erdos_renyi", 1), ("torus", 1), ("complete", 3)]
+        for rule in sorted(TEXTBOOK_RULES)
+        if (topology, f, rule) != ("erdos_renyi", 1, "krum")  # a neighbourhood of 4 models: too small for Krum at f=1
+    ],
+)
+def test_nnm_equals_the_per_node_textbook_loop(topology, f, rule):
+    view = _view_on(topology)
+    out = build_defense("nnm", {"f": f, "rule": rule}).aggregate(view)
+    for j in range(view.own.shape[0]):
+        x, _, _ = _neighbourhood(view, j)
+        expected = TEXTBOOK_RULES[rule](textbook_nnm(x, f), f)
+        np.testing.assert_allclose(out.theta[j].numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_nnm_hands_the_mixed_models_to_the_rule_and_its_scores_back():
+    from robustbench_dice.defenses.nnm import nearest_neighbour_mixing
+
+    view = _view_on("erdos_renyi")  # irregular: padded slots
+    candidates, mask = view.with_self()
+    mixed = nearest_neighbour_mixing(candidates, mask, 1)
+    for j in range(view.own.shape[0]):
+        x, _, _ = _neighbourhood(view, j)
+        np.testing.assert_allclose(mixed[j][mask[j]].numpy(), textbook_nnm(x, 1), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(mixed[j][~mask[j]], mixed[j, :1].expand(int((~mask[j]).sum()), -1))
+    direct = build_defense("geometric_median").aggregate(view.with_candidates(mixed))
+    out = build_defense("nnm", {"f": 1, "rule": "geometric_median"}).aggregate(view)
+    torch.testing.assert_close(out.theta, direct.theta, rtol=0, atol=0)
+    torch.testing.assert_close(out.suspicion, direct.suspicion, rtol=0, atol=0)
+    assert out.suspicion.shape == view.neighbours.mask.shape
+
+
+def test_nnm_without_a_bound_averages_the_neighbourhood():
+    vectors = np.random.default_rng(3).normal(size=(N, P))
+    out = build_defense("nnm", {"f": 0, "rule": "median"}).aggregate(_complete_view(torch.tensor(vectors)))
+    for j in range(N):  # every model mixes with all m: each becomes the mean, and so does any rule of them
+        np.testing.assert_allclose(out.theta[j].numpy(), vectors.mean(axis=0), rtol=1e-12, atol=1e-12)
+
+
+def test_nnm_declines_small_neighbourhoods_and_rejects_unknown_rules():
+    ring = simulate(Scenario(defense="nnm", defense_params={"f": 1}, topology="ring", nodes=8, rounds=2))
+    assert ring.status == "ok"  # 3 models > 2f
+    small = simulate(Scenario(defense="nnm", defense_params={"f": 2}, topology="ring", nodes=8, rounds=2))
+    assert (
+        small.status == "skipped" and "more than 2f = 4 models" in small.reason and "the smallest has 3" in small.reason
+    )
+    krum = simulate(Scenario(defense="nnm", defense_params={"rule": "krum"}, topology="ring", nodes=8, rounds=2))
+    assert krum.status == "skipped" and "rule krum: needs more than 2f + 2 = 4 models" in krum.reason
+    with pytest.raises(
+        ConfigError, match=r"rule must be one of trimmed_mean, median, krum, geometric_median, got 'ios'"
+    ):
+        build_defense("nnm", {"rule": "ios"})
+    view = _view_on("torus")
+    with pytest.raises(ValueError, match=r"candidates must have shape \(9, 5, 6\)"):
+        view.with_candidates(torch.zeros(9, 4, 6))
