@@ -149,7 +149,7 @@ def detection_heatmaps(records: list[dict[str, Any]], out: Path) -> list[Path]:
         for i in range(len(attacks)):
             for j in range(len(defenses)):
                 text = "n/a" if np.isnan(grid[i, j]) else f"{grid[i, j]:.2f}"
-                ax.text(j, i, text, ha="center", va="center", color="white" if grid[i, j] < 0.6 else "black")
+                ax.text(j, i, text, ha="center", va="center", color=_text_colour_on(image, grid[i, j]))
         ax.set_xticks(range(len(defenses)), defenses, rotation=30, ha="right")
         ax.set_yticks(range(len(attacks)), attacks)
         ax.set_xlabel("defense")
@@ -497,6 +497,14 @@ def robustness_curves(records: list[Record], out: Path) -> list[Path]:
     return written
 
 
+def _text_colour_on(image: Any, value: float) -> str:
+    """White or black, whichever reads better on the colour ``image`` gives ``value`` (black on n/a's blank)."""
+    if np.isnan(value):
+        return "black"
+    red, green, blue, _ = image.cmap(image.norm(value))
+    return "white" if 0.299 * red + 0.587 * green + 0.114 * blue < 0.5 else "black"
+
+
 def detection_summary_heatmaps(records: list[Record], out: Path, suite: str = "all") -> list[Path]:
     """The ``detection_summary`` table drawn: per (dataset, model), defense x attack, left the mean edge-level AUC on the
     cells every defense has, right the defenses' mean rank there (1 = the best detector). Rows as in the table, best
@@ -514,17 +522,16 @@ def detection_summary_heatmaps(records: list[Record], out: Path, suite: str = "a
             1, 2, figsize=(2 * (0.55 * len(attacks) + 2.2), 0.4 * n + 1.8), sharey=True, layout="constrained"
         )
         panels = (
-            (auc, 0.0, 1.0, "viridis", "{:.2f}", "edge-level AUC", 0.6),
-            (rank, 1.0, float(n), "viridis_r", "{:.1f}", f"mean rank of {n} (1 = best)", (n + 1) / 2),
+            (auc, 0.0, 1.0, "viridis", "{:.2f}", "edge-level AUC"),
+            (rank, 1.0, float(n), "viridis_r", "{:.1f}", f"mean rank of {n} (1 = best)"),
         )
-        for ax, (grid, low, high, cmap, spec, label, dark_below) in zip(axes, panels, strict=True):
+        for ax, (grid, low, high, cmap, spec, label) in zip(axes, panels, strict=True):
             image = ax.imshow(grid, vmin=low, vmax=high, cmap=cmap, aspect="auto")
             for i in range(n):
                 for j in range(len(attacks)):
                     value = grid[i, j]
-                    dark = value < dark_below if cmap == "viridis" else value > dark_below
                     text = "n/a" if np.isnan(value) else spec.format(value)
-                    ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+                    ax.text(j, i, text, ha="center", va="center", fontsize=7, color=_text_colour_on(image, value))
             ax.set_xticks(range(len(attacks)), attacks, rotation=35, ha="right")
             fig.colorbar(image, ax=ax, label=label, shrink=0.9)
         axes[0].set_yticks(range(n), compared.defenses)

@@ -373,6 +373,18 @@ def test_detection_summary_figure_draws_the_tables_shared_auc_and_rank(attacked,
     assert figures.detection_summary_heatmaps([], tmp_path) == []  # nothing scored, nothing drawn
 
 
+def test_heatmap_text_is_white_on_dark_cells_and_black_on_light_ones_whatever_the_colormap():
+    from robustbench_dice.figures import _pyplot, _text_colour_on
+
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    for cmap, dark, light in (("viridis", 0.0, 1.0), ("viridis_r", 1.0, 0.0), ("Greys", 1.0, 0.0)):
+        image = ax.imshow(np.zeros((1, 1)), vmin=0.0, vmax=1.0, cmap=cmap)
+        assert (_text_colour_on(image, dark), _text_colour_on(image, light)) == ("white", "black"), cmap
+    assert _text_colour_on(image, float("nan")) == "black"
+    plt.close(fig)
+
+
 def test_detection_summary_figure_is_drawn_from_one_suite_and_named_after_it(tiny, tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)
