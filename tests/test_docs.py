@@ -57,8 +57,8 @@ def _rows_of_table_after(path: Path, marker: str) -> list[list[str]]:
         ("Quick suite, worst case over the attacks", "tables/worst_attack.md", 4),
         ("Edge-level detection AUC (", "tables/detection_auc.md", 16),
         ("Full suite, worst case over the attacks", "full/tables/worst_attack.md", 7),
-        ("Full suite, defenses ranked by their worst case", "full/tables/ranking.md", 10),
-        ("MNIST-1D (the same cells)", "full/tables/ranking.md", 10),
+        ("Full suite, defenses ranked by their worst case", "full/tables/ranking.md", 11),
+        ("MNIST-1D (the same cells)", "full/tables/ranking.md", 11),
     ],
 )
 def test_readme_suite_tables_quote_the_committed_tables(marker, table, rows):
@@ -221,34 +221,38 @@ def test_readme_ranking_significance_follows_the_committed_rank_tests():
         for ds in ("digits", "mnist1d")
     }
     assert f"({chi['digits']})" in paragraph and f"MNIST-1D ({chi['mnist1d']}," in paragraph
-    for dataset, apart in (("digits", 5), ("mnist1d", 7)):  # "the five / seven best-ranked are told apart"
+    for dataset, apart in (("digits", 5), ("mnist1d", 5)):  # "the five best-ranked are told apart"
         order = [d for ds, d, _ in ranks if ds == dataset]  # the csv is sorted by mean rank
         assert order[-2:] == ["krum(f=auto)", "gossip"]
         assert all(told_apart(dataset, a, b) for a in order[:apart] for b in order[-2:])
-        assert not any(told_apart(dataset, order[apart], b) for b in order[-2:])
-        assert not any(told_apart(dataset, a, b) for a in order[:8] for b in order[:8])
-    assert "critical difference is 4.28" in paragraph and "(critical difference 3.03)" in paragraph
+        assert not all(told_apart(dataset, order[apart], b) for b in order[-2:])  # the sixth: not from both
+        assert not any(told_apart(dataset, a, b) for a in order[:9] for b in order[:9])
+    assert "critical difference is 4.77" in paragraph and "(critical difference 3.38)" in paragraph
     order = [d for ds, d, _ in ranks if ds == "all"]
-    assert all(told_apart("all", a, b) for a in order[:8] for b in order[-2:])
-    pairs = [(a, b) for i, a in enumerate(order[:8]) for b in order[i + 1 : 8] if told_apart("all", a, b)]
-    assert pairs == [("ios(f=auto)", "dice_prune")] and "IOS (3.00) from DICE pruning (6.15)" in paragraph
+    assert order[8] == "dice_prune" and all(told_apart("all", a, b) for a in order[:8] for b in order[-2:])
+    assert told_apart("all", "dice_prune", "gossip") and not told_apart("all", "dice_prune", "krum(f=auto)")
+    assert "all nine are told apart from plain gossip and all but DICE pruning from Krum" in paragraph
+    pairs = [(a, b) for i, a in enumerate(order[:9]) for b in order[i + 1 : 9] if told_apart("all", a, b)]
+    assert pairs == [("nnm(f=auto)", "median"), ("nnm(f=auto)", "dice_prune")]
+    assert "NNM (2.85) from the median (6.35), by a margin of 0.12, and from DICE pruning (7.00)" in paragraph
 
 
 def test_readme_ubar_paragraph_quotes_the_committed_ranking():
     text = " ".join(README.read_text().split())
-    paragraph = text[text.index("UBAR, added in the previous version") : text.index("How sure is this order?")]
+    paragraph = text[text.index("UBAR, added two versions ago") : text.index("How sure is this order?")]
     with open(RESULTS / "full" / "tables" / "ranking.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["dataset"] in ("digits", "mnist1d")]
     order = {ds: [r["defense"] for r in rows if r["dataset"] == ds] for ds in ("digits", "mnist1d")}
     ubar = {r["dataset"]: r for r in rows if r["defense"] == "ubar(f=auto)"}
     assert (
-        order["digits"].index("ubar(f=auto)") == 4
-        and f"fifth on digits ({float(ubar['digits']['mean_rank']):.2f})" in paragraph
+        order["digits"].index("ubar(f=auto)") == 5
+        and f"sixth on digits ({float(ubar['digits']['mean_rank']):.2f})" in paragraph
     )
+    rank = {r["defense"]: r["mean_rank"] for r in rows if r["dataset"] == "mnist1d"}
     assert (
-        order["mnist1d"].index("ubar(f=auto)") == 6
-        and f"seventh on MNIST-1D ({float(ubar['mnist1d']['mean_rank']):.2f})" in paragraph
+        order["mnist1d"][6:8] == ["clipped_gossip", "ubar(f=auto)"] and rank["clipped_gossip"] == rank["ubar(f=auto)"]
     )
+    assert f"ties clipped gossip for seventh on MNIST-1D ({float(rank['ubar(f=auto)']):.2f})" in paragraph
     lowest = {r["defense"]: float(r["worst_case_min"]) for r in rows if r["dataset"] == "digits"}
     assert max(lowest, key=lowest.get) == "ubar(f=auto)" and f"({lowest['ubar(f=auto)']:.3f})" in paragraph
     assert ubar["digits"]["cells"] == "24" and "24 of the 42 cells" in paragraph
@@ -287,9 +291,9 @@ def test_readme_attack_strength_paragraph_quotes_the_committed_table():
     assert most_often_worst("digits", "balance") == ("gradient_scale", 34, 42) and "(34 of 42 cells)" in paragraph
     assert most_often_worst("digits", "krum(f=auto)") == ("free_ride", 7, 10) and "(7 of its 10 cells)" in paragraph
     assert most_often_worst("digits", "ubar(f=auto)") == ("free_ride", 8, 24) and "(8 of its 24)" in paragraph
-    assert most_often_worst("mnist1d", "ubar(f=auto)", ties=2) == ("free_ride", 7, 24)
-    assert rows[("mnist1d", "min_sum", "ubar(f=auto)")]["worst_in"] == "7"
-    assert "free riding and `min_sum` tie for UBAR at 7 of 24" in paragraph
+    assert most_often_worst("mnist1d", "ubar(f=auto)") == ("free_ride", 7, 24)
+    assert rows[("mnist1d", "min_sum", "ubar(f=auto)")]["worst_in"] == "6"
+    assert "MNIST-1D too, 7 of 24, with `min_sum` next at 6" in paragraph
     assert most_often_worst("mnist1d", "ios(f=auto)") == ("min_sum", 14, 24) and "(14 of 24)" in paragraph
     others = ("balance", "clipped_gossip", "dice_prune", "geometric_median", "median", "trimmed_mean(trim=auto)")
     optimised = [drop("mnist1d", a, d) for a in ("min_max", "min_sum") for d in others]
@@ -329,12 +333,15 @@ def test_readme_detection_paragraph_quotes_the_committed_summary():
 
     first, top = ranking("digits")[0]
     assert top == "ubar(f=auto)" and f"UBAR's scores look best on digits ({first:.3f})" in paragraph
-    first, top = ranking("mnist1d")[0]
-    assert top == "ios(f=auto)" and f"IOS's on MNIST-1D ({first:.3f})" in paragraph
     shared = {(r["dataset"], r["defense"], r["attack"]): float(r["shared_mean_auc"]) for r in rows if r["mean_auc"]}
-    for dataset, phrase, runner_up, words in (
-        ("digits", "{:.3f} on digits", "ubar(f=auto)", "(then UBAR's, {:.3f})"),
-        ("mnist1d", "{:.3f} on MNIST-1D", "median", "(then the median's, {:.3f})"),
+    for dataset, top_two, third, words in (
+        (
+            "digits",
+            ["dice_prune", "nnm(f=auto)"],
+            "ubar(f=auto)",
+            "on digits, {:.3f}, with NNM's a hair behind (then UBAR's, {:.3f})",
+        ),
+        ("mnist1d", ["nnm(f=auto)", "dice_prune"], None, "on MNIST-1D, {:.3f} (then DICE pruning's, {:.3f})"),
     ):
         means = {
             d: sum(v for (ds, dd, a), v in shared.items() if (ds, dd) == (dataset, d) and a != "none") / 11
@@ -342,10 +349,11 @@ def test_readme_detection_paragraph_quotes_the_committed_summary():
             if ds == dataset
         }
         order = sorted(means, key=means.get, reverse=True)
-        assert order[:2] == ["dice_prune", runner_up] and {
-            r["shared_cells"] for r in rows if r["dataset"] == dataset
-        } == {"10"}
-        assert f"{phrase.format(means['dice_prune'])} {words.format(means[runner_up])}" in paragraph
+        assert order[:2] == top_two and {r["shared_cells"] for r in rows if r["dataset"] == dataset} == {"10"}
+        quoted = (means[top_two[0]], means[third]) if third else (means[top_two[0]], means[top_two[1]])
+        assert (third is None or order[2] == third) and words.format(*quoted) in paragraph
+        if third:
+            assert f"{means[top_two[0]]:.3f}" == f"{means[top_two[1]]:.3f}"  # "a hair behind": equal to 3 places
     # the split by attack: DICE pruning's scores rank best under the quiet attacks and near last under the loud ones
     rank = {
         (r["dataset"], r["defense"], r["attack"]): float(r["shared_mean_rank"]) for r in rows if r["attack"] != "none"
@@ -363,7 +371,7 @@ def test_readme_detection_paragraph_quotes_the_committed_summary():
     loud_ranks = [mine[(ds, a)] for ds in ("digits", "mnist1d") for a in loud]
     assert f"under each, {min(quiet_ranks):.1f}-{max(quiet_ranks):.1f}, on the shared cells" in paragraph
     assert f"among the worst (mean rank {min(loud_ranks):.1f}-{max(loud_ranks):.1f})" in paragraph
-    assert min(loud_ranks) > 6 and max(loud_ranks) <= 9
+    assert min(loud_ranks) > 6 and max(loud_ranks) <= 10
     quiet_auc = [shared[(ds, "dice_prune", a)] for ds in ("digits", "mnist1d") for a in quiet]
     assert f"near chance there (AUC {min(quiet_auc):.2f}-{max(quiet_auc):.2f})" in paragraph
     best_loud = [
@@ -373,13 +381,24 @@ def test_readme_detection_paragraph_quotes_the_committed_summary():
     ]
     assert f"the best rule reaches AUC {min(best_loud):.2f}-{max(best_loud):.2f}" in paragraph
     table = (RESULTS / "full" / "tables" / "detection_summary.md").read_text()
-    dice_rows = [line for line in table.splitlines() if line.startswith("| dice_prune |")]
-    assert [row.split("|")[-2].strip() for row in dice_rows] == ["5.18", "5.18"]
-    assert "DICE pruning's mean rank is 5.18 of 9 on both datasets" in paragraph
+    overall = {}
+    for block in table.split("\n## ")[1:]:
+        dataset = block.split(" ")[0]
+        body = [line.split("|") for line in block.splitlines() if line.startswith("| ") and "---" not in line][1:]
+        overall[dataset] = {cells[1].strip(): cells[-2].strip() for cells in body}
+    for dataset in ("digits", "mnist1d"):
+        assert min(overall[dataset], key=lambda d: float(overall[dataset][d])) == "nnm(f=auto)"
+        assert len(overall[dataset]) == 10
+    assert (
+        f"(4.40 on digits, 4.32 on MNIST-1D) and DICE pruning {overall['digits']['dice_prune']} and"
+        f" {overall['mnist1d']['dice_prune']} of 10" in paragraph
+    )
+    assert (overall["digits"]["nnm(f=auto)"], overall["mnist1d"]["nnm(f=auto)"]) == ("4.40", "4.32")
     friedman = re.findall(
         r"Friedman test over the 110 \(cell, attack\) pairs: chi-square [\d.]+, p = ([\d.e-]+)\.", table
     )
-    assert len(friedman) == 2 and float(friedman[1]) > 0.05 and f"(p = {friedman[1]})" in paragraph
+    assert len(friedman) == 2 and all(float(p) < 0.05 for p in friedman)
+    assert f"(p = {friedman[0]} and {friedman[1]})" in paragraph
     # the same comparison without krum, from the per-cell table: 18 cells are then shared
     with open(RESULTS / "full" / "tables" / "detection_auc.csv") as f:
         complete = [
@@ -387,6 +406,7 @@ def test_readme_detection_paragraph_quotes_the_committed_summary():
             for r in csv.DictReader(f)
             if r["mean"] and r["note"] == "" and r["defense"] not in ("gossip", "krum(f=auto)")
         ]
+    means_by: dict[str, float] = {}
     for dataset in ("digits", "mnist1d"):
         per_cell: dict[tuple[str, str], dict[tuple[str, str, str], float]] = {}
         for r in complete:
@@ -402,14 +422,13 @@ def test_readme_detection_paragraph_quotes_the_committed_summary():
             d: sum(sum(per_cell[(d, a)][c] for c in common[a]) / 18 for a in attacks) / len(attacks) for d in defenses
         }
         order = sorted(means, key=means.get, reverse=True)
-        if dataset == "digits":
-            assert (
-                order[0] == "dice_prune"
-                and f"still has the highest mean on digits ({means['dice_prune']:.3f})" in paragraph
-            )
-        else:
-            spread = means[order[0]] - means[order[3]]
-            assert "dice_prune" in order[:4] and f"the first four are within {spread:.3f} of each other" in paragraph
+        top = {"digits": "dice_prune", "mnist1d": "nnm(f=auto)"}[dataset]
+        assert order[0] == top
+        means_by[dataset] = means[top]
+    assert (
+        f"highest mean on digits ({means_by['digits']:.3f}) and NNM on MNIST-1D ({means_by['mnist1d']:.3f})"
+        in paragraph
+    )
     gaussian = [v for (_, _, a), v in auc.items() if a == "gaussian"]
     assert f"AUC >= {min(gaussian):.3f} on both datasets" in paragraph
     hidden = [v for (_, _, a), v in auc.items() if a in ("alie", "ipm")]
@@ -420,7 +439,7 @@ def test_readme_detection_paragraph_quotes_the_committed_summary():
 
 def test_readme_mimic_paragraph_quotes_the_committed_tables():
     text = " ".join(README.read_text().split())
-    start = text.index("`mimic`, added in this version")
+    start = text.index("`mimic`, added in the previous version")
     paragraph = text[start : text.index("Which defense finds the attackers?", start)]
     with open(RESULTS / "full" / "tables" / "accuracy.csv") as f:
         complete = [r for r in csv.DictReader(f) if r["mean"] and r["seeds"] == "3"]
@@ -467,6 +486,44 @@ def test_readme_mimic_paragraph_quotes_the_committed_tables():
             if (r["dataset"], r["attack"]) == ("digits", "mimic")
         }
     by_distance = [v for d, v in auc.items() if d not in ("dice_prune", "ubar(f=auto)")]
-    assert len(by_distance) == 7 and max(by_distance) < 0.5
+    assert len(by_distance) == 8 and max(by_distance) < 0.5
+    assert f"({min(by_distance):.3f}-{max(by_distance):.3f})" in paragraph
     assert f"below 0.5 ({min(by_distance):.3f}-{max(by_distance):.3f})" in paragraph
     assert f"near chance ({auc['dice_prune']:.3f} and {auc['ubar(f=auto)']:.3f})" in paragraph
+
+
+def test_readme_nnm_paragraph_quotes_the_committed_tables():
+    text = " ".join(README.read_text().split())
+    start = text.index("Nearest-neighbour mixing (`nnm`")
+    paragraph = text[start : text.index("The attacks `min_max` and `min_sum` moved", start)]
+    with open(RESULTS / "full" / "tables" / "ranking.csv") as f:
+        ranking = {(r["dataset"], r["defense"]): r for r in csv.DictReader(f)}
+    for dataset, words in (("digits", "digits {}"), ("mnist1d", "MNIST-1D {}")):
+        order = sorted((float(r["mean_rank"]), d) for (ds, d), r in ranking.items() if ds == dataset)
+        assert order[0][1] == "nnm(f=auto)" and words.format(f"{order[0][0]:.2f}") in paragraph
+        assert (
+            ranking[(dataset, "nnm(f=auto)")]["cells"] == ranking[(dataset, "trimmed_mean(trim=auto)")]["cells"] == "18"
+        )
+    with open(RESULTS / "full" / "tables" / "accuracy.csv") as f:
+        complete = [r for r in csv.DictReader(f) if r["mean"] and r["seeds"] == "3"]
+    cells: dict[tuple[str, str, str, str], dict[str, dict[str, float]]] = {}
+    for r in complete:
+        key = (r["dataset"], r["byzantine"], r["partition"], r["topology"])
+        if r["attack"] != "none":  # the worst case is over the attacks
+            cells.setdefault(key, {}).setdefault(r["defense"], {})[r["attack"]] = float(r["mean"])
+    for dataset, partition in (
+        ("digits", "dirichlet"),
+        ("mnist1d", "dirichlet"),
+        ("digits", "iid"),
+        ("mnist1d", "iid"),
+    ):
+        pairs = [
+            (min(per["nnm(f=auto)"].values()), min(per["trimmed_mean(trim=auto)"].values()))
+            for (ds, _, p, _), per in cells.items()
+            if (ds, p) == (dataset, partition) and "nnm(f=auto)" in per and "trimmed_mean(trim=auto)" in per
+        ]
+        assert len(pairs) == 9  # the same cells: NNM declines where the trimmed mean does
+        mixed, alone = (sum(v) / len(v) for v in zip(*pairs, strict=True))
+        assert f"{mixed:.3f} against {alone:.3f}" in paragraph or f"({mixed:.3f} against {alone:.3f})" in paragraph
+        if partition == "dirichlet":
+            assert mixed > alone + 0.02
