@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .cpu_kernels import pin_instruction_set
 
-pin_instruction_set()  # before torch runs any kernel: the same numbers on every x86-64 machine
+pin_instruction_set()  # before torch runs any kernel: numbers that do not depend on AVX-512
 
 PLUGIN_PACKAGES = ("attacks", "defenses")  # installed as robustbench_dice.attacks / .defenses
 

@@ -1,4 +1,4 @@
-"""Pin the CPU kernels' instruction set, so that a run gives the same numbers on every x86-64 machine.
+"""Pin the CPU kernels' instruction set, so that a run's numbers do not depend on whether the CPU has AVX-512.
 
 PyTorch picks its vectorised CPU kernels by the widest instruction set the
 processor has. AVX-512 kernels reduce in a different order from AVX2 ones, so
