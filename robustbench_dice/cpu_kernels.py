@@ -35,10 +35,10 @@ def has_avx2(cpuinfo: Path = Path("/proc/cpuinfo"), machine: str | None = None) 
     if (machine or platform.machine()).lower() not in ("x86_64", "amd64"):
         return False
     try:
-        text = cpuinfo.read_text()
+        with cpuinfo.open() as lines:  # every core repeats its block: the first flags line is enough
+            flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     except OSError:
         return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return "avx2" in flags and "fma" in flags
 
 
