@@ -375,10 +375,16 @@ def _suites(name: str, data_root: str | None, influence: str) -> tuple[list[Any]
     return [load_suite(name)], None
 
 
-def _suite_keys(suites: list[Any]) -> set[str]:
+def _suite_scenarios(suites: list[Any]) -> list[Any]:
+    """Every run of ``suites``."""
+    return _union([suite.scenarios() for suite in suites])
+
+
+def _union(scenario_lists: list[list[Any]]) -> list[Any]:
+    """The scenarios of the lists, each once (a run may stand in more than one suite)."""
     from .store import scenario_key
 
-    return {scenario_key(s) for suite in suites for s in suite.scenarios()}
+    return list({scenario_key(s): s for scenarios in scenario_lists for s in scenarios}.values())
 
 
 def _suite_name(suite: str) -> str:
@@ -494,7 +500,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  ... and {len(progress.failures) - FAILURES_SHOWN} more failed runs; their logs are beside these")
         failed += progress.failed
     tables = _tables_folder(args.suite, args.tables)
-    written = write_tables(store, tables, keys=_suite_keys(whole))  # the whole suite's tables, whatever --only ran
+    scenarios = _suite_scenarios(whole)  # the whole suite's tables, whatever --only ran
+    _note_not_run(store, scenarios)
+    written = write_tables(store, tables, scenarios)
     print(f"tables written to {tables}/ ({', '.join(p.name for p in written[:4])}, ...)")
     if plan is not None and args.only:
         print("influence experiments left as they are (--only cuts the grid runs only)")
@@ -515,16 +523,14 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
     _load_user_plugins(args)  # a suite file may name them
     # one suite's runs by default, as `run` writes them: a store usually holds several suites' runs
-    keys = None if args.suite == "all" else _suite_keys(_suites(args.suite, args.data_root, "results/influence")[0])
+    suite = None if args.suite == "all" else _suites(args.suite, args.data_root, "results/influence")[0]
+    scenarios = None if suite is None else _suite_scenarios(suite)
     out = _tables_folder(args.suite, args.out)
     store = ResultStore(args.store, create=False)
-    found = sum(keys is None or r.key in keys for r in store.records())
-    if not found:  # rather than overwrite the tables with empty ones
-        hint = "" if keys is None else f"; `robustbench-dice run --suite {args.suite} --store {args.store}` runs them"
-        raise ConfigError(f"no stored runs of suite {args.suite!r} in {args.store}/{hint}")
-    if keys is not None and found < len(keys):
-        print(f"note: {found} of the suite's {len(keys)} runs are stored; the tables cover those")
-    written = write_tables(store, out, keys=keys)
+    if not (store.records() if scenarios is None else _note_not_run(store, scenarios)):
+        hint = "" if suite is None else f"; `robustbench-dice run --suite {args.suite} --store {args.store}` runs them"
+        raise ConfigError(f"no stored runs of suite {args.suite!r} in {args.store}/{hint}")  # not empty tables
+    written = write_tables(store, out, scenarios)
     print(f"{len(written)} files written to {out}/")
     _note_stale(store)
     return 0
@@ -538,20 +544,21 @@ def cmd_figures(args: argparse.Namespace) -> int:
     # by default the runs behind the committed figures (quick and paper suites): other suites' runs in the same
     # store would otherwise mix into curves of the same block
     names = FIGURE_SUITES if args.suite is None else (args.suite,)
-    keys_of = {
-        name: None if name == "all" else _suite_keys(_suites(name, args.data_root, args.influence)[0]) for name in names
+    scenarios_of = {
+        name: None if name == "all" else _suite_scenarios(_suites(name, args.data_root, args.influence)[0])
+        for name in names
     }
-    chosen = [k for k in keys_of.values() if k is not None]
-    keys = set[str]().union(*chosen) if len(chosen) == len(keys_of) else None  # None: every record ('all')
+    chosen = [s for s in scenarios_of.values() if s is not None]
+    pooled = _union(chosen) if len(chosen) == len(scenarios_of) else None  # None: every record ('all')
     store = ResultStore(args.store, create=False)
     if not store.root.is_dir():
         print(f"note: no result store at {args.store}/; only the figures of {args.influence}/")
     out = _figures_folder(args.suite, args.out)
     kinds = args.kind or FIGURE_KINDS
     per_suite = [k for k in kinds if k in SUITE_FIGURES]
-    written = write_figures(store, args.influence, out, keys=keys, kinds=[k for k in kinds if k not in per_suite])
-    for name, suite_keys in keys_of.items() if per_suite else ():  # pooled suites: a grid no table has
-        written += write_figures(store, args.influence, out, keys=suite_keys, kinds=per_suite, suite=_suite_name(name))
+    written = write_figures(store, args.influence, out, pooled, kinds=[k for k in kinds if k not in per_suite])
+    for name, scenarios in scenarios_of.items() if per_suite else ():  # pooled suites: a grid no table has
+        written += write_figures(store, args.influence, out, scenarios, kinds=per_suite, suite=_suite_name(name))
     print(f"{len(written)} files written to {out}/")
     _note_stale(store)
     return 0
@@ -571,6 +578,20 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for path in removed if args.dry_run else ():
         print(f"  {path}")
     return 0
+
+
+def _note_not_run(store: ResultStore, scenarios: list[Any]) -> int:
+    """Say how many of a suite's runs the store lacks (the tables mark them "not run yet"); return how many it has."""
+    from .store import scenario_key
+
+    stored = sum(store.path(scenario_key(s)).is_file() for s in scenarios)
+    if stored < len(scenarios):
+        print(
+            f"note: {len(scenarios) - stored} of the suite's {len(scenarios)} runs are not in the store yet; the"
+            " tables mark their cells, and the worst cases and rankings that need them, 'not run yet' (running the"
+            " suite without --only computes them)"
+        )
+    return stored
 
 
 def _note_stale(store: ResultStore) -> None:

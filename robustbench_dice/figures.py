@@ -32,12 +32,13 @@ import functools
 import gzip
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .scenario import Scenario
 from .store import Record, ResultStore
 from .suite import PluginSpec
 from .tables import detection_comparisons, sample_std, summary_rows, worst_case_values
@@ -340,7 +341,6 @@ def topology_influence(records: list[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib.colors as mcolors
     import networkx as nx
 
-    from .scenario import Scenario
     from .setup import scenario_topology
     from .topology import torus_sides
 
@@ -563,12 +563,13 @@ def write_figures(
     store: ResultStore,
     influence_dir: str | Path,
     out: str | Path,
-    keys: set[str] | None = None,
+    scenarios: Iterable[Scenario] | None = None,
     kinds: Collection[str] = FIGURE_KINDS,
     suite: str = "all",
 ) -> list[Path]:
-    """Every figure of ``kinds`` (names in ``FIGURE_KINDS``) that the store (restricted to ``keys`` when given) and
-    ``influence_dir`` have data for. ``suite`` names the runs in the files of ``SUITE_FIGURES``."""
+    """Every figure of ``kinds`` (names in ``FIGURE_KINDS``) that the store (restricted to ``scenarios``, a suite's
+    runs, when given; those not stored count as not run) and ``influence_dir`` have data for. ``suite`` names the
+    runs in the files of ``SUITE_FIGURES``."""
     unknown = sorted(set(kinds) - set(FIGURE_KINDS))
     if unknown:
         raise ValueError(f"unknown figure kind(s) {', '.join(map(repr, unknown))}; known: {', '.join(FIGURE_KINDS)}")
@@ -576,7 +577,7 @@ def write_figures(
 
     @functools.cache  # read once, and only when a kind drawn from the store is asked for
     def stored() -> list[Record]:
-        return [r for r in store.records() if keys is None or r.key in keys]
+        return store.records_of(scenarios)
 
     @functools.cache
     def ok() -> list[dict[str, Any]]:

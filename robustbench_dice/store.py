@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +38,25 @@ def scenario_key(scenario: Scenario) -> str:
 @dataclass(frozen=True)
 class Record:
     key: str
-    status: str  # ok | skipped | failed
+    status: str  # ok | skipped | failed, or missing: a suite's run the store does not hold (never written)
     data: dict[str, Any]
 
     @property
     def result(self) -> RunResult | None:
         return RunResult.from_dict(self.data["result"]) if "result" in self.data else None
+
+
+NOT_RUN = "not run yet (in the suite, not in the store)"
+
+
+def missing_record(scenario: Scenario) -> Record:
+    """The stand-in for a run of a suite that the store does not hold: status ``missing``, reason :data:`NOT_RUN`.
+
+    Tables and figures count it like a run without a value, so a cell, a worst case or a ranking that would need it
+    says it is not available instead of being computed from the runs that happen to be stored.
+    """
+    key = scenario_key(scenario)
+    return Record(key, "missing", {"key": key, "status": "missing", "scenario": scenario.to_dict(), "reason": NOT_RUN})
 
 
 def result_record(scenario: Scenario, result: RunResult) -> dict[str, Any]:
@@ -134,6 +147,15 @@ class ResultStore:
             else:
                 self.stale += 1
         return out
+
+    def records_of(self, scenarios: Iterable[Scenario] | None) -> list[Record]:
+        """The records of ``scenarios`` (every record when None), sorted by key, with a :func:`missing_record` for
+        each scenario the store does not hold."""
+        if scenarios is None:
+            return self.records()
+        wanted = {scenario_key(s): s for s in scenarios}
+        found = {r.key: r for r in self.records() if r.key in wanted}
+        return [found[key] if key in found else missing_record(s) for key, s in sorted(wanted.items())]
 
     def prune(self, dry_run: bool = False) -> list[Path]:
         """Delete stale records (another results version), unparseable ones, and their logs; return the paths.

@@ -21,6 +21,7 @@ import csv
 import io
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +31,7 @@ import scipy.stats
 
 from .io import atomic_write_bytes
 from .metrics import Auc, edge_auc
+from .scenario import Scenario
 from .store import Record, ResultStore
 from .suite import PluginSpec
 
@@ -133,10 +135,13 @@ def _every_seed_mean(runs: list[dict[str, Any]], metric: str) -> float | None:
     return statistics.fmean(values) if values and len(values) == len(runs) else None
 
 
-def _first_reason(rows: list[dict[str, Any]], default: str = "", metric: str = "") -> str:
+def _first_reason(rows: list[dict[str, Any]], metric: str, default: str = "") -> str:
+    """Why the first of ``rows`` that lacks ``metric`` lacks it (the rows that have it may carry a reason about
+    another metric: a run without suspicion scores says so in ``reason``)."""
     own = f"{metric}_reason"
-    return next((r[own] for r in rows if r.get(own) and r["status"] == "ok"), "") or next(
-        (r["reason"] for r in rows if r["reason"]), default
+    lacking = [r for r in rows if r["status"] != "ok" or r[metric] is None]
+    return next((r[own] for r in lacking if r.get(own) and r["status"] == "ok"), "") or next(
+        (r["reason"] for r in lacking if r["reason"]), default
     )
 
 
@@ -160,7 +165,7 @@ def _not_available(notes: dict[str, int], reason: str) -> str:
 def _incomplete_reason(rows: list[dict[str, Any]], metric: str) -> str:
     """Why ``rows`` (the seeds of one cell) do not all have ``metric``; prefixed ``k of n seeds:`` when some do."""
     values = _values(rows, metric)
-    reason = _first_reason(rows, "no value", metric)
+    reason = _first_reason(rows, metric, "no value")
     return f"{len(values)} of {len(rows)} seeds: {reason}" if values else reason
 
 
@@ -172,10 +177,14 @@ def _cell(rows: list[dict[str, Any]], metric: str, notes: dict[str, int]) -> str
     return mean + _not_available(notes, _incomplete_reason(rows, metric))
 
 
-def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = None) -> list[Path]:
-    """Write every table from the records in ``store`` (only those in ``keys`` when given); returns the files."""
+def write_tables(store: ResultStore, out: str | Path, scenarios: Iterable[Scenario] | None = None) -> list[Path]:
+    """Write every table from the records in ``store``; returns the files.
+
+    ``scenarios`` (a suite's runs) restricts them to those runs, and a run the store does not hold yet is a row
+    with status ``missing``, so its cells and the worst cases that need it read n/a ("not run yet").
+    """
     out = Path(out)
-    rows = summary_rows([r for r in store.records() if keys is None or r.key in keys])
+    rows = summary_rows(store.records_of(scenarios))
     written = [out / "summary.csv"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
@@ -208,7 +217,7 @@ def write_tables(store: ResultStore, out: str | Path, keys: set[str] | None = No
                     mean = f"{statistics.fmean(values):.6f}" if values else ""
                     spread = sample_std(values)
                     std = "" if spread is None else f"{spread:.6f}"
-                    note = "" if len(values) == len(runs) else _first_reason(runs, metric=metric)
+                    note = "" if len(values) == len(runs) else _first_reason(runs, metric)
                     flat_writer.writerow(
                         [dataset, model, nodes, byzantine, partition, topology, attack, d, mean, std, len(values), note]
                     )

@@ -455,11 +455,42 @@ def test_tables_default_to_the_quick_suite_and_refuse_to_write_empty_ones(tiny, 
     assert not (tmp_path / "results" / "tables").exists()
     store.put_failure(quick_cell, "RuntimeError: x", "Traceback ...")
     assert main(["tables"]) == 0
-    assert "note: 1 of the suite's 192 runs are stored" in capsys.readouterr().out
-    summary = (tmp_path / "results" / "tables" / "summary.csv").read_text().splitlines()
-    assert len(summary) == 2 and ",complete," not in summary[1]  # the tiny suite's runs stay out
+    assert "note: 191 of the suite's 192 runs are not in the store yet" in capsys.readouterr().out
+    with open(tmp_path / "results" / "tables" / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert sorted(r["status"] for r in summary) == ["failed"] + ["missing"] * 191
+    assert "complete" not in {r["topology"] for r in summary}  # the tiny suite's runs stay out
     assert main(["tables", "--suite", "all", "--out", "every"]) == 0
     assert len((tmp_path / "every" / "summary.csv").read_text().splitlines()) == 1 + len(tiny.scenarios()) + 1
+
+
+def test_runs_of_the_suite_not_in_the_store_read_not_run_in_every_table(tiny, tmp_path):
+    """An attack run against one defense only (``run --only``) must not give the others a worst case over fewer
+    attacks, and a cell with some seeds stored must not read as complete."""
+    from robustbench_dice.suite import narrow
+
+    store = ResultStore(tmp_path / "store")
+    (partial,) = narrow([tiny], {"attack": ("none",)})
+    run_suite(partial, store, jobs=1, show_progress=False)
+    (one_seed,) = narrow([tiny], {"attack": ("label_flip",), "defense": ("gossip",), "seed": ("0",)})
+    run_suite(one_seed, store, jobs=1, show_progress=False)
+    out = tmp_path / "t"
+    write_tables(store, out, tiny.scenarios())
+    with open(out / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    missing = [r for r in summary if r["status"] == "missing"]
+    assert len(summary) == len(tiny.scenarios()) and len(missing) == len(tiny.scenarios()) // 2 - 2  # 1 per graph
+    assert {r["attack"] for r in missing} == {"label_flip"}
+    assert all(r["reason"] == "not run yet (in the suite, not in the store)" for r in missing)
+    accuracy = (out / "accuracy.md").read_text()
+    assert "1 of 2 seeds: not run yet" in accuracy  # gossip under label_flip on each graph: seed 0 only
+    ring = next(line for line in (out / "worst_attack.md").read_text().splitlines() if line.startswith("| ring |"))
+    assert "label_flip" not in ring and ring.count("n/a[") == 3  # no worst case over 'none' alone
+    assert "not run yet" in (out / "worst_attack.md").read_text()
+    # the same store without the suite's list: the tables cover the stored runs only, as `tables --suite all` does
+    write_tables(store, tmp_path / "all")
+    with open(tmp_path / "all" / "summary.csv") as f:
+        assert all(r["status"] != "missing" for r in csv.DictReader(f))
 
 
 def test_commands_that_read_the_store_do_not_create_it(tmp_path, capsys):
@@ -931,11 +962,17 @@ def test_only_cuts_the_grid_and_the_tables_still_cover_the_whole_suite(tmp_path,
     assert main([*args, "--jobs", "1", "--only", "defense=gossip", "--only", "seed=0", "--dry-run"]) == 0
     assert "4 runs (2 topologies x 2 attacks) of its 24 (--only); 0 stored, 4 to run" in capsys.readouterr().out
     assert main([*args, "--jobs", "1", "--only", "defense=gossip", "--only", "seed=0"]) == 0
-    assert "computed 4, already stored 0, skipped 0, failed 0 of 4" in capsys.readouterr().out
-    assert {(r["defense"], r["seed"]) for r in _csv_rows(tmp_path / "t" / "summary.csv")} == {("gossip", "0")}
+    out = capsys.readouterr().out
+    assert "computed 4, already stored 0, skipped 0, failed 0 of 4" in out
+    assert "note: 20 of the suite's 24 runs are not in the store yet" in out
+    rows = _csv_rows(tmp_path / "t" / "summary.csv")
+    assert len(rows) == 24  # the whole suite, the runs not stored yet as such
+    assert {(r["defense"], r["seed"]) for r in rows if r["status"] != "missing"} == {("gossip", "0")}
     assert main([*args, "--jobs", "1"]) == 0  # the rest of the suite; the tables then hold all of it
-    assert "computed 16, already stored 4, skipped 4, failed 0 of 24" in capsys.readouterr().out
-    assert len(_csv_rows(tmp_path / "t" / "summary.csv")) == 24
+    out = capsys.readouterr().out
+    assert "computed 16, already stored 4, skipped 4, failed 0 of 24" in out and "not in the store" not in out
+    rows = _csv_rows(tmp_path / "t" / "summary.csv")
+    assert len(rows) == 24 and "missing" not in {r["status"] for r in rows}
     assert main([*args, "--only", "attack=sign_flip"]) == 2
     assert "--only attack=sign_flip matches nothing in this suite; its attack values: none, label_flip" in (
         capsys.readouterr().err
