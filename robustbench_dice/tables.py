@@ -541,10 +541,12 @@ def attack_strength(
 def _write_attack_strength(out: Path, blocks: dict[tuple[Any, ...], list[dict[str, Any]]]) -> list[Path]:
     """``attack_strength``: per (dataset, model), rows attack, columns defense; cell = the mean over the cells
     (block x topology) of the accuracy the attack costs the defense against no attack (:func:`attack_strength`), and
-    in brackets in how many cells it is the defense's worst attack. Rows strongest first, by the mean of the row."""
+    in brackets in how many cells it is the defense's worst attack. Rows strongest first, by the mean of the row (of
+    the defenses' means, each defense weighted alike: Krum, which declines most graphs, counts as much as gossip)."""
     md, tex, flat, flat_writer = _new_table(
         f"attack strength (mean {METRICS['accuracy']} lost against {NO_ATTACK!r}, over the cells block x topology;"
-        " in brackets, in how many cells it is the defense's worst attack)",
+        " in brackets, in how many cells it is the defense's worst attack; mean: the mean of the defenses' columns,"
+        " each defense weighted alike whatever its number of cells)",
         ["dataset", "model", "attack", "defense", "mean_drop", "max_drop", "cells", "worst_in"],
     )
     for (dataset, model), by_attack in attack_strength(blocks).items():
