@@ -530,3 +530,10 @@ def test_readme_nnm_paragraph_quotes_the_committed_tables():
         assert f"{mixed:.3f} against {alone:.3f}" in paragraph
         if partition == "dirichlet":
             assert mixed > alone + 0.02
+
+
+def test_the_plugin_guide_shows_the_example_attack_file_as_it_is():
+    guide = (DOCS / "plugins.md").read_text()
+    example = (DOCS / "examples" / "scaled_model.py").read_text()
+    shown = guide[guide.index("```python\n", guide.index("examples/scaled_model.py")) + len("```python\n") :]
+    assert shown[: shown.index("```")] == example[example.index("from dataclasses") :]

@@ -262,7 +262,7 @@ def test_documented_example_plugins_pass_the_conformance_suite(capsys):
     from pathlib import Path
 
     examples = Path(__file__).parents[1] / "docs" / "examples"
-    for name in ("same_value.py", "distance_filter.py"):
+    for name in ("scaled_model.py", "distance_filter.py"):
         assert main(["check", str(examples / name)]) == 0, capsys.readouterr().out
 
 

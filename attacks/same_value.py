@@ -1,5 +1,3 @@
-"""A complete attack plugin: copy this file, rename the class and `name`, change `messages`."""
-
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +15,8 @@ class SameValue(Attack):
     "RSA: Byzantine-Robust Stochastic Aggregation Methods for Distributed
     Learning from Heterogeneous Datasets"), sent as a model rather than a
     gradient. Plain averaging follows it; a median or a distance filter
-    ignores it.
+    ignores it. Pruning that needs rounds of evidence (DICE pruning) does
+    not: one round of averaging it in ruins the honest models (README).
     """
 
     name = "same_value"
