@@ -93,6 +93,15 @@ def test_ipm_and_sign_flip_formulas():
     assert torch.equal(received[0][views[0].byzantine], -views[0].half[views[0].byzantine])
 
 
+def test_same_value_sends_the_constant_model_and_honest_rows_are_untouched():
+    _, views, received = _spy(
+        Scenario(attack="same_value", attack_params={"value": 7.5}, byzantine=2, nodes=8, rounds=2)
+    )
+    for view, messages in zip(views, received, strict=True):
+        assert torch.equal(messages[view.byzantine], torch.full_like(messages[view.byzantine], 7.5))
+        assert torch.equal(messages[view.honest_mask], view.half[view.honest_mask])
+
+
 def test_dissensus_without_push_sends_its_receivers_mean():
     _, views, received = _spy(
         Scenario(attack="dissensus", attack_params={"epsilon": 0.0}, byzantine=1, nodes=8, rounds=1, topology="ring")

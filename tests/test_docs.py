@@ -181,21 +181,34 @@ def test_readme_robustness_paragraph_quotes_the_committed_worst_cases():
         return f"{min(values):.2f}-{max(values):.2f}"
 
     assert f"falls from {gossip(iid1)} with one Byzantine node to {gossip(iid4)} with four" in paragraph
-    exceptions = {
-        ("exponential", "ios(f=auto)"): "0.604",
-        ("torus", "ios(f=auto)"): "0.652",
-        ("ring", "dice_prune"): "0.752",
+
+    def spread(values: list[float]) -> str:
+        return f"{min(values):.3f}-{max(values):.3f}"
+
+    dice = [v for (_, d), v in iid4.items() if d == "dice_prune"]
+    assert len(dice) == 7 and f"DICE pruning to chance on every graph ({spread(dice)};" in paragraph
+    below = {(t, d): v for (t, d), v in iid4.items() if v < 0.82 and d not in ("gossip", "dice_prune")}
+    below = {k: v for k, v in below.items() if k[0] != "one_peer_exponential"}
+    clipped = [v for (_, d), v in below.items() if d == "clipped_gossip"]
+    assert f"clipped gossip to {spread(clipped)} on the Erdos-Renyi, exponential, small-world and torus graphs" in (
+        paragraph
+    ) and sorted(t for t, d in below if d == "clipped_gossip") == ["erdos_renyi", "exponential", "small_world", "torus"]
+    named = {
+        ("erdos_renyi", "median"): "the median to {:.3f} (Erdos-Renyi)",
+        ("small_world", "median"): "and {:.3f} (small world)",
+        ("exponential", "ios(f=auto)"): "IOS on the exponential graph ({:.3f}, under `min_sum`)",
+        ("torus", "ios(f=auto)"): "the torus ({:.3f})",
     }
-    for (topology, defense), value in iid4.items():
-        if (topology, defense) in exceptions:
-            assert f"{value:.3f}" == exceptions[(topology, defense)] and exceptions[(topology, defense)] in paragraph
-        elif defense != "gossip" and topology != "one_peer_exponential":
-            assert value >= 0.82, (topology, defense)
+    for key, value in below.items():
+        if key[1] != "clipped_gossip":
+            assert key in named and named[key].format(value) in paragraph, key  # every exception is named
     one_peer = {d: f"{v:.3f}" for (t, d), v in iid4.items() if t == "one_peer_exponential"}
     assert one_peer["median"] == one_peer["clipped_gossip"] == one_peer["gossip"]
     assert f"both are plain gossip ({one_peer['gossip']})" in paragraph
-    for defense, label in (("balance", "BALANCE"), ("dice_prune", "DICE pruning"), ("geometric_median", "median")):
-        assert f"{label} ({one_peer[defense]})" in paragraph
+    assert f"only BALANCE ({one_peer['balance']}) resists" in paragraph
+    assert f"DICE pruning ({one_peer['dice_prune']}) and the geometric median ({one_peer['geometric_median']})" in (
+        paragraph
+    )
     for topology in ("complete", "exponential"):
         pair = f"{dirichlet4[(topology, 'clipped_gossip')]:.3f} and {dirichlet4[(topology, 'geometric_median')]:.3f}"
         assert f"{topology}: {pair}" in paragraph
@@ -221,25 +234,33 @@ def test_readme_ranking_significance_follows_the_committed_rank_tests():
         for ds in ("digits", "mnist1d")
     }
     assert f"({chi['digits']})" in paragraph and f"MNIST-1D ({chi['mnist1d']}," in paragraph
-    for dataset, apart in (("digits", 5), ("mnist1d", 5)):  # "the five best-ranked are told apart"
+    bottom = {"krum(f=auto)", "gossip", "dice_prune"}
+    for dataset, apart in (("digits", 3), ("mnist1d", 5)):  # "the N best-ranked are told apart from the bottom three"
         order = [d for ds, d, _ in ranks if ds == dataset]  # the csv is sorted by mean rank
-        assert order[-2:] == ["krum(f=auto)", "gossip"]
-        assert all(told_apart(dataset, a, b) for a in order[:apart] for b in order[-2:])
-        assert not all(told_apart(dataset, order[apart], b) for b in order[-2:])  # the sixth: not from both
-        assert not any(told_apart(dataset, a, b) for a in order[:9] for b in order[:9])
+        assert set(order[-3:]) == bottom
+        assert all(told_apart(dataset, a, b) for a in order[:apart] for b in order[-3:])
+        assert not all(told_apart(dataset, order[apart], b) for b in order[-3:])
+        assert not any(told_apart(dataset, a, b) for a in order[:8] for b in order[:8])
+    digits = [d for ds, d, _ in ranks if ds == "digits"]
+    assert all(
+        told_apart("digits", a, b) and not told_apart("digits", a, "krum(f=auto)")
+        for a in digits[3:6]
+        for b in ("gossip", "dice_prune")
+    )  # "the next three from gossip and DICE pruning only"
     assert "critical difference is 4.77" in paragraph and "(critical difference 3.38)" in paragraph
     order = [d for ds, d, _ in ranks if ds == "all"]
-    assert order[8] == "dice_prune" and all(told_apart("all", a, b) for a in order[:8] for b in order[-2:])
-    assert told_apart("all", "dice_prune", "gossip") and not told_apart("all", "dice_prune", "krum(f=auto)")
-    assert "all nine are told apart from plain gossip and all but DICE pruning from Krum" in paragraph
-    pairs = [(a, b) for i, a in enumerate(order[:9]) for b in order[i + 1 : 9] if told_apart("all", a, b)]
-    assert pairs == [("nnm(f=auto)", "median"), ("nnm(f=auto)", "dice_prune")]
-    assert "NNM (2.85) from the median (6.35), by a margin of 0.12, and from DICE pruning (7.00)" in paragraph
+    assert set(order[-3:]) == bottom and order[7] == "median"
+    assert all(told_apart("all", a, b) for a in order[:8] for b in ("gossip", "dice_prune"))
+    assert all(told_apart("all", a, "krum(f=auto)") for a in order[:7]) and not told_apart("all", "median", order[8])
+    assert "all eight are told apart from plain gossip and DICE pruning, and all but the median from Krum" in paragraph
+    pairs = [(a, b) for i, a in enumerate(order[:8]) for b in order[i + 1 : 8] if told_apart("all", a, b)]
+    assert pairs == [("nnm(f=auto)", "median")]
+    assert "NNM (2.50) from the median (6.25), by a margin of 0.37" in paragraph
 
 
 def test_readme_ubar_paragraph_quotes_the_committed_ranking():
     text = " ".join(README.read_text().split())
-    paragraph = text[text.index("UBAR, added two versions ago") : text.index("How sure is this order?")]
+    paragraph = text[text.index("UBAR, added three versions ago") : text.index("How sure is this order?")]
     with open(RESULTS / "full" / "tables" / "ranking.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["dataset"] in ("digits", "mnist1d")]
     order = {ds: [r["defense"] for r in rows if r["dataset"] == ds] for ds in ("digits", "mnist1d")}
@@ -248,11 +269,9 @@ def test_readme_ubar_paragraph_quotes_the_committed_ranking():
         order["digits"].index("ubar(f=auto)") == 5
         and f"sixth on digits ({float(ubar['digits']['mean_rank']):.2f})" in paragraph
     )
-    rank = {r["defense"]: r["mean_rank"] for r in rows if r["dataset"] == "mnist1d"}
-    assert (
-        order["mnist1d"][6:8] == ["clipped_gossip", "ubar(f=auto)"] and rank["clipped_gossip"] == rank["ubar(f=auto)"]
-    )
-    assert f"ties clipped gossip for seventh on MNIST-1D ({float(rank['ubar(f=auto)']):.2f})" in paragraph
+    rank = {r["defense"]: float(r["mean_rank"]) for r in rows if r["dataset"] == "mnist1d"}
+    assert order["mnist1d"][6] == "ubar(f=auto)" and sorted(rank.values()).count(rank["ubar(f=auto)"]) == 1
+    assert f"seventh on MNIST-1D ({rank['ubar(f=auto)']:.2f})" in paragraph
     lowest = {r["defense"]: float(r["worst_case_min"]) for r in rows if r["dataset"] == "digits"}
     assert max(lowest, key=lowest.get) == "ubar(f=auto)" and f"({lowest['ubar(f=auto)']:.3f})" in paragraph
     assert ubar["digits"]["cells"] == "24" and "24 of the 42 cells" in paragraph
@@ -283,17 +302,28 @@ def test_readme_attack_strength_paragraph_quotes_the_committed_table():
         assert sum(int(r["worst_in"]) == int(top["worst_in"]) for r in mine) == 1, (dataset, defense)  # no tie
         return top["attack"], int(top["worst_in"]), sum(int(r["worst_in"]) for r in mine)
 
-    assert f"sign flipping costs {drop('digits', 'sign_flip', 'gossip'):.3f} on digits" in paragraph
+    assert f"the same-value attack costs {drop('digits', 'same_value', 'gossip'):.3f} on digits" in paragraph
+    assert f"sign flipping {drop('digits', 'sign_flip', 'gossip'):.3f}" in paragraph
     assert f"gradient scaling {drop('digits', 'gradient_scale', 'gossip'):.3f}" in paragraph
     for dataset in ("digits", "mnist1d"):
-        for defense in ("clipped_gossip", "dice_prune", "geometric_median", "median"):
-            assert most_often_worst(dataset, defense)[0] == "sign_flip"
+        for defense in ("clipped_gossip", "geometric_median", "median"):
+            assert most_often_worst(dataset, defense)[0] == "same_value"
+        assert most_often_worst(dataset, "dice_prune") == ("same_value", 42, 42)
+    distance_rules = ("balance", "ios(f=auto)", "krum(f=auto)", "nnm(f=auto)", "ubar(f=auto)")
+    to_distance_rules = [drop(ds, "same_value", d) for ds in ("digits", "mnist1d") for d in distance_rules]
+    assert f"{max(to_distance_rules):.3f}" == "0.020" and "(BALANCE, IOS, Krum, NNM, UBAR) lose at most 0.020" in (
+        paragraph
+    )
     assert most_often_worst("digits", "balance") == ("gradient_scale", 34, 42) and "(34 of 42 cells)" in paragraph
     assert most_often_worst("digits", "krum(f=auto)") == ("free_ride", 7, 10) and "(7 of its 10 cells)" in paragraph
     assert most_often_worst("digits", "ubar(f=auto)") == ("free_ride", 8, 24) and "(8 of its 24)" in paragraph
     assert most_often_worst("mnist1d", "ubar(f=auto)") == ("free_ride", 7, 24)
-    assert rows[("mnist1d", "min_sum", "ubar(f=auto)")]["worst_in"] == "6"
-    assert "MNIST-1D too, 7 of 24, with `min_sum` next at 6" in paragraph
+    assert (
+        rows[("mnist1d", "min_sum", "ubar(f=auto)")]["worst_in"]
+        == rows[("mnist1d", "min_max", "ubar(f=auto)")]["worst_in"]
+        == "6"
+    )
+    assert "MNIST-1D too, 7 of 24, with `min_sum` and `min_max` next at 6 each" in paragraph
     assert most_often_worst("mnist1d", "ios(f=auto)") == ("min_sum", 14, 24) and "(14 of 24)" in paragraph
     others = ("balance", "clipped_gossip", "dice_prune", "geometric_median", "median", "trimmed_mean(trim=auto)")
     optimised = [drop("mnist1d", a, d) for a in ("min_max", "min_sum") for d in others]
@@ -334,33 +364,26 @@ def test_readme_detection_paragraph_quotes_the_committed_summary():
     first, top = ranking("digits")[0]
     assert top == "ubar(f=auto)" and f"UBAR's scores look best on digits ({first:.3f})" in paragraph
     shared = {(r["dataset"], r["defense"], r["attack"]): float(r["shared_mean_auc"]) for r in rows if r["mean_auc"]}
-    for dataset, top_two, third, words in (
-        (
-            "digits",
-            ["dice_prune", "nnm(f=auto)"],
-            "ubar(f=auto)",
-            "on digits, {:.3f}, with NNM's a hair behind (then UBAR's, {:.3f})",
-        ),
-        ("mnist1d", ["nnm(f=auto)", "dice_prune"], None, "on MNIST-1D, {:.3f} (then DICE pruning's, {:.3f})"),
+    attacked = {a for _, _, a in shared if a != "none"}
+    for dataset, top_two, words in (
+        ("digits", ["nnm(f=auto)", "dice_prune"], "on digits, {:.3f} (then DICE pruning's, {:.3f})"),
+        ("mnist1d", ["nnm(f=auto)", "ios(f=auto)"], "on MNIST-1D, {:.3f} (then IOS's, {:.3f})"),
     ):
         means = {
-            d: sum(v for (ds, dd, a), v in shared.items() if (ds, dd) == (dataset, d) and a != "none") / 11
+            d: sum(v for (ds, dd, a), v in shared.items() if (ds, dd) == (dataset, d) and a != "none") / len(attacked)
             for (ds, d, _) in shared
             if ds == dataset
         }
         order = sorted(means, key=means.get, reverse=True)
         assert order[:2] == top_two and {r["shared_cells"] for r in rows if r["dataset"] == dataset} == {"10"}
-        quoted = (means[top_two[0]], means[third]) if third else (means[top_two[0]], means[top_two[1]])
-        assert (third is None or order[2] == third) and words.format(*quoted) in paragraph
-        if third:
-            assert f"{means[top_two[0]]:.3f}" == f"{means[top_two[1]]:.3f}"  # "a hair behind": equal to 3 places
+        assert words.format(means[top_two[0]], means[top_two[1]]) in paragraph
     # the split by attack: DICE pruning's scores rank best under the quiet attacks and near last under the loud ones
     rank = {
         (r["dataset"], r["defense"], r["attack"]): float(r["shared_mean_rank"]) for r in rows if r["attack"] != "none"
     }
     quiet, loud = (
         ("alie", "ipm", "free_ride", "mimic"),
-        ("gaussian", "gradient_scale", "label_flip", "sign_flip", "min_max", "min_sum"),
+        ("gaussian", "gradient_scale", "label_flip", "sign_flip", "min_max", "min_sum", "same_value"),
     )
     assert {a for _, _, a in rank} == {*quiet, *loud, "dissensus"}
     mine = {(ds, a): v for (ds, d, a), v in rank.items() if d == "dice_prune"}
@@ -380,6 +403,8 @@ def test_readme_detection_paragraph_quotes_the_committed_summary():
         for attack in loud
     ]
     assert f"the best rule reaches AUC {min(best_loud):.2f}-{max(best_loud):.2f}" in paragraph
+    same_value = (auc[("digits", "dice_prune", "same_value")], auc[("mnist1d", "dice_prune", "same_value")])
+    assert "AUC over its own cells is {:.3f} on digits and {:.3f} on MNIST-1D".format(*same_value) in paragraph
     table = (RESULTS / "full" / "tables" / "detection_summary.md").read_text()
     overall = {}
     for block in table.split("\n## ")[1:]:
@@ -390,12 +415,11 @@ def test_readme_detection_paragraph_quotes_the_committed_summary():
         assert min(overall[dataset], key=lambda d: float(overall[dataset][d])) == "nnm(f=auto)"
         assert len(overall[dataset]) == 10
     assert (
-        f"(4.40 on digits, 4.32 on MNIST-1D) and DICE pruning {overall['digits']['dice_prune']} and"
-        f" {overall['mnist1d']['dice_prune']} of 10" in paragraph
+        f"({overall['digits']['nnm(f=auto)']} on digits, {overall['mnist1d']['nnm(f=auto)']} on MNIST-1D) and DICE"
+        f" pruning {overall['digits']['dice_prune']} and {overall['mnist1d']['dice_prune']} of 10" in paragraph
     )
-    assert (overall["digits"]["nnm(f=auto)"], overall["mnist1d"]["nnm(f=auto)"]) == ("4.40", "4.32")
     friedman = re.findall(
-        r"Friedman test over the 110 \(cell, attack\) pairs: chi-square [\d.]+, p = ([\d.e-]+)\.", table
+        r"Friedman test over the 120 \(cell, attack\) pairs: chi-square [\d.]+, p = ([\d.e-]+)\.", table
     )
     assert len(friedman) == 2 and all(float(p) < 0.05 for p in friedman)
     assert f"(p = {friedman[0]} and {friedman[1]})" in paragraph
@@ -422,12 +446,11 @@ def test_readme_detection_paragraph_quotes_the_committed_summary():
             d: sum(sum(per_cell[(d, a)][c] for c in common[a]) / 18 for a in attacks) / len(attacks) for d in defenses
         }
         order = sorted(means, key=means.get, reverse=True)
-        top = {"digits": "dice_prune", "mnist1d": "nnm(f=auto)"}[dataset]
-        assert order[0] == top
-        means_by[dataset] = means[top]
+        assert order[0] == "nnm(f=auto)"
+        means_by[dataset] = means[order[0]]
     assert (
-        f"highest mean on digits ({means_by['digits']:.3f}) and NNM on MNIST-1D ({means_by['mnist1d']:.3f})"
-        in paragraph
+        f"NNM still has the highest mean on digits ({means_by['digits']:.3f}) and on MNIST-1D"
+        f" ({means_by['mnist1d']:.3f})" in paragraph
     )
     gaussian = [v for (_, _, a), v in auc.items() if a == "gaussian"]
     assert f"AUC >= {min(gaussian):.3f} on both datasets" in paragraph
@@ -445,7 +468,7 @@ def _full_accuracy_rows_with_every_seed() -> list[dict[str, str]]:
 
 def test_readme_mimic_paragraph_quotes_the_committed_tables():
     text = " ".join(README.read_text().split())
-    start = text.index("`mimic`, added in the previous version")
+    start = text.index("`mimic`, added two versions ago")
     paragraph = text[start : text.index("Which defense finds the attackers?", start)]
     complete = _full_accuracy_rows_with_every_seed()
     accuracy = {
@@ -537,3 +560,48 @@ def test_the_plugin_guide_shows_the_example_attack_file_as_it_is():
     example = (DOCS / "examples" / "scaled_model.py").read_text()
     shown = guide[guide.index("```python\n", guide.index("examples/scaled_model.py")) + len("```python\n") :]
     assert shown[: shown.index("```")] == example[example.index("from dataclasses") :]
+
+
+def test_readme_same_value_paragraph_quotes_the_committed_tables_and_reruns():
+    text = " ".join(README.read_text().split())
+    start = text.index("The same-value attack (`same_value`: every coordinate")
+    paragraph = text[start : text.index("How sure is this order?", start)]
+    with open(RESULTS / "full" / "tables" / "worst_attack.csv") as f:
+        worst = [r for r in csv.DictReader(f) if r["defense"] == "dice_prune"]
+    for dataset, name in (("digits", "on digits"), ("mnist1d", "on MNIST-1D")):
+        mine = [r for r in worst if r["dataset"] == dataset]
+        assert len(mine) == 42 and {r["worst_attack"] for r in mine} == {"same_value"}
+        values = [float(r["mean"]) for r in mine]
+        assert f"{min(values):.3f}-{max(values):.3f} {name}" in paragraph
+    with open(RESULTS / "full" / "tables" / "ranking.csv") as f:
+        ranking = [r for r in csv.DictReader(f) if r["dataset"] in ("digits", "mnist1d")]
+    digits = [r for r in ranking if r["dataset"] == "digits"]
+    mnist1d = [r for r in ranking if r["dataset"] == "mnist1d"]
+    assert (
+        digits[-1]["defense"] == "dice_prune"
+        and f"last on digits (6.90 to {float(digits[-1]['mean_rank']):.2f})" in paragraph
+    )
+    assert mnist1d[9][
+        "defense"
+    ] == "dice_prune" and f"tenth on MNIST-1D (7.10 to {float(mnist1d[9]['mean_rank']):.2f})" in (paragraph)
+    with open(RESULTS / "full" / "tables" / "attack_strength.csv") as f:
+        drops = {(r["dataset"], r["attack"], r["defense"]): float(r["mean_drop"]) for r in csv.DictReader(f)}
+    median, trimmed = (drops[("digits", "same_value", d)] for d in ("median", "trimmed_mean(trim=auto)"))
+    assert f"lose {median:.3f} and {trimmed:.3f} on digits" in paragraph
+    with open(RESULTS / "full" / "tables" / "summary.csv") as f:
+        seeds = [
+            float(r["final_accuracy_mean"])
+            for r in csv.DictReader(f)
+            if (r["dataset"], r["byzantine"], r["partition"], r["topology"], r["attack"], r["defense"])
+            == ("digits", "2", "iid", "complete", "same_value", "trimmed_mean(trim=auto)")
+        ]
+    assert len(seeds) == 3 and f"the trimmed mean ends at {min(seeds):.3f} in one of the three seeds" in paragraph
+    assert sorted(seeds)[1] > 0.9  # the other two seeds hold
+    for topology, params in (("ring", {"warmup": 0}), ("complete", {"threshold": -1.0})):
+        run = simulate(
+            Scenario(byzantine=3, topology=topology, attack="same_value", defense="dice_prune", defense_params=params)
+        )
+        assert f"{run.final_accuracy_mean:.3f}" == "0.100", (topology, run.final_accuracy_mean)
+    assert "with `warmup=0` on the ring, or `threshold=-1` on the complete graph, a run still ends at 0.100" in (
+        paragraph
+    )
