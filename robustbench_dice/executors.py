@@ -11,10 +11,12 @@ ever unpickled by this package.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import importlib.util
 import multiprocessing
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -180,7 +182,12 @@ def _submitit(
     size = config.runs_per_job
     starts = list(range(0, len(tasks), size))
     chunks = [list(tasks[s : s + size]) for s in starts]
-    jobs = executor.map_array(run_chunk, [worker] * len(chunks), chunks)
+    local = config.slurm_cluster == "local"
+    # submitit's local cluster starts a controller process per job, writing to the stderr it inherits; cancelling a
+    # job (Ctrl-C) interrupts it and it prints a traceback there: send that to a file in the folder instead
+    controllers_log = os.path.join(folder, LOCAL_CONTROLLERS_LOG)
+    with _stderr_to(controllers_log) if local else contextlib.nullcontext():
+        jobs = executor.map_array(run_chunk, [worker] * len(chunks), chunks)
     first_index = {job.job_id: start for job, start in zip(jobs, starts, strict=True)}
     poll_s = 1.0 if config.slurm_cluster == "local" else 10.0
     failed, finished = False, False
@@ -206,8 +213,29 @@ def _submitit(
                     job.cancel(check=False)
     if not failed:
         _remove_job_files(*{job.paths.submission_file: job.paths for job in jobs}.values(), submission=True)
+        if finished and local and os.path.isfile(controllers_log) and not os.path.getsize(controllers_log):
+            os.remove(controllers_log)
         if os.path.isdir(folder) and not os.listdir(folder):
             os.rmdir(folder)
+
+
+LOCAL_CONTROLLERS_LOG = "local-controllers.log"
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str) -> Iterator[None]:
+    """Processes started in the block inherit ``path`` (appended to) as their stderr instead of this process's."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _remove_job_files(*paths: Any, submission: bool = False) -> None:

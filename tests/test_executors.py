@@ -107,7 +107,7 @@ def test_submitit_keeps_the_files_of_a_failed_job_only(tmp_path):
     assert len([name for name in left if name.endswith("_result.pkl")]) == 1  # the finished job's are gone
 
 
-def test_submitit_jobs_are_cancelled_when_the_suite_stops_early(tmp_path):
+def test_submitit_jobs_are_cancelled_when_the_suite_stops_early(tmp_path, capfd):
     pytest.importorskip("submitit")
     if not Path("/proc/self/stat").is_file():
         pytest.skip("reads process states from /proc")
@@ -141,6 +141,9 @@ def test_submitit_jobs_are_cancelled_when_the_suite_stops_early(tmp_path):
         for pid in survivors:  # leave nothing behind, even when the check fails
             os.kill(pid, signal.SIGKILL)
         assert not survivors
+        # the cancelled controllers' KeyboardInterrupt tracebacks go to a file in the folder, not to the terminal
+        assert "Traceback" not in capfd.readouterr().err
+        assert "KeyboardInterrupt" in (tmp_path / "submitit" / "local-controllers.log").read_text()
     finally:
         signal.signal(signal.SIGINT, previous)
 
