@@ -375,16 +375,11 @@ def _suites(name: str, data_root: str | None, influence: str) -> tuple[list[Any]
     return [load_suite(name)], None
 
 
-def _suite_scenarios(suites: list[Any]) -> list[Any]:
-    """Every run of ``suites``."""
-    return _union([suite.scenarios() for suite in suites])
+def _suite_scenarios(suites: list[Any]) -> dict[str, Any]:
+    """Every run of ``suites``, by its store key."""
+    from .store import by_key
 
-
-def _union(scenario_lists: list[list[Any]]) -> list[Any]:
-    """The scenarios of the lists, each once (a run may stand in more than one suite)."""
-    from .store import scenario_key
-
-    return list({scenario_key(s): s for scenarios in scenario_lists for s in scenarios}.values())
+    return by_key(s for suite in suites for s in suite.scenarios())
 
 
 def _suite_name(suite: str) -> str:
@@ -549,7 +544,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
         for name in names
     }
     chosen = [s for s in scenarios_of.values() if s is not None]
-    pooled = _union(chosen) if len(chosen) == len(scenarios_of) else None  # None: every record ('all')
+    # the named suites' runs together; None (a suite named 'all'): every record
+    pooled = {k: s for keyed in chosen for k, s in keyed.items()} if len(chosen) == len(scenarios_of) else None
     store = ResultStore(args.store, create=False)
     if not store.root.is_dir():
         print(f"note: no result store at {args.store}/; only the figures of {args.influence}/")
@@ -580,11 +576,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _note_not_run(store: ResultStore, scenarios: list[Any]) -> int:
-    """Say how many of a suite's runs the store lacks (the tables mark them "not run yet"); return how many it has."""
-    from .store import scenario_key
-
-    stored = sum(store.path(scenario_key(s)).is_file() for s in scenarios)
+def _note_not_run(store: ResultStore, scenarios: dict[str, Any]) -> int:
+    """Say how many of a suite's runs (by key) the store lacks (the tables mark them "not run yet"); return how many
+    it has."""
+    stored = sum(store.path(key).is_file() for key in scenarios)
     if stored < len(scenarios):
         print(
             f"note: {len(scenarios) - stored} of the suite's {len(scenarios)} runs are not in the store yet; the"

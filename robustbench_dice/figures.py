@@ -32,7 +32,7 @@ import functools
 import gzip
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -563,7 +563,7 @@ def write_figures(
     store: ResultStore,
     influence_dir: str | Path,
     out: str | Path,
-    scenarios: Iterable[Scenario] | None = None,
+    scenarios: Iterable[Scenario] | Mapping[str, Scenario] | None = None,
     kinds: Collection[str] = FIGURE_KINDS,
     suite: str = "all",
 ) -> list[Path]:

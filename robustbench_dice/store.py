@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,11 @@ class Record:
     @property
     def result(self) -> RunResult | None:
         return RunResult.from_dict(self.data["result"]) if "result" in self.data else None
+
+
+def by_key(scenarios: Iterable[Scenario]) -> dict[str, Scenario]:
+    """``scenarios`` by :func:`scenario_key`, each once (a run may stand in more than one suite)."""
+    return {scenario_key(s): s for s in scenarios}
 
 
 NOT_RUN = "not run yet (in the suite, not in the store)"
@@ -148,12 +153,12 @@ class ResultStore:
                 self.stale += 1
         return out
 
-    def records_of(self, scenarios: Iterable[Scenario] | None) -> list[Record]:
+    def records_of(self, scenarios: Iterable[Scenario] | Mapping[str, Scenario] | None) -> list[Record]:
         """The records of ``scenarios`` (every record when None), sorted by key, with a :func:`missing_record` for
-        each scenario the store does not hold."""
+        each scenario the store does not hold. A mapping is taken as already keyed (:func:`by_key`)."""
         if scenarios is None:
             return self.records()
-        wanted = {scenario_key(s): s for s in scenarios}
+        wanted = scenarios if isinstance(scenarios, Mapping) else by_key(scenarios)
         found = {r.key: r for r in self.records() if r.key in wanted}
         return [found[key] if key in found else missing_record(s) for key, s in sorted(wanted.items())]
 

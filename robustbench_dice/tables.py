@@ -21,7 +21,7 @@ import csv
 import io
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -177,7 +177,9 @@ def _cell(rows: list[dict[str, Any]], metric: str, notes: dict[str, int]) -> str
     return mean + _not_available(notes, _incomplete_reason(rows, metric))
 
 
-def write_tables(store: ResultStore, out: str | Path, scenarios: Iterable[Scenario] | None = None) -> list[Path]:
+def write_tables(
+    store: ResultStore, out: str | Path, scenarios: Iterable[Scenario] | Mapping[str, Scenario] | None = None
+) -> list[Path]:
     """Write every table from the records in ``store``; returns the files.
 
     ``scenarios`` (a suite's runs) restricts them to those runs, and a run the store does not hold yet is a row
