@@ -2,6 +2,7 @@
 
 import csv
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -596,6 +597,13 @@ def test_readme_same_value_paragraph_quotes_the_committed_tables_and_reruns():
             == ("digits", "2", "iid", "complete", "same_value", "trimmed_mean(trim=auto)")
         ]
     assert len(seeds) == 3 and f"the trimmed mean ends at {min(seeds):.3f} in one of the three seeds" in paragraph
+    with open(RESULTS / "full" / "tables" / "summary.csv") as f:
+        dice = [r for r in csv.DictReader(f) if (r["attack"], r["defense"]) == ("same_value", "dice_prune")]
+    detected = sorted(float(r["time_to_detection"]) for r in dice if r["time_to_detection"])
+    assert f"every Byzantine in-edge in {len(detected)} of its {len(dice)} runs" in paragraph
+    assert f"(from round {detected[0]:.0f} at the earliest)" in paragraph
+    spread = statistics.median(float(r["final_consensus_distance"]) for r in dice)
+    assert f"consensus distance of the honest nodes is {spread:.1e}" in paragraph
     assert sorted(seeds)[1] > 0.9  # the other two seeds hold
     for topology, params in (("ring", {"warmup": 0}), ("complete", {"threshold": -1.0})):
         run = simulate(
