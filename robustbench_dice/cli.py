@@ -550,6 +550,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
     if not store.root.is_dir():
         print(f"note: no result store at {args.store}/; only the figures of {args.influence}/")
     out = _figures_folder(args.suite, args.out)
+    if any(len(keyed) >= LARGE_SUITE for keyed in chosen):
+        print(f"reading the runs of {', '.join(names)} from {args.store}/ for the figures ...", flush=True)
     kinds = args.kind or FIGURE_KINDS
     per_suite = [k for k in kinds if k in SUITE_FIGURES]
     written = write_figures(store, args.influence, out, pooled, kinds=[k for k in kinds if k not in per_suite])
@@ -576,10 +578,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+LARGE_SUITE = 5000  # runs; reading this many records takes more than a second or two
+
+
 def _note_not_run(store: ResultStore, scenarios: dict[str, Any]) -> int:
     """Say how many of a suite's runs (by key) the store lacks (the tables mark them "not run yet"); return how many
     it has."""
     stored = sum(store.path(key).is_file() for key in scenarios)
+    if stored >= LARGE_SUITE:  # reading them takes a while: say so rather than sit silent
+        print(f"reading {stored:,} stored runs from {store.root}/ for the tables ...", flush=True)
     if stored < len(scenarios):
         print(
             f"note: {len(scenarios) - stored} of the suite's {len(scenarios)} runs are not in the store yet; the"

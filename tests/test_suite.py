@@ -977,3 +977,19 @@ def test_only_cuts_the_grid_and_the_tables_still_cover_the_whole_suite(tmp_path,
     assert "--only attack=sign_flip matches nothing in this suite; its attack values: none, label_flip" in (
         capsys.readouterr().err
     )
+
+
+def test_tables_and_figures_of_a_large_suite_say_they_are_reading_the_store(tiny, tmp_path, monkeypatch, capsys):
+    import robustbench_dice.cli as cli
+
+    store = tmp_path / "s"
+    run_suite(tiny, ResultStore(store), jobs=1, show_progress=False)
+    suite = tmp_path / "tiny.toml"
+    args = ["--suite", str(suite), "--store", str(store)]
+    assert main(["tables", *args, "--out", str(tmp_path / "t")]) == 0
+    assert "reading" not in capsys.readouterr().out  # a small suite reads fast: no line
+    monkeypatch.setattr(cli, "LARGE_SUITE", len(tiny.scenarios()))
+    assert main(["tables", *args, "--out", str(tmp_path / "t")]) == 0
+    assert f"reading {len(tiny.scenarios())} stored runs from {store}/ for the tables" in capsys.readouterr().out
+    assert main(["figures", *args, "--out", str(tmp_path / "f"), "--kind", "robustness"]) == 0
+    assert f"reading the runs of {suite} from {store}/ for the figures" in capsys.readouterr().out
