@@ -613,3 +613,18 @@ def test_readme_same_value_paragraph_quotes_the_committed_tables_and_reruns():
     assert "with `warmup=0` on the ring, or `threshold=-1` on the complete graph, a run still ends at 0.100" in (
         paragraph
     )
+
+
+def test_readme_bound_paragraph_quotes_the_complete_graph_worst_cases():
+    text = " ".join(README.read_text().split())
+    start = text.index("Krum, IOS, UBAR and the trimmed mean run with their Byzantine bound")
+    paragraph = text[start : text.index("Full suite, defenses ranked", start)]
+    with open(RESULTS / "full" / "tables" / "worst_attack.csv") as f:
+        complete = {
+            r["defense"]: r
+            for r in csv.DictReader(f)
+            if (r["dataset"], r["byzantine"], r["partition"], r["topology"]) == ("digits", "2", "iid", "complete")
+        }
+    assert f"IOS holds on the complete graph ({float(complete['ios(f=auto)']['mean']):.3f} above)" in paragraph
+    trimmed = complete["trimmed_mean(trim=auto)"]
+    assert trimmed["worst_attack"] == "same_value" and f"({float(trimmed['mean']):.3f} above" in paragraph
