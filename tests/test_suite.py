@@ -456,8 +456,7 @@ def test_tables_default_to_the_quick_suite_and_refuse_to_write_empty_ones(tiny, 
     store.put_failure(quick_cell, "RuntimeError: x", "Traceback ...")
     assert main(["tables"]) == 0
     assert "note: 191 of the suite's 192 runs are not in the store yet" in capsys.readouterr().out
-    with open(tmp_path / "results" / "tables" / "summary.csv") as f:
-        summary = list(csv.DictReader(f))
+    summary = _csv_rows(tmp_path / "results" / "tables" / "summary.csv")
     assert sorted(r["status"] for r in summary) == ["failed"] + ["missing"] * 191
     assert "complete" not in {r["topology"] for r in summary}  # the tiny suite's runs stay out
     assert main(["tables", "--suite", "all", "--out", "every"]) == 0
@@ -476,8 +475,7 @@ def test_runs_of_the_suite_not_in_the_store_read_not_run_in_every_table(tiny, tm
     run_suite(one_seed, store, jobs=1, show_progress=False)
     out = tmp_path / "t"
     write_tables(store, out, tiny.scenarios())
-    with open(out / "summary.csv") as f:
-        summary = list(csv.DictReader(f))
+    summary = _csv_rows(out / "summary.csv")
     missing = [r for r in summary if r["status"] == "missing"]
     assert len(summary) == len(tiny.scenarios()) and len(missing) == len(tiny.scenarios()) // 2 - 2  # 1 per graph
     assert {r["attack"] for r in missing} == {"label_flip"}
@@ -489,8 +487,7 @@ def test_runs_of_the_suite_not_in_the_store_read_not_run_in_every_table(tiny, tm
     assert "not run yet" in (out / "worst_attack.md").read_text()
     # the same store without the suite's list: the tables cover the stored runs only, as `tables --suite all` does
     write_tables(store, tmp_path / "all")
-    with open(tmp_path / "all" / "summary.csv") as f:
-        assert all(r["status"] != "missing" for r in csv.DictReader(f))
+    assert all(r["status"] != "missing" for r in _csv_rows(tmp_path / "all" / "summary.csv"))
 
 
 def test_commands_that_read_the_store_do_not_create_it(tmp_path, capsys):
