@@ -514,7 +514,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_tables(args: argparse.Namespace) -> int:
     from .store import ResultStore
-    from .tables import write_tables
+    from .tables import write_tables_of
 
     _load_user_plugins(args)  # a suite file may name them
     # one suite's runs by default, as `run` writes them: a store usually holds several suites' runs
@@ -522,10 +522,15 @@ def cmd_tables(args: argparse.Namespace) -> int:
     scenarios = None if suite is None else _suite_scenarios(suite)
     out = _tables_folder(args.suite, args.out)
     store = ResultStore(args.store, create=False)
-    if not (store.records() if scenarios is None else _note_not_run(store, scenarios)):
+    # read once: a large store takes seconds to parse
+    if scenarios is None:
+        records = store.records()
+    else:
+        records = store.records_of(scenarios) if _note_not_run(store, scenarios) else []
+    if not records:
         hint = "" if suite is None else f"; `robustbench-dice run --suite {args.suite} --store {args.store}` runs them"
         raise ConfigError(f"no stored runs of suite {args.suite!r} in {args.store}/{hint}")  # not empty tables
-    written = write_tables(store, out, scenarios)
+    written = write_tables_of(records, out)
     print(f"{len(written)} files written to {out}/")
     _note_stale(store)
     return 0

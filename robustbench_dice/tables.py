@@ -185,8 +185,13 @@ def write_tables(
     ``scenarios`` (a suite's runs) restricts them to those runs, and a run the store does not hold yet is a row
     with status ``missing``, so its cells and the worst cases that need it read n/a ("not run yet").
     """
+    return write_tables_of(store.records_of(scenarios), out)
+
+
+def write_tables_of(records: list[Record], out: str | Path) -> list[Path]:
+    """:func:`write_tables` for records already read from a store; returns the files."""
     out = Path(out)
-    rows = summary_rows(store.records_of(scenarios))
+    rows = summary_rows(records)
     written = [out / "summary.csv"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")

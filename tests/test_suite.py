@@ -494,6 +494,9 @@ def test_commands_that_read_the_store_do_not_create_it(tmp_path, capsys):
     missing = tmp_path / "no-store"
     assert main(["tables", "--store", str(missing)]) == 2
     assert "no stored runs of suite 'quick'" in capsys.readouterr().err
+    assert main(["tables", "--store", str(missing), "--suite", "all", "--out", str(tmp_path / "t")]) == 2
+    assert f"no stored runs of suite 'all' in {missing}/" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
     assert main(["prune", "--store", str(missing)]) == 0
     influence = tmp_path / "no-influence"
     assert main(["figures", "--store", str(missing), "--influence", str(influence), "--out", str(tmp_path / "f")]) == 0
