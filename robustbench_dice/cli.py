@@ -260,8 +260,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .conformance import run_conformance
-    from .registry import load_plugin_file
+    from .conformance import run_conformance, run_dataset_conformance
+    from .registry import datasets_of_file, load_plugin_file
 
     try:
         classes = load_plugin_file(args.path)
@@ -270,15 +270,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - the user's file: report what it raised
         print(f"robustbench-dice: error: {args.path} failed to import: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    if not classes:
+    datasets = datasets_of_file(args.path)
+    if not classes and not datasets:
         raise ConfigError(
-            f"{args.path} registers no attack or defense (decorate a class with @register_attack or @register_defense)"
+            f"{args.path} registers no attack, defense or dataset (decorate a class with @register_attack or"
+            " @register_defense, or a loader function with @register_dataset(NAME))"
         )
     failed = 0
-    for cls in classes:
-        for r in run_conformance(cls):
-            failed += not r.passed
-            print(f"{'PASS' if r.passed else 'FAIL'}  {r.plugin}: {r.check}" + (f"  ({r.detail})" if r.detail else ""))
+    results = [r for cls in classes for r in run_conformance(cls)]
+    results += [r for name in datasets for r in run_dataset_conformance(name, args.data_root)]
+    for r in results:
+        failed += not r.passed
+        print(f"{'PASS' if r.passed else 'FAIL'}  {r.plugin}: {r.check}" + (f"  ({r.detail})" if r.detail else ""))
     print(f"{'all checks passed' if not failed else f'{failed} check(s) failed'}")
     return 1 if failed else 0
 
@@ -779,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check", help="run the plugin conformance suite on the plugins one .py file registers")
     chk.add_argument("path", help="a plugin file, e.g. my_attack.py")
+    chk.add_argument("--data-root", default=None, help="the data_root a dataset plugin's loader is given")
     chk.set_defaults(func=cmd_check)
 
     inf = sub.add_parser("influence", help="DICE experiments: estimate vs ground truth, cascade decay")

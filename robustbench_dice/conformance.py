@@ -1,11 +1,13 @@
-"""The generic conformance suite every attack and defense plugin must pass.
+"""The generic conformance suite every attack, defense and dataset plugin must pass.
 
 Each check takes a registered plugin class, runs it through the real engine
 on small scenarios (6 nodes on a ring and on a complete graph, digits, a few
 rounds) and raises :class:`AssertionError` with a readable message when the
-plugin breaks the contract in :mod:`robustbench_dice.plugins`. ``tests/`` runs
-every check on every registered plugin; ``robustbench-dice check FILE.py``
-runs them on the plugins one file registers.
+plugin breaks the contract in :mod:`robustbench_dice.plugins`. Dataset plugins
+(:func:`run_dataset_conformance`) are loaded twice and trained on by every
+model that takes their inputs. ``tests/`` runs every check on every registered
+plugin; ``robustbench-dice check FILE.py`` runs them on the plugins one file
+registers.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .datasets import load_dataset
 from .engine import Simulation, simulate
 from .plugins import AUTO, Attack, AttackView, CellInfo, Defense, DefenseView, Plugin
 from .registry import parameters
@@ -252,4 +255,55 @@ def run_conformance(cls: type[Plugin]) -> list[CheckResult]:
             results.append(CheckResult(cls.name, check.__name__, True, check(kind, cls)))
         except Exception as exc:  # noqa: BLE001 - report every failing check, whatever it raised
             results.append(CheckResult(cls.name, check.__name__, False, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+def dataset_loads_and_is_valid(name: str, data_root: str | None) -> str:
+    data = load_dataset(name, data_root)  # check_dataset: types, shapes, labels, finite values
+    return (
+        f"{len(data.y_train)} train / {len(data.y_test)} test samples, input {tuple(data.input_shape)},"
+        f" {data.num_classes} classes"
+    )
+
+
+def dataset_same_data_every_load(name: str, data_root: str | None) -> str:
+    first, second = load_dataset(name, data_root), load_dataset(name, data_root)
+    for part in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(first, part), getattr(second, part)), (
+            f"two loads gave different {part} (seed any randomness in the loader: a suite's runs load it in"
+            " separate processes)"
+        )
+    assert first.num_classes == second.num_classes, "two loads gave different num_classes"
+    return "two loads are identical"
+
+
+def dataset_trains_on_a_small_graph(name: str, data_root: str | None) -> str:
+    image = len(load_dataset(name, data_root).input_shape) == 3
+    notes = []
+    for model in ("logreg", "mlp", *(("cnn",) if image else ())):
+        scenario = Scenario(
+            dataset=name, data_root=data_root, model=model, nodes=6, rounds=3, batch_size=8, eval_every=3, seed=0
+        )
+        result = simulate(scenario)
+        assert result.status == "ok", f"{model}: status {result.status!r} ({result.reason})"
+        assert result.final_accuracy_mean is not None
+        notes.append(f"{model}: accuracy {result.final_accuracy_mean:.3f} after 3 rounds")
+    return "; ".join(notes if image else [*notes, "cnn: not run (it needs (C, H, W) inputs)"])
+
+
+DATASET_CHECKS: list[Callable[[str, str | None], str]] = [
+    dataset_loads_and_is_valid,
+    dataset_same_data_every_load,
+    dataset_trains_on_a_small_graph,
+]
+
+
+def run_dataset_conformance(name: str, data_root: str | None = None) -> list[CheckResult]:
+    """Every dataset check on the registered dataset ``name``; failures are collected, not raised."""
+    results = []
+    for check in DATASET_CHECKS:
+        try:
+            results.append(CheckResult(name, check.__name__, True, check(name, data_root)))
+        except Exception as exc:  # noqa: BLE001 - report every failing check, whatever it raised
+            results.append(CheckResult(name, check.__name__, False, f"{type(exc).__name__}: {exc}"))
     return results

@@ -4,6 +4,9 @@
 (generated locally by the ``mnist1d`` package) work offline. ``mnist``,
 ``fashion-mnist`` and ``cifar10`` are read by torchvision from ``data_root``;
 ``robustbench-dice download NAME --data-root DIR`` fetches them where online.
+Datasets of your own are loader functions registered with
+:func:`robustbench_dice.registry.register_dataset`; what they return is checked
+by :func:`check_dataset`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +56,25 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
+@dataclass(frozen=True)
+class DatasetPlugin:
+    """A dataset registered by a plugin: ``loader()``, or ``loader(data_root)`` when it takes one argument."""
+
+    loader: Callable[..., Dataset]
+    reads_data_root: bool
+
+    def load(self, data_root: str | None) -> Dataset:
+        return self.loader(data_root) if self.reads_data_root else self.loader()
+
+
+PLUGIN_DATASETS: dict[str, DatasetPlugin] = {}  # registered by plugins (registry.register_dataset); not built-ins
+
+
 def load_dataset(name: str, data_root: str | None = None, *, mnist1d_samples: int = 5000) -> Dataset:
     """Load ``name``; the test split is fixed (independent of the scenario seed)."""
     check_choice("dataset", name, DATASETS)
+    if name in PLUGIN_DATASETS:
+        return check_dataset(name, PLUGIN_DATASETS[name].load(data_root))
     if name == "digits":
         return _load_digits()
     if name == "mnist1d":
@@ -78,6 +98,51 @@ def _load_digits() -> Dataset:
         torch.from_numpy(y_te),
         num_classes=10,
     )
+
+
+def check_dataset(name: str, dataset: object) -> Dataset:
+    """``dataset`` if it is what the engine needs, else a ConfigError naming dataset ``name`` and what is wrong.
+
+    Needs: a :class:`Dataset` named ``name``; float32 inputs ``(n, *input_shape)`` with the same input shape for
+    train and test, finite; int64 labels ``(n,)`` in ``[0, num_classes)``; at least one sample in each split and
+    at least two classes.
+    """
+    where = f"dataset {name!r}"
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"{where}: the loader must return a robustbench_dice.datasets.Dataset, got {type(dataset)}")
+    if dataset.name != name:
+        raise ConfigError(f"{where}: the loader returned a Dataset named {dataset.name!r}; name it {name!r}")
+    if not isinstance(dataset.num_classes, int) or dataset.num_classes < 2:
+        raise ConfigError(f"{where}: num_classes must be an integer >= 2, got {dataset.num_classes!r}")
+    for split in ("train", "test"):
+        x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise ConfigError(f"{where}: x_{split} and y_{split} must be torch tensors, got {type(x)}, {type(y)}")
+        if x.dtype != torch.float32 or x.ndim < 2:
+            raise ConfigError(
+                f"{where}: x_{split} must be float32 of shape (n, *input_shape), got {x.dtype} of shape"
+                f" {tuple(x.shape)} (.float() converts; a flat feature vector per sample is (n, features))"
+            )
+        if y.dtype != torch.int64 or y.shape != x.shape[:1]:
+            raise ConfigError(
+                f"{where}: y_{split} must be int64 of shape ({x.shape[0]},) to match x_{split}, got {y.dtype} of"
+                f" shape {tuple(y.shape)} (.long() converts)"
+            )
+        if x.shape[0] == 0:
+            raise ConfigError(f"{where}: the {split} split is empty")
+        if not bool(torch.isfinite(x).all()):
+            raise ConfigError(f"{where}: x_{split} holds NaN or infinite values")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= dataset.num_classes:
+            raise ConfigError(
+                f"{where}: labels of y_{split} must be in [0, num_classes={dataset.num_classes}), got {low}..{high}"
+            )
+    if dataset.x_test.shape[1:] != dataset.x_train.shape[1:]:
+        raise ConfigError(
+            f"{where}: train and test inputs differ in shape: {tuple(dataset.x_train.shape[1:])} vs"
+            f" {tuple(dataset.x_test.shape[1:])}"
+        )
+    return dataset
 
 
 def _cache_dir() -> Path:

@@ -1,12 +1,13 @@
-"""Name -> plugin class registries.
+"""Name -> plugin registries.
 
 Plugins register themselves with :func:`register_attack` / :func:`register_defense`
-when their module is imported. Modules are found in three places:
+(classes) and :func:`register_dataset` (loader functions) when their module is
+imported. Modules are found in three places:
 
 1. the built-in folders ``attacks/`` and ``defenses/`` (installed as
    ``robustbench_dice.attacks`` and ``robustbench_dice.defenses``);
-2. the entry-point groups ``robustbench_dice.attacks`` and
-   ``robustbench_dice.defenses`` of installed packages;
+2. the entry-point groups ``robustbench_dice.attacks``,
+   ``robustbench_dice.defenses`` and ``robustbench_dice.datasets`` of installed packages;
 3. user folders given with ``--plugins DIR`` (every ``*.py`` file in it).
 
 A module that fails to import is recorded in :data:`LOAD_ERRORS` with its error
@@ -24,16 +25,23 @@ import pkgutil
 import re
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .datasets import DATASETS, PLUGIN_DATASETS, Dataset, DatasetPlugin
 from .errors import ConfigError, check_choice, did_you_mean
 from .plugins import AUTO, Attack, Defense, Plugin
 
 ATTACKS: dict[str, type[Attack]] = {}
 DEFENSES: dict[str, type[Defense]] = {}
-ENTRY_POINT_GROUPS = {"attack": "robustbench_dice.attacks", "defense": "robustbench_dice.defenses"}
+ENTRY_POINT_GROUPS = {
+    "attack": "robustbench_dice.attacks",
+    "defense": "robustbench_dice.defenses",
+    "dataset": "robustbench_dice.datasets",
+}
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it becomes part of figure file names
 USER_MODULE_PREFIX = "robustbench_dice_user_plugins"
 _T = TypeVar("_T", bound=type[Plugin])
 _builtins_loaded = False
@@ -56,7 +64,7 @@ class PluginNameClash(ConfigError):
     """Two plugins of one kind claim the same name; which one a scenario means would be ambiguous."""
 
 
-def _source_file(cls: type) -> str:
+def _source_file(cls: Any) -> str:
     try:
         return inspect.getfile(cls)
     except (TypeError, OSError):
@@ -68,7 +76,7 @@ def _register(table: dict[str, Any], kind: str, cls: _T) -> _T:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{kind} plugin {cls.__qualname__} in {_source_file(cls)} has no `name`")
     existing = table.get(name)
-    if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+    if existing is not None and not _same_definition(existing, cls):
         raise PluginNameClash(
             f"two {kind} plugins are named {name!r}: {existing.__qualname__} in {_source_file(existing)}"
             f" and {cls.__qualname__} in {_source_file(cls)}"
@@ -93,6 +101,63 @@ def register_defense(cls: _T) -> _T:
                 f" one of its int parameters; int parameters: {', '.join(k for k, f in params.items() if type_name(f.type) == 'int') or '(none)'}"
             )
     return _register(DEFENSES, "defense", cls)
+
+
+_Loader = TypeVar("_Loader", bound=Callable[..., Dataset])
+
+
+def register_dataset(name: str) -> Callable[[_Loader], _Loader]:
+    """Function decorator: make a dataset loader available as dataset ``name``.
+
+    The loader returns a :class:`~.datasets.Dataset` (checked by :func:`~.datasets.check_dataset` at every load);
+    it takes no argument, or one: the scenario's ``data_root`` (None when unset). Its docstring's first line is
+    the description `robustbench-dice list datasets` shows. It must return the same data every time: runs of a
+    suite load it in separate processes.
+    """
+    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
+        raise ConfigError(
+            f"dataset name {name!r} must be letters, digits, '_', '.' or '-' (it names result files);"
+            ' use it as @register_dataset("my_data")'
+        )
+
+    def register(loader: _Loader) -> _Loader:
+        if not callable(loader):
+            raise ConfigError(f"@register_dataset({name!r}) decorates a loader function, not {type(loader)}")
+        where = f"dataset plugin {loader.__qualname__!r} in {_source_file(loader)}"
+        doc = (loader.__doc__ or "").strip()
+        if not doc:
+            raise ConfigError(f"{where} needs a docstring: a one-line description and where the data comes from")
+        try:
+            arguments = len(inspect.signature(loader).parameters)
+        except (TypeError, ValueError):
+            arguments = -1
+        if arguments not in (0, 1):
+            raise ConfigError(f"{where} must take no argument or one (data_root), not {arguments}")
+        existing = PLUGIN_DATASETS.get(name)
+        same = existing is not None and _same_definition(existing.loader, loader)
+        if name in DATASETS and not same:
+            other = "a built-in dataset" if existing is None else _source_file(existing.loader)
+            raise PluginNameClash(f"two datasets are named {name!r}: {other} and {where}")
+        PLUGIN_DATASETS[name] = DatasetPlugin(loader, reads_data_root=arguments == 1)
+        DATASETS[name] = doc.splitlines()[0].strip() + ("  [data_root]" if arguments == 1 else "")
+        return loader
+
+    return register
+
+
+def _same_definition(a: Any, b: Any) -> bool:
+    """Whether two plugin objects are one definition (the same module loaded again), not a clash."""
+    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+def datasets_of_file(path: str | Path) -> list[str]:
+    """The names of the datasets whose loaders the already imported file ``path`` defines."""
+    path = Path(path).resolve()
+    return [
+        name
+        for name, plugin in PLUGIN_DATASETS.items()
+        if _module_file(sys.modules.get(plugin.loader.__module__)) == path
+    ]
 
 
 def _record(source: str, exc: BaseException) -> None:
@@ -139,7 +204,8 @@ def load_plugin_file(path: str | Path) -> list[type[Plugin]]:
     registered = [
         c for c in (*ATTACKS.values(), *DEFENSES.values()) if _module_file(sys.modules.get(c.__module__)) == path
     ]
-    if registered:  # a built-in plugin's file, or one loaded before: importing it again would register a clashing copy
+    # a built-in plugin's file, or one loaded before: importing it again would register a clashing copy
+    if registered or datasets_of_file(path):
         return registered
     before = {**{("attack", k): v for k, v in ATTACKS.items()}, **{("defense", k): v for k, v in DEFENSES.items()}}
     # a flat (undotted) name: pickle re-imports a class's module by name, and a dotted one needs a parent package

@@ -50,8 +50,10 @@ def _fields_named_in(catalogue: dict[str, str]) -> dict[str, tuple[str, ...]]:
 class Scenario:
     """One decentralized-training run: data, model, graph, adversary, defense, optimiser, seed."""
 
-    dataset: str = _f("digits", f"dataset, one of {', '.join(DATASETS)}")
-    data_root: str | None = _f(None, "folder holding torchvision datasets (mnist, fashion-mnist, cifar10)")
+    dataset: str = _f("digits", f"dataset, one of {', '.join(DATASETS)}, or one a plugin registers")
+    data_root: str | None = _f(
+        None, "folder holding torchvision datasets (mnist, fashion-mnist, cifar10); given to a plugin dataset's loader"
+    )
     mnist1d_samples: int = _f(5000, "number of MNIST-1D samples generated (80% train pool, 20% test)")
     partition: str = _f("iid", f"how the train pool is split across nodes: {', '.join(PARTITIONS)}")
     dirichlet_alpha: float = _f(0.5, "concentration of the Dirichlet label partition (smaller = more skewed)")
@@ -117,7 +119,17 @@ class Scenario:
             raise ConfigError(f"hidden must be a list of integers, got {list(self.hidden)!r}")
 
     def _check_values(self) -> None:
-        check_choice("dataset", self.dataset, DATASETS)
+        if self.dataset not in DATASETS:
+            from .registry import load_builtin_plugins
+
+            load_builtin_plugins()  # installed packages' entry points may register it
+            try:
+                check_choice("dataset", self.dataset, DATASETS)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{exc}; datasets of your own register with @register_dataset and load with --plugins DIR"
+                    " (docs/plugins.md)"
+                ) from None
         check_choice("partition", self.partition, PARTITIONS)
         check_choice("model", self.model, MODELS)
         check_choice("topology", self.topology, TOPOLOGIES)

@@ -86,3 +86,56 @@ def test_download_without_network_is_a_clear_error(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "could not download mnist" in err and "Name or service not known" in err
     assert "needs internet access" in err and "Traceback" not in err
+
+
+def _digits_with(**changes):
+    import dataclasses
+
+    return dataclasses.replace(load_dataset("digits"), **changes)
+
+
+def _bad_datasets():
+    import torch
+
+    digits = load_dataset("digits")
+    nan = digits.x_test.clone()
+    nan[0, 0] = float("nan")
+    return [
+        (
+            "not a dataset",
+            (digits.x_train, digits.y_train),
+            "the loader must return a robustbench_dice.datasets.Dataset",
+        ),
+        ("renamed", _digits_with(name="other"), "the loader returned a Dataset named 'other'; name it 'digits'"),
+        ("float64", _digits_with(x_train=digits.x_train.double()), "x_train must be float32 .* got torch.float64"),
+        ("flat", _digits_with(x_test=digits.x_test[:, 0]), r"x_test must be float32 of shape \(n, \*input_shape\)"),
+        ("int32 labels", _digits_with(y_train=digits.y_train.int()), "y_train must be int64 of shape \\(1437,\\)"),
+        ("short labels", _digits_with(y_test=digits.y_test[1:]), "y_test must be int64 of shape \\(360,\\)"),
+        ("numpy", _digits_with(x_test=digits.x_test.numpy()), "x_test and y_test must be torch tensors"),
+        ("empty", _digits_with(x_test=digits.x_test[:0], y_test=digits.y_test[:0]), "the test split is empty"),
+        ("nan", _digits_with(x_test=nan), "x_test holds NaN or infinite values"),
+        ("labels", _digits_with(num_classes=9), r"labels of y_train must be in \[0, num_classes=9\), got 0..9"),
+        ("one class", _digits_with(num_classes=1), "num_classes must be an integer >= 2, got 1"),
+        (
+            "shapes",
+            _digits_with(x_test=torch.zeros(360, 63)),
+            r"train and test inputs differ in shape: \(64,\) vs \(63,\)",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("what,dataset,message", _bad_datasets(), ids=[case[0] for case in _bad_datasets()])
+def test_check_dataset_names_what_a_loader_got_wrong(what, dataset, message):
+    from robustbench_dice.datasets import check_dataset
+
+    with pytest.raises(ConfigError, match=f"dataset 'digits': {message}"):
+        check_dataset("digits", dataset)
+
+
+def test_check_dataset_accepts_the_built_in_datasets():
+    from robustbench_dice.datasets import check_dataset
+
+    digits = load_dataset("digits")
+    assert check_dataset("digits", digits) is digits
+    mnist1d = load_dataset("mnist1d", mnist1d_samples=200)
+    assert check_dataset("mnist1d", mnist1d) is mnist1d

@@ -556,11 +556,12 @@ def test_readme_nnm_paragraph_quotes_the_committed_tables():
             assert mixed > alone + 0.02
 
 
-def test_the_plugin_guide_shows_the_example_attack_file_as_it_is():
+@pytest.mark.parametrize("name,first_line", [("scaled_model.py", "from dataclasses"), ("breast_cancer.py", "import")])
+def test_the_plugin_guide_shows_the_example_files_as_they_are(name, first_line):
     guide = (DOCS / "plugins.md").read_text()
-    example = (DOCS / "examples" / "scaled_model.py").read_text()
-    shown = guide[guide.index("```python\n", guide.index("examples/scaled_model.py")) + len("```python\n") :]
-    assert shown[: shown.index("```")] == example[example.index("from dataclasses") :]
+    example = (DOCS / "examples" / name).read_text()
+    shown = guide[guide.index("```python\n", guide.index(f"examples/{name}")) + len("```python\n") :]
+    assert shown[: shown.index("```")] == example[example.index(first_line) :]
 
 
 def test_readme_same_value_paragraph_quotes_the_committed_tables_and_reruns():

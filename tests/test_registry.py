@@ -1,13 +1,16 @@
+import json
 import pickle
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from robustbench_dice import registry
+from robustbench_dice import Scenario, registry
 from robustbench_dice.cli import main
-from robustbench_dice.conformance import run_conformance
+from robustbench_dice.conformance import run_conformance, run_dataset_conformance
+from robustbench_dice.datasets import DATASETS, PLUGIN_DATASETS
 from robustbench_dice.errors import ConfigError
 from robustbench_dice.registry import ATTACKS, DEFENSES, build_attack, build_defense
 
@@ -34,10 +37,11 @@ class {cls}(Attack):
 @pytest.fixture(autouse=True)
 def _restore_registry():
     registry.load_builtin_plugins()
-    attacks, defenses, errors = dict(ATTACKS), dict(DEFENSES), list(registry.LOAD_ERRORS)
+    tables = (ATTACKS, DEFENSES, PLUGIN_DATASETS, DATASETS)
+    saved_tables, errors = [dict(t) for t in tables], list(registry.LOAD_ERRORS)
     folders = list(registry._user_folders)
     yield
-    for table, saved in ((ATTACKS, attacks), (DEFENSES, defenses)):
+    for table, saved in zip(tables, saved_tables, strict=True):
         table.clear()
         table.update(saved)
     registry.LOAD_ERRORS[:] = errors
@@ -130,13 +134,19 @@ def test_entry_point_of_an_installed_package(tmp_path, monkeypatch):
     info = site / "tinyplug-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyplug\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[robustbench_dice.attacks]\ntiny = tinyplug\n")
+    _dataset_file(site / "tinyplug", "tiny_data")
+    groups = (
+        "[robustbench_dice.attacks]\ntiny = tinyplug\n[robustbench_dice.datasets]\ntiny_data = tinyplug.tiny_data\n"
+    )
+    (info / "entry_points.txt").write_text(groups)
     (info / "RECORD").write_text("")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setattr(registry, "_builtins_loaded", False)
     registry.load_builtin_plugins()
     assert "tiny_ep" in ATTACKS and ATTACKS["tiny_ep"].__module__ == "tinyplug"
+    assert PLUGIN_DATASETS["tiny_data"].loader.__module__ == "tinyplug.tiny_data"
     sys.modules.pop("tinyplug", None)
+    sys.modules.pop("tinyplug.tiny_data", None)
 
 
 def test_bad_plugin_parameters_are_clear_errors():
@@ -248,7 +258,7 @@ def test_conformance_catches_broken_plugins(tmp_path, capsys):
 def test_check_command_errors(tmp_path, capsys):
     empty = _write(tmp_path / "empty.py", "x = 1\n")
     assert main(["check", str(empty)]) == 2
-    assert "registers no attack or defense" in capsys.readouterr().err
+    assert "registers no attack, defense or dataset" in capsys.readouterr().err
     bad = _write(tmp_path / "syntax.py", "def (:\n")
     assert main(["check", str(bad)]) == 1
     assert "failed to import: SyntaxError" in capsys.readouterr().err
@@ -262,7 +272,7 @@ def test_documented_example_plugins_pass_the_conformance_suite(capsys):
     from pathlib import Path
 
     examples = Path(__file__).parents[1] / "docs" / "examples"
-    for name in ("scaled_model.py", "distance_filter.py"):
+    for name in ("scaled_model.py", "distance_filter.py", "breast_cancer.py"):
         assert main(["check", str(examples / name)]) == 0, capsys.readouterr().out
 
 
@@ -333,3 +343,154 @@ def test_byzantine_bound_must_name_an_int_parameter(tmp_path, bound):
 def test_a_negative_byzantine_bound_is_refused(name, bound):
     with pytest.raises(ConfigError, match=f"defense '{name}': {bound} must be >= 0, got -1"):
         build_defense(name, {bound: -1})
+
+
+DATASET_PLUGIN = '''
+import numpy as np
+import torch
+from robustbench_dice.datasets import Dataset
+from robustbench_dice.registry import register_dataset
+
+
+@register_dataset("{name}")
+def {function}({arguments}):
+    """Two Gaussian blobs (a test dataset){note}."""
+    rng = np.random.default_rng({seed})
+    x = rng.normal(size=(240, {features})).astype(np.float32)
+    y = (x.reshape(240, -1)[:, 0] > 0).astype(np.int64)
+    x[y == 1] += 1.0
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    return Dataset("{name}", x[:200], y[:200], x[200:], y[200:], num_classes=2)
+'''
+
+
+def _dataset_file(folder, name, arguments="", seed="0", features="5", note="", function=None):
+    text = DATASET_PLUGIN.format(
+        name=name, function=function or name, arguments=arguments, seed=seed, features=features, note=note
+    )
+    return _write(folder / f"{function or name}.py", text)
+
+
+def test_a_dataset_plugin_runs_in_a_scenario_and_is_listed(tmp_path, capsys):
+    _dataset_file(tmp_path, "blobs")
+    assert main(["list", "datasets", "--plugins", str(tmp_path)]) == 0
+    assert "blobs                  Two Gaussian blobs (a test dataset)." in capsys.readouterr().out
+    args = ["simulate", "--plugins", str(tmp_path), "--dataset", "blobs", "--nodes", "4", "--rounds", "20"]
+    assert main([*args, "--batch-size", "8", "--model", "logreg", "--quiet", "--json", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["scenario"]["dataset"] == "blobs" and result["final_accuracy_mean"] > 0.8
+
+
+def test_a_dataset_plugin_is_loaded_by_the_suite_workers(tmp_path, capsys):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    _dataset_file(plugins, "blobs_suite")
+    suite = _write(
+        tmp_path / "mine.toml",
+        """
+        [suite]
+        datasets = ["blobs_suite"]
+        models = ["logreg"]
+        topologies = ["ring", "complete"]
+        attacks = ["label_flip"]
+        defenses = ["median"]
+        nodes = [4]
+        byzantine = [1]
+        seeds = [0]
+        [suite.base]
+        rounds = 5
+        batch_size = 8
+        eval_every = 5
+        """,
+    )
+    common = ["--suite", str(suite), "--store", str(tmp_path / "store"), "--tables", str(tmp_path / "t"), "--quiet"]
+    assert main(["run", *common]) == 2
+    assert "unknown dataset 'blobs_suite'" in capsys.readouterr().err  # the error names the flag that loads it
+    # spawned worker processes import the plugin folder themselves
+    assert main(["run", *common, "--jobs", "2", "--plugins", str(plugins)]) == 0
+    summary = (tmp_path / "t" / "summary.csv").read_text()
+    assert summary.count("blobs_suite") == 2 and ",ok," in summary and ",failed," not in summary
+
+
+def test_a_dataset_that_reads_data_root_gets_it(tmp_path, capsys):
+    _write(
+        tmp_path / "from_file.py",
+        '''
+        from pathlib import Path
+        import numpy as np
+        import torch
+        from robustbench_dice.datasets import Dataset
+        from robustbench_dice.errors import DatasetNotFoundError
+        from robustbench_dice.registry import register_dataset
+
+
+        @register_dataset("npz_file")
+        def npz_file(data_root):
+            """Arrays from DATA_ROOT/data.npz (a test dataset)."""
+            path = Path(data_root or ".") / "data.npz"
+            if not path.is_file():
+                raise DatasetNotFoundError(f"{path} does not exist")
+            with np.load(path, allow_pickle=False) as f:
+                x, y = torch.from_numpy(f["x"]), torch.from_numpy(f["y"])
+            return Dataset("npz_file", x[:60], y[:60], x[60:], y[60:], num_classes=3)
+        ''',
+    )
+    rng = np.random.default_rng(0)
+    root = tmp_path / "root"
+    root.mkdir()
+    np.savez(root / "data.npz", x=rng.normal(size=(90, 4)).astype(np.float32), y=np.arange(90) % 3)
+    registry.load_plugin_folder(tmp_path)
+    assert DATASETS["npz_file"].endswith("[data_root]")
+    assert Scenario(dataset="npz_file", data_root=str(root)).unused_fields() == []
+    assert Scenario(dataset="digits", data_root=str(root)).unused_fields()[0].startswith("data_root (read only with")
+    assert main(["check", str(tmp_path / "from_file.py"), "--data-root", str(root)]) == 0
+    assert "PASS  npz_file: dataset_loads_and_is_valid  (60 train / 30 test samples, input (4,), 3 classes)" in (
+        capsys.readouterr().out
+    )
+    assert main(["check", str(tmp_path / "from_file.py")]) == 1
+    assert "FAIL  npz_file: dataset_loads_and_is_valid  (DatasetNotFoundError: data.npz does not exist)" in (
+        capsys.readouterr().out
+    )
+
+
+def test_dataset_conformance_catches_a_loader_that_changes_between_loads(tmp_path):
+    _dataset_file(tmp_path, "drifting", seed="None")
+    registry.load_plugin_folder(tmp_path)
+    results = {r.check: r for r in run_dataset_conformance("drifting")}
+    assert results["dataset_loads_and_is_valid"].passed and results["dataset_trains_on_a_small_graph"].passed
+    assert not results["dataset_same_data_every_load"].passed
+    assert "two loads gave different x_train" in results["dataset_same_data_every_load"].detail
+
+
+def test_an_image_dataset_plugin_is_trained_on_by_the_cnn_too(tmp_path):
+    _dataset_file(tmp_path, "tiny_images", features="1, 6, 6")
+    registry.load_plugin_folder(tmp_path)
+    (trained,) = [r for r in run_dataset_conformance("tiny_images") if r.check == "dataset_trains_on_a_small_graph"]
+    assert trained.passed and "cnn: accuracy" in trained.detail, trained.detail
+
+
+def _documented(function):
+    function.__doc__ = "A loader (a test)."
+    return function
+
+
+@pytest.mark.parametrize(
+    "name,loader,message",
+    [
+        ("has space", _documented(lambda: None), "dataset name 'has space' must be letters, digits"),
+        ("undocumented", lambda: None, "needs a docstring"),
+        ("two_args", _documented(lambda a, b: None), "must take no argument or one \\(data_root\\), not 2"),
+        ("digits", _documented(lambda: None), "two datasets are named 'digits': a built-in dataset and"),
+    ],
+)
+def test_bad_dataset_registrations_are_clear_errors(name, loader, message):
+    with pytest.raises(ConfigError, match=message):
+        registry.register_dataset(name)(loader)
+    assert name not in PLUGIN_DATASETS
+
+
+def test_two_files_registering_one_dataset_name_clash(tmp_path):
+    _dataset_file(tmp_path, "blobs_twice", function="first")
+    _dataset_file(tmp_path, "blobs_twice", function="second")
+    with pytest.raises(ConfigError, match="two datasets are named 'blobs_twice': .*first.py and dataset plugin"):
+        registry.load_plugin_folder(tmp_path)
