@@ -260,8 +260,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .conformance import run_conformance, run_dataset_conformance
-    from .registry import datasets_of_file, load_plugin_file
+    from .conformance import run_conformance, run_dataset_conformance, run_model_conformance
+    from .registry import functions_of_file, load_plugin_file
 
     try:
         classes = load_plugin_file(args.path)
@@ -270,15 +270,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - the user's file: report what it raised
         print(f"robustbench-dice: error: {args.path} failed to import: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    datasets = datasets_of_file(args.path)
-    if not classes and not datasets:
+    functions = functions_of_file(args.path)
+    if not classes and not any(functions.values()):
         raise ConfigError(
-            f"{args.path} registers no attack, defense or dataset (decorate a class with @register_attack or"
-            " @register_defense, or a loader function with @register_dataset(NAME))"
+            f"{args.path} registers no attack, defense, dataset or model (decorate a class with @register_attack or"
+            " @register_defense, a loader function with @register_dataset(NAME), a module factory with"
+            " @register_model(NAME))"
         )
+    # a model is checked on the file's own dataset where it registers one
+    dataset = args.dataset or next(iter(functions["dataset"]), "digits")
     failed = 0
     results = [r for cls in classes for r in run_conformance(cls)]
-    results += [r for name in datasets for r in run_dataset_conformance(name, args.data_root)]
+    results += [r for name in functions["dataset"] for r in run_dataset_conformance(name, args.data_root)]
+    results += [r for name in functions["model"] for r in run_model_conformance(name, dataset, args.data_root)]
     for r in results:
         failed += not r.passed
         print(f"{'PASS' if r.passed else 'FAIL'}  {r.plugin}: {r.check}" + (f"  ({r.detail})" if r.detail else ""))
@@ -782,7 +786,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check", help="run the plugin conformance suite on the plugins one .py file registers")
     chk.add_argument("path", help="a plugin file, e.g. my_attack.py")
-    chk.add_argument("--data-root", default=None, help="the data_root a dataset plugin's loader is given")
+    chk.add_argument(
+        "--data-root", default=None, help="the data_root given to dataset plugins (and to --dataset's loader)"
+    )
+    chk.add_argument(
+        "--dataset",
+        default=None,
+        help="the dataset a model plugin is checked on (default: the file's own dataset plugin, else digits)",
+    )
     chk.set_defaults(func=cmd_check)
 
     inf = sub.add_parser("influence", help="DICE experiments: estimate vs ground truth, cascade decay")

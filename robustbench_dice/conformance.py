@@ -1,13 +1,15 @@
-"""The generic conformance suite every attack, defense and dataset plugin must pass.
+"""The generic conformance suite every attack, defense, dataset and model plugin must pass.
 
 Each check takes a registered plugin class, runs it through the real engine
 on small scenarios (6 nodes on a ring and on a complete graph, digits, a few
 rounds) and raises :class:`AssertionError` with a readable message when the
 plugin breaks the contract in :mod:`robustbench_dice.plugins`. Dataset plugins
 (:func:`run_dataset_conformance`) are loaded twice and trained on by every
-model that takes their inputs. ``tests/`` runs every check on every registered
-plugin; ``robustbench-dice check FILE.py`` runs them on the plugins one file
-registers.
+model that takes their inputs; model plugins (:func:`run_model_conformance`)
+must batch over nodes exactly, train reproducibly and give forward-over-reverse
+Hessian-vector products that agree with double backward. ``tests/`` runs every
+check on every registered plugin; ``robustbench-dice check FILE.py`` runs them
+on the plugins one file registers.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,8 @@ import torch
 
 from .datasets import load_dataset
 from .engine import Simulation, simulate
+from .functional import per_node_hvp, per_node_loss
+from .models import build_model
 from .plugins import AUTO, Attack, AttackView, CellInfo, Defense, DefenseView, Plugin
 from .registry import parameters
 from .scenario import Scenario
@@ -249,13 +253,7 @@ def kind_of(cls: type[Plugin]) -> str:
 def run_conformance(cls: type[Plugin]) -> list[CheckResult]:
     """Every check on one plugin class; failures are collected, not raised."""
     kind = kind_of(cls)
-    results = []
-    for check in checks_for(kind):
-        try:
-            results.append(CheckResult(cls.name, check.__name__, True, check(kind, cls)))
-        except Exception as exc:  # noqa: BLE001 - report every failing check, whatever it raised
-            results.append(CheckResult(cls.name, check.__name__, False, f"{type(exc).__name__}: {exc}"))
-    return results
+    return _collect(cls.name, checks_for(kind), kind, cls)
 
 
 def dataset_loads_and_is_valid(name: str, data_root: str | None) -> str:
@@ -298,12 +296,77 @@ DATASET_CHECKS: list[Callable[[str, str | None], str]] = [
 ]
 
 
+def _model_on(name: str, dataset: str, data_root: str | None, dtype: torch.dtype = torch.float32) -> Any:
+    """The model ``name`` built for ``dataset``, 3 nodes' distinct parameters and a batch of 5 inputs per node."""
+    data = load_dataset(dataset, data_root)
+    model = build_model(name, data.input_shape, data.num_classes)
+    theta = model.init(3, torch.Generator().manual_seed(0), same=False).to(dtype)
+    x = data.x_train[:15].to(dtype).reshape(3, 5, *data.input_shape)
+    return model, theta, x, data.y_train[:15].reshape(3, 5)
+
+
+def model_batches_nodes_exactly(name: str, dataset: str, data_root: str | None) -> str:
+    model, theta, x, _ = _model_on(name, dataset, data_root)
+    per_node, shared = model.forward(theta, x), model.forward(theta, x[0])
+    for k in range(3):
+        for batched, inputs, what in ((per_node, x[k], "per-node inputs"), (shared, x[0], "inputs shared by all")):
+            single = model.forward_single(theta[k], inputs)
+            assert torch.allclose(batched[k], single, rtol=1e-4, atol=1e-5), (
+                f"node {k}'s logits with {what} differ from its own model's by {(batched[k] - single).abs().max():.2e}"
+            )
+    return f"{model.num_params} parameters; 3 nodes at once equal each node alone, on {dataset}"
+
+
+def model_trains_reproducibly(name: str, dataset: str, data_root: str | None) -> str:
+    scenario = Scenario(
+        dataset=dataset, data_root=data_root, model=name, nodes=6, rounds=3, batch_size=8, eval_every=3, seed=0
+    )
+    first, second = Simulation.from_scenario(scenario), Simulation.from_scenario(scenario)
+    result = first.run()
+    second.run()
+    assert result.status == "ok", f"status {result.status!r} ({result.reason})"
+    assert first.final_theta is not None and second.final_theta is not None
+    assert torch.equal(first.final_theta, second.final_theta), "two runs with the same seed gave different models"
+    return f"accuracy {result.final_accuracy_mean:.3f} after 3 rounds on a 6-node ring, the same twice"
+
+
+def model_hvp_matches_double_backward(name: str, dataset: str, data_root: str | None) -> str:
+    model, theta, x, y = _model_on(name, dataset, data_root, torch.float64)
+    tangent = torch.randn(theta.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    # forward-over-reverse, as DICE's estimates take it: every op of the module needs a forward-mode derivative
+    exact = per_node_hvp(model, theta, x, y, tangent)
+    # reverse-over-reverse, an independent route (finite differences trip over ReLU and max-pool kinks)
+    leaf = theta.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(per_node_loss(model, leaf, x, y).sum(), leaf, create_graph=True)
+    (reference,) = torch.autograd.grad((grad * tangent).sum(), leaf)
+    error = float((exact - reference).norm() / reference.norm().clamp_min(1e-12))
+    assert error < 1e-8, f"forward-over-reverse Hessian-vector products differ from double backward by {error:.1e}"
+    return f"relative difference {error:.1e} (float64)"
+
+
+MODEL_CHECKS: list[Callable[[str, str, str | None], str]] = [
+    model_batches_nodes_exactly,
+    model_trains_reproducibly,
+    model_hvp_matches_double_backward,
+]
+
+
+def _collect(plugin: str, checks: Sequence[Callable[..., str]], *args: Any) -> list[CheckResult]:
+    """``check(*args)`` for each of ``checks`` on the plugin named ``plugin``; failures are collected, not raised."""
+    results = []
+    for check in checks:
+        try:
+            results.append(CheckResult(plugin, check.__name__, True, check(*args)))
+        except Exception as exc:  # noqa: BLE001 - report every failing check, whatever it raised
+            results.append(CheckResult(plugin, check.__name__, False, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
 def run_dataset_conformance(name: str, data_root: str | None = None) -> list[CheckResult]:
     """Every dataset check on the registered dataset ``name``; failures are collected, not raised."""
-    results = []
-    for check in DATASET_CHECKS:
-        try:
-            results.append(CheckResult(name, check.__name__, True, check(name, data_root)))
-        except Exception as exc:  # noqa: BLE001 - report every failing check, whatever it raised
-            results.append(CheckResult(name, check.__name__, False, f"{type(exc).__name__}: {exc}"))
-    return results
+    return _collect(name, DATASET_CHECKS, name, data_root)
+
+
+def run_model_conformance(name: str, dataset: str = "digits", data_root: str | None = None) -> list[CheckResult]:
+    """Every model check on the registered model ``name``, with inputs from ``dataset``; failures are collected."""
+    return _collect(name, MODEL_CHECKS, name, dataset, data_root)

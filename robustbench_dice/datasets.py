@@ -12,6 +12,7 @@ by :func:`check_dataset`.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from collections.abc import Callable
@@ -56,25 +57,18 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-@dataclass(frozen=True)
-class DatasetPlugin:
-    """A dataset registered by a plugin: ``loader()``, or ``loader(data_root)`` when it takes one argument."""
-
-    loader: Callable[..., Dataset]
-    reads_data_root: bool
-
-    def load(self, data_root: str | None) -> Dataset:
-        return self.loader(data_root) if self.reads_data_root else self.loader()
-
-
-PLUGIN_DATASETS: dict[str, DatasetPlugin] = {}  # registered by plugins (registry.register_dataset); not built-ins
+# loader functions registered by plugins (registry.register_dataset), not the built-in datasets: loader(), or
+# loader(data_root) for one that takes an argument
+PLUGIN_DATASETS: dict[str, Callable[..., Dataset]] = {}
 
 
 def load_dataset(name: str, data_root: str | None = None, *, mnist1d_samples: int = 5000) -> Dataset:
     """Load ``name``; the test split is fixed (independent of the scenario seed)."""
     check_choice("dataset", name, DATASETS)
     if name in PLUGIN_DATASETS:
-        return check_dataset(name, PLUGIN_DATASETS[name].load(data_root))
+        loader = PLUGIN_DATASETS[name]
+        takes_root = bool(inspect.signature(loader).parameters)
+        return check_dataset(name, loader(data_root) if takes_root else loader())
     if name == "digits":
         return _load_digits()
     if name == "mnist1d":

@@ -27,7 +27,6 @@ from .cpu_kernels import active_instruction_set
 from .dice import proximal_influence
 from .functional import Samples, per_node_grad, per_node_grads
 from .mixing import MixingMatrix, Neighbourhood
-from .models import CNN, Model
 from .plugins import AUTO, Aggregation, Attack, AttackSetup, AttackView, CellInfo, Defense, DefenseView
 from .registry import build_attack, build_defense
 from .result import CurvePoint, RunResult, SuspicionPoint
@@ -424,7 +423,7 @@ def honest_test_metrics(
     """Test accuracy and mean loss ``(n,)`` of each row of ``theta (n, P)`` on the global test set."""
     ds, dev = setup.dataset, setup.device
     # nodes per chunk keep the activations near 2^24 floats
-    node_chunk = max(1, min(theta.shape[0], (1 << 24) // max(1, test_batch * _activation_width(setup.model))))
+    node_chunk = max(1, min(theta.shape[0], (1 << 24) // max(1, test_batch * setup.model.activation_width)))
     correct = torch.zeros(theta.shape[0], device=dev)
     loss = torch.zeros(theta.shape[0], device=dev)
     x_all, y_all = ds.x_test.to(dev, theta.dtype), ds.y_test.to(dev)
@@ -439,13 +438,6 @@ def honest_test_metrics(
                 loss[a : a + node_chunk] += ce.view(rows.shape[0], -1).sum(1)
     count = float(x_all.shape[0])
     return (correct / count).cpu(), (loss / count).cpu()
-
-
-def _activation_width(model: Model) -> int:
-    if isinstance(model, CNN):
-        c, h, w = model.image_shape
-        return CNN.channels[0] * h * w
-    return max([64, *getattr(model, "hidden", ())])
 
 
 def versions() -> dict[str, str]:

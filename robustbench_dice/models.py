@@ -7,6 +7,9 @@ autograd call yields every node's gradient. :meth:`Model.forward_single` is
 the same network for one node written with plain ``torch.nn.functional``
 calls; the per-node reference engine uses it, and tests check the two agree.
 No BatchNorm: a node's output depends on its own parameters and inputs only.
+A model of your own is a ``torch.nn.Module`` factory registered with
+:func:`robustbench_dice.registry.register_model`; :class:`ModuleModel` batches
+it over nodes with ``torch.func.vmap``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ class Model:
     @property
     def num_params(self) -> int:
         return sum(s.size for s in self.specs)
+
+    @property
+    def activation_width(self) -> int:
+        """The largest activation of one sample (floats); evaluation sizes its node chunks by it."""
+        return max([64, *getattr(self, "hidden", ())])
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of ``theta (..., P)`` as named tensors ``(..., *shape)``."""
@@ -249,6 +257,11 @@ class CNN(Model):
             *_dense_specs([flat, self.dense, num_classes]),
         )
 
+    @property
+    def activation_width(self) -> int:
+        c, h, w = self.image_shape
+        return self.channels[0] * h * w
+
     def apply(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         p = params
         n = p["cb0"].shape[0]
@@ -274,8 +287,98 @@ class CNN(Model):
         return _dense_single(p, z.flatten(1), 2)
 
 
+ModuleFactory = Callable[[tuple[int, ...], int], torch.nn.Module]
+PLUGIN_MODELS: dict[str, ModuleFactory] = {}  # registered by plugins (registry.register_model); not built-ins
+
+
+class ModuleModel(Model):
+    """A ``torch.nn.Module`` from a plugin's factory, run for N nodes at once.
+
+    The module is built once and called with each node's parameters by
+    ``torch.func.functional_call``, batched over nodes with ``torch.func.vmap``;
+    gradients come from autograd and Hessian-vector products from
+    forward-over-reverse, as for the CNN. It runs in eval mode (dropout off)
+    and may hold no buffers: BatchNorm's running statistics would be state
+    outside the node's parameter vector. Initial parameters are the module's
+    own initialisation, drawn under a seed taken from the run's generator.
+    """
+
+    def __init__(self, name: str, factory: ModuleFactory, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__(input_shape, num_classes)
+        self.name, self.factory = name, factory
+        self.module = self._build()
+        buffers = [n for n, _ in self.module.named_buffers()]
+        if buffers:
+            raise ConfigError(
+                f"model {name!r}: the module has buffers ({', '.join(buffers)}), state outside its parameters that"
+                " the engine cannot keep per node (BatchNorm's running statistics: use GroupNorm or LayerNorm)"
+            )
+        self.specs = tuple(ParamSpec(n, tuple(p.shape), 0) for n, p in self.module.named_parameters())
+        if not self.specs:
+            raise ConfigError(f"model {name!r}: the module has no parameters")
+        self._activation_width = self._check_output()
+
+    def _build(self) -> torch.nn.Module:
+        module = self.factory(self.input_shape, self.num_classes)
+        if not isinstance(module, torch.nn.Module):
+            raise ConfigError(f"model {self.name!r}: the factory must return a torch.nn.Module, got {type(module)}")
+        return module.eval()
+
+    def _check_output(self) -> int:
+        """Run a batch of two zero inputs; return the widest activation per sample. ConfigError on a wrong output."""
+        widths = [math.prod(self.input_shape)]
+
+        def record(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+            if isinstance(output, torch.Tensor) and output.dim() > 0 and output.shape[0] == 2:
+                widths.append(output[0].numel())
+
+        hooks = [m.register_forward_hook(record) for m in self.module.modules()]
+        try:
+            with torch.no_grad():
+                logits = self.module(torch.zeros(2, *self.input_shape))
+        except (RuntimeError, ValueError) as exc:
+            raise ConfigError(f"model {self.name!r} cannot take inputs of shape {self.input_shape}: {exc}") from exc
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, self.num_classes):
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+            raise ConfigError(
+                f"model {self.name!r} maps a batch of shape (2, *{self.input_shape}) to {got}; it must return logits"
+                f" of shape (2, {self.num_classes})"
+            )
+        return max(widths)
+
+    @property
+    def activation_width(self) -> int:
+        return self._activation_width
+
+    def init(self, n_nodes: int, generator: torch.Generator, same: bool = True) -> torch.Tensor:
+        rows = []
+        for _ in range(1 if same else n_nodes):
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                module = self._build()
+            rows.append(torch.cat([p.detach().reshape(-1).float() for p in module.parameters()]))
+        theta = torch.stack(rows)
+        return theta.expand(n_nodes, -1).clone() if same else theta
+
+    def _call(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self.module, params, (x,))
+
+    def apply(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        shared = x.dim() == len(self.input_shape) + 1
+        return torch.func.vmap(self._call, in_dims=(0, None if shared else 0))(params, x)
+
+    def forward_single(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self._call(self.unflatten(theta), x)
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (64,)) -> Model:
     check_choice("model", name, MODELS)
+    if name in PLUGIN_MODELS:
+        return ModuleModel(name, PLUGIN_MODELS[name], input_shape, num_classes)
     if name == "logreg":
         return LogisticRegression(input_shape, num_classes)
     if name == "mlp":

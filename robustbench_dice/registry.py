@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .datasets import DATASETS, PLUGIN_DATASETS, Dataset, DatasetPlugin
+from .datasets import DATASETS, PLUGIN_DATASETS
 from .errors import ConfigError, check_choice, did_you_mean
+from .models import MODELS, PLUGIN_MODELS
 from .plugins import AUTO, Attack, Defense, Plugin
 
 ATTACKS: dict[str, type[Attack]] = {}
@@ -40,8 +41,10 @@ ENTRY_POINT_GROUPS = {
     "attack": "robustbench_dice.attacks",
     "defense": "robustbench_dice.defenses",
     "dataset": "robustbench_dice.datasets",
+    "model": "robustbench_dice.models",
 }
-DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it becomes part of figure file names
+PLUGIN_FUNCTIONS: dict[str, dict[str, Any]] = {"dataset": PLUGIN_DATASETS, "model": PLUGIN_MODELS}  # name -> function
+PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a dataset's or model's name is part of figure file names
 USER_MODULE_PREFIX = "robustbench_dice_user_plugins"
 _T = TypeVar("_T", bound=type[Plugin])
 _builtins_loaded = False
@@ -103,10 +106,45 @@ def register_defense(cls: _T) -> _T:
     return _register(DEFENSES, "defense", cls)
 
 
-_Loader = TypeVar("_Loader", bound=Callable[..., Dataset])
+_Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
-def register_dataset(name: str) -> Callable[[_Loader], _Loader]:
+def _check_plugin_name(kind: str, name: object) -> None:
+    if not isinstance(name, str) or not PLUGIN_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{kind} name {name!r} must be letters, digits, '_', '.' or '-' (it names result files);"
+            f' use it as @register_{kind}("my_{kind}")'
+        )
+
+
+def _check_function_plugin(
+    kind: str, name: str, function: Any, arities: tuple[int, ...], signature: str, catalogue: dict[str, str]
+) -> int:
+    """Validate a function plugin of ``kind`` about to be registered as ``name``; returns how many arguments it
+    takes. ``catalogue`` holds the names taken (built-ins and plugins); ``signature`` says what it must take."""
+    if not callable(function):
+        raise ConfigError(f"@register_{kind}({name!r}) decorates a function, not {type(function)}")
+    where = f"{kind} plugin {function.__qualname__!r} in {_source_file(function)}"
+    if not (function.__doc__ or "").strip():
+        raise ConfigError(f"{where} needs a docstring: a one-line description and where it comes from")
+    try:
+        arguments = len(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        arguments = -1
+    if arguments not in arities:
+        raise ConfigError(f"{where} must take {signature}, not {arguments} argument(s)")
+    existing = PLUGIN_FUNCTIONS[kind].get(name)
+    if name in catalogue and not (existing is not None and _same_definition(existing, function)):
+        other = f"a built-in {kind}" if existing is None else _source_file(existing)
+        raise PluginNameClash(f"two {kind}s are named {name!r}: {other} and {where}")
+    return arguments
+
+
+def _description(function: Any) -> str:
+    return str(function.__doc__).strip().splitlines()[0].strip()
+
+
+def register_dataset(name: str) -> Callable[[_Function], _Function]:
     """Function decorator: make a dataset loader available as dataset ``name``.
 
     The loader returns a :class:`~.datasets.Dataset` (checked by :func:`~.datasets.check_dataset` at every load);
@@ -114,33 +152,31 @@ def register_dataset(name: str) -> Callable[[_Loader], _Loader]:
     the description `robustbench-dice list datasets` shows. It must return the same data every time: runs of a
     suite load it in separate processes.
     """
-    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
-        raise ConfigError(
-            f"dataset name {name!r} must be letters, digits, '_', '.' or '-' (it names result files);"
-            ' use it as @register_dataset("my_data")'
-        )
+    _check_plugin_name("dataset", name)  # when the decorator is made, so that the error points at it
 
-    def register(loader: _Loader) -> _Loader:
-        if not callable(loader):
-            raise ConfigError(f"@register_dataset({name!r}) decorates a loader function, not {type(loader)}")
-        where = f"dataset plugin {loader.__qualname__!r} in {_source_file(loader)}"
-        doc = (loader.__doc__ or "").strip()
-        if not doc:
-            raise ConfigError(f"{where} needs a docstring: a one-line description and where the data comes from")
-        try:
-            arguments = len(inspect.signature(loader).parameters)
-        except (TypeError, ValueError):
-            arguments = -1
-        if arguments not in (0, 1):
-            raise ConfigError(f"{where} must take no argument or one (data_root), not {arguments}")
-        existing = PLUGIN_DATASETS.get(name)
-        same = existing is not None and _same_definition(existing.loader, loader)
-        if name in DATASETS and not same:
-            other = "a built-in dataset" if existing is None else _source_file(existing.loader)
-            raise PluginNameClash(f"two datasets are named {name!r}: {other} and {where}")
-        PLUGIN_DATASETS[name] = DatasetPlugin(loader, reads_data_root=arguments == 1)
-        DATASETS[name] = doc.splitlines()[0].strip() + ("  [data_root]" if arguments == 1 else "")
+    def register(loader: _Function) -> _Function:
+        arguments = _check_function_plugin("dataset", name, loader, (0, 1), "no argument or one (data_root)", DATASETS)
+        PLUGIN_DATASETS[name] = loader
+        DATASETS[name] = _description(loader) + ("  [data_root]" if arguments == 1 else "")
         return loader
+
+    return register
+
+
+def register_model(name: str) -> Callable[[_Function], _Function]:
+    """Function decorator: make a ``torch.nn.Module`` factory available as model ``name``.
+
+    The factory takes ``(input_shape, num_classes)`` and returns a module mapping a batch ``(B, *input_shape)`` to
+    logits ``(B, num_classes)``, with no buffers (no BatchNorm); :class:`~.models.ModuleModel` runs it for every
+    node at once. Its docstring's first line is the description `robustbench-dice list models` shows.
+    """
+    _check_plugin_name("model", name)
+
+    def register(factory: _Function) -> _Function:
+        _check_function_plugin("model", name, factory, (2,), "(input_shape, num_classes)", MODELS)
+        PLUGIN_MODELS[name] = factory
+        MODELS[name] = _description(factory)
+        return factory
 
     return register
 
@@ -150,14 +186,14 @@ def _same_definition(a: Any, b: Any) -> bool:
     return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
-def datasets_of_file(path: str | Path) -> list[str]:
-    """The names of the datasets whose loaders the already imported file ``path`` defines."""
+def functions_of_file(path: str | Path) -> dict[str, list[str]]:
+    """Kind (``dataset``, ``model``) -> the names of the function plugins the already imported file ``path``
+    defines."""
     path = Path(path).resolve()
-    return [
-        name
-        for name, plugin in PLUGIN_DATASETS.items()
-        if _module_file(sys.modules.get(plugin.loader.__module__)) == path
-    ]
+    return {
+        kind: [name for name, f in table.items() if _module_file(sys.modules.get(f.__module__)) == path]
+        for kind, table in PLUGIN_FUNCTIONS.items()
+    }
 
 
 def _record(source: str, exc: BaseException) -> None:
@@ -205,7 +241,7 @@ def load_plugin_file(path: str | Path) -> list[type[Plugin]]:
         c for c in (*ATTACKS.values(), *DEFENSES.values()) if _module_file(sys.modules.get(c.__module__)) == path
     ]
     # a built-in plugin's file, or one loaded before: importing it again would register a clashing copy
-    if registered or datasets_of_file(path):
+    if registered or any(functions_of_file(path).values()):
         return registered
     before = {**{("attack", k): v for k, v in ATTACKS.items()}, **{("defense", k): v for k, v in DEFENSES.items()}}
     # a flat (undotted) name: pickle re-imports a class's module by name, and a dotted one needs a parent package

@@ -46,6 +46,21 @@ def _fields_named_in(catalogue: dict[str, str]) -> dict[str, tuple[str, ...]]:
     return readers
 
 
+def _check_pluggable(kind: str, name: str, catalogue: dict[str, str]) -> None:
+    """:func:`check_choice` for a dataset or model, which plugins may add (entry points load on demand)."""
+    if name in catalogue:
+        return
+    from .registry import load_builtin_plugins
+
+    load_builtin_plugins()  # installed packages' entry points may register it
+    try:
+        check_choice(kind, name, catalogue)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}; {kind}s of your own register with @register_{kind} and load with --plugins DIR (docs/plugins.md)"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One decentralized-training run: data, model, graph, adversary, defense, optimiser, seed."""
@@ -60,7 +75,7 @@ class Scenario:
     shards_per_node: int = _f(2, "label-sorted shards per node for partition 'shards'")
     samples_per_node: int | None = _f(None, "samples each node draws for partition 'replicated'")
     val_fraction: float = _f(0.2, "fraction of each node's data held out as its local validation set z'")
-    model: str = _f("mlp", f"model, one of {', '.join(MODELS)}")
+    model: str = _f("mlp", f"model, one of {', '.join(MODELS)}, or one a plugin registers")
     hidden: tuple[int, ...] = _f((64,), "hidden layer widths of the mlp")
     init: str = _f("same", "initial parameters: 'same' for every node or 'independent' per node")
     topology: str = _f("ring", f"communication graph, one of {', '.join(TOPOLOGIES)}")
@@ -119,19 +134,9 @@ class Scenario:
             raise ConfigError(f"hidden must be a list of integers, got {list(self.hidden)!r}")
 
     def _check_values(self) -> None:
-        if self.dataset not in DATASETS:
-            from .registry import load_builtin_plugins
-
-            load_builtin_plugins()  # installed packages' entry points may register it
-            try:
-                check_choice("dataset", self.dataset, DATASETS)
-            except ConfigError as exc:
-                raise ConfigError(
-                    f"{exc}; datasets of your own register with @register_dataset and load with --plugins DIR"
-                    " (docs/plugins.md)"
-                ) from None
+        _check_pluggable("dataset", self.dataset, DATASETS)
+        _check_pluggable("model", self.model, MODELS)
         check_choice("partition", self.partition, PARTITIONS)
-        check_choice("model", self.model, MODELS)
         check_choice("topology", self.topology, TOPOLOGIES)
         check_choice("mixing rule", self.mixing, MIXING_RULES)
         check_choice("byzantine_placement", self.byzantine_placement, PLACEMENTS)

@@ -65,6 +65,19 @@ def _unrolled_reference(model, window, source, probe, horizon):
 @pytest.mark.parametrize("model", ["logreg", "mlp"])
 @pytest.mark.parametrize("topology", ["ring", "one_peer_exponential"])
 def test_estimate_equals_jvp_of_unrolled_training(model, topology):
+    _estimate_equals_jvp_of_unrolled_training(model, topology)
+
+
+def test_estimate_equals_jvp_of_unrolled_training_for_a_plugin_module_model(restore_registry):
+    from pathlib import Path
+
+    from robustbench_dice.registry import load_plugin_file
+
+    load_plugin_file(Path(__file__).parents[1] / "docs" / "examples" / "small_convnet.py")
+    _estimate_equals_jvp_of_unrolled_training("small_convnet", "one_peer_exponential")
+
+
+def _estimate_equals_jvp_of_unrolled_training(model, topology):
     sim, (window,) = _windows(model, topology, weight_decay=1e-3)
     probe = probe_from_test_set(sim, 50)
     sources = torch.tensor([0, 3])

@@ -35,17 +35,8 @@ class {cls}(Attack):
 
 
 @pytest.fixture(autouse=True)
-def _restore_registry():
-    registry.load_builtin_plugins()
-    tables = (ATTACKS, DEFENSES, PLUGIN_DATASETS, DATASETS)
-    saved_tables, errors = [dict(t) for t in tables], list(registry.LOAD_ERRORS)
-    folders = list(registry._user_folders)
+def _restore_registry(restore_registry):
     yield
-    for table, saved in zip(tables, saved_tables, strict=True):
-        table.clear()
-        table.update(saved)
-    registry.LOAD_ERRORS[:] = errors
-    registry._user_folders[:] = folders
 
 
 def _write(path, text):
@@ -144,7 +135,7 @@ def test_entry_point_of_an_installed_package(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "_builtins_loaded", False)
     registry.load_builtin_plugins()
     assert "tiny_ep" in ATTACKS and ATTACKS["tiny_ep"].__module__ == "tinyplug"
-    assert PLUGIN_DATASETS["tiny_data"].loader.__module__ == "tinyplug.tiny_data"
+    assert PLUGIN_DATASETS["tiny_data"].__module__ == "tinyplug.tiny_data"
     sys.modules.pop("tinyplug", None)
     sys.modules.pop("tinyplug.tiny_data", None)
 
@@ -258,7 +249,7 @@ def test_conformance_catches_broken_plugins(tmp_path, capsys):
 def test_check_command_errors(tmp_path, capsys):
     empty = _write(tmp_path / "empty.py", "x = 1\n")
     assert main(["check", str(empty)]) == 2
-    assert "registers no attack, defense or dataset" in capsys.readouterr().err
+    assert "registers no attack, defense, dataset or model" in capsys.readouterr().err
     bad = _write(tmp_path / "syntax.py", "def (:\n")
     assert main(["check", str(bad)]) == 1
     assert "failed to import: SyntaxError" in capsys.readouterr().err
@@ -272,7 +263,7 @@ def test_documented_example_plugins_pass_the_conformance_suite(capsys):
     from pathlib import Path
 
     examples = Path(__file__).parents[1] / "docs" / "examples"
-    for name in ("scaled_model.py", "distance_filter.py", "breast_cancer.py"):
+    for name in ("scaled_model.py", "distance_filter.py", "breast_cancer.py", "small_convnet.py"):
         assert main(["check", str(examples / name)]) == 0, capsys.readouterr().out
 
 
@@ -381,16 +372,29 @@ def test_a_dataset_plugin_runs_in_a_scenario_and_is_listed(tmp_path, capsys):
     assert result["scenario"]["dataset"] == "blobs" and result["final_accuracy_mean"] > 0.8
 
 
-def test_a_dataset_plugin_is_loaded_by_the_suite_workers(tmp_path, capsys):
+def test_dataset_and_model_plugins_are_loaded_by_the_suite_workers(tmp_path, capsys):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     _dataset_file(plugins, "blobs_suite")
+    _write(
+        plugins / "tiny_module.py",
+        '''
+        from torch import nn
+        from robustbench_dice.registry import register_model
+
+
+        @register_model("tiny_module")
+        def tiny_module(input_shape, num_classes):
+            """A linear layer as a torch.nn.Module (a test model)."""
+            return nn.Linear(input_shape[0], num_classes)
+        ''',
+    )
     suite = _write(
         tmp_path / "mine.toml",
         """
         [suite]
         datasets = ["blobs_suite"]
-        models = ["logreg"]
+        models = ["logreg", "tiny_module"]
         topologies = ["ring", "complete"]
         attacks = ["label_flip"]
         defenses = ["median"]
@@ -409,7 +413,8 @@ def test_a_dataset_plugin_is_loaded_by_the_suite_workers(tmp_path, capsys):
     # spawned worker processes import the plugin folder themselves
     assert main(["run", *common, "--jobs", "2", "--plugins", str(plugins)]) == 0
     summary = (tmp_path / "t" / "summary.csv").read_text()
-    assert summary.count("blobs_suite") == 2 and ",ok," in summary and ",failed," not in summary
+    assert summary.count("blobs_suite") == 4 and summary.count("tiny_module") == 2
+    assert ",ok," in summary and ",failed," not in summary
 
 
 def test_a_dataset_that_reads_data_root_gets_it(tmp_path, capsys):
