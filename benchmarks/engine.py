@@ -16,6 +16,9 @@ measured here. ``speedup`` = reference / vectorised seconds per round; each time
 ``gradient_speedup`` = seconds of every node's minibatch gradient by autograd
 (:func:`~robustbench_dice.functional.per_node_grad_autograd`) / by the dense
 models' hand-written backward pass, which the engine uses.
+``module_vs_hand_written`` = seconds of the same gradient for the same network
+written as a ``torch.nn.Module`` (a model plugin: :class:`~robustbench_dice.models.ModuleModel`,
+``vmap`` of ``functional_call``, autograd) / by the hand-written pass.
 
 Usage: ``python benchmarks/engine.py [--json] [--nodes 16 64 256 1024]``
 """
@@ -32,6 +35,7 @@ from common import benchmark_scenario
 
 from robustbench_dice import Scenario, Simulation
 from robustbench_dice.functional import per_node_grad, per_node_grad_autograd
+from robustbench_dice.models import ModuleModel
 from robustbench_dice.reference import run_reference
 from robustbench_dice.setup import prepare, sample_positions
 
@@ -82,21 +86,33 @@ def reference_seconds_per_round(n_nodes: int, rounds: int, repeats: int) -> floa
     return best
 
 
-def gradient_seconds(sim: Simulation, repeats: int, calls: int = 50) -> tuple[float, float]:
-    """Best-of-``repeats`` seconds of one all-node minibatch gradient: hand-written, autograd."""
+def as_module(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...]) -> torch.nn.Module:
+    """The benchmark's MLP as a ``torch.nn.Module``: the same parameters in the same order."""
+    sizes = [input_shape[0], *hidden, num_classes]
+    layers: list[torch.nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def gradient_seconds(sim: Simulation, repeats: int, calls: int = 50) -> tuple[float, float, float]:
+    """Best-of-``repeats`` seconds of one all-node minibatch gradient: hand-written, autograd, and autograd through
+    the same network as a model plugin's module."""
     st = sim.setup
     x, y = st.data.batch(sample_positions(st.sampler(), st.data.train_count, st.data.train_index.shape[1], 32))
+    hidden = st.scenario.hidden
+    module = ModuleModel("mlp_module", lambda shape, c: as_module(shape, c, hidden), st.model.input_shape, 10)
     out = []
-    for grad in (per_node_grad, per_node_grad_autograd):
-        grad(st.model, st.theta0, x, y)
+    for grad, model in ((per_node_grad, st.model), (per_node_grad_autograd, st.model), (per_node_grad, module)):
+        grad(model, st.theta0, x, y)
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
             for _ in range(calls):
-                grad(st.model, st.theta0, x, y)
+                grad(model, st.theta0, x, y)
             best = min(best, (time.perf_counter() - start) / calls)
         out.append(best)
-    return out[0], out[1]
+    return out[0], out[1], out[2]
 
 
 def main() -> None:
@@ -129,8 +145,9 @@ def main() -> None:
             row["reference_s_per_round"] = ref
             row["speedup"] = ref / vec
         row["vectorised_vs_flop_bound"] = vec / row["flop_bound_s_per_round"]
-        row["hand_written_grad_s"], row["autograd_grad_s"] = gradient_seconds(sim, args.repeats)
+        row["hand_written_grad_s"], row["autograd_grad_s"], row["module_grad_s"] = gradient_seconds(sim, args.repeats)
         row["gradient_speedup"] = row["autograd_grad_s"] / row["hand_written_grad_s"]
+        row["module_vs_hand_written"] = row["module_grad_s"] / row["hand_written_grad_s"]
         if args.json:
             print(json.dumps(row), flush=True)
         else:
@@ -142,7 +159,7 @@ def main() -> None:
             print(
                 f"N={n:5d}  vectorised {vec * 1e3:8.2f} ms/round  reference{ref_text}"
                 f"  FLOP bound {row['flop_bound_s_per_round'] * 1e3:7.2f} ms"
-                f"  gradient vs autograd x{row['gradient_speedup']:.1f}",
+                f"  gradient vs autograd x{row['gradient_speedup']:.1f}, vs a module x{row['module_vs_hand_written']:.1f}",
                 flush=True,
             )
 
