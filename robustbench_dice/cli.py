@@ -105,7 +105,7 @@ def _add_plugins_flag(parser: argparse.ArgumentParser) -> None:
         "--plugins",
         action="append",
         metavar="DIR",
-        help="also load attack/defense plugins from the .py files in DIR (repeatable)",
+        help="also load plugins (attacks, defenses, datasets, models) from the .py files in DIR (repeatable)",
     )
 
 
@@ -335,6 +335,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
     from .influence import DEFAULT_OUT, command_line
     from .paper import InfluenceJob
 
+    _load_user_plugins(args)
     config_class = _influence_config_class(args.experiment)
     values = dict(QUICK_INFLUENCE[args.experiment]) if args.quick else {}
     values.update(
@@ -808,6 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--quick", action="store_true", help="a small configuration (seconds) for smoke tests; flags override it"
         )
         _add_config_flags(exp, _influence_config_class(kind))
+        _add_plugins_flag(exp)  # a dataset or model of your own
         exp.set_defaults(func=cmd_influence)
 
     dl = sub.add_parser("download", help="download a torchvision dataset (needs internet)")

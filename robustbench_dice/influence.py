@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import inspect
 import io
 import math
 import shlex
@@ -17,10 +18,12 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
+from .datasets import PLUGIN_DATASETS
 from .dice import Probe, Window, dice_estimate, dice_ground_truth, probe_curvature_term
 from .engine import RoundRecord, Simulation
 from .errors import ConfigError
 from .io import atomic_write_bytes
+from .models import PLUGIN_MODELS
 from .scenario import Scenario
 from .topology import build_topology
 
@@ -359,7 +362,24 @@ def command_line(kind: str, config: AlignmentConfig | CascadeConfig, out: str | 
         parts += [str(v) for v in value] if isinstance(value, tuple) else [str(value)]
     if Path(out) != DEFAULT_OUT:
         parts += ["--out", str(out)]
+    for folder in _plugin_folders(config):
+        parts += ["--plugins", folder]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def _plugin_folders(config: AlignmentConfig | CascadeConfig) -> list[str]:
+    """The folders of the dataset and model plugins ``config`` names (relative to the working directory where
+    they lie under it), which the command that reproduces it must load."""
+    models = config.models if isinstance(config, AlignmentConfig) else (config.model,)
+    functions = [PLUGIN_DATASETS.get(config.dataset), *(PLUGIN_MODELS.get(m) for m in models)]
+    folders = []
+    for function in functions:
+        if function is None:
+            continue
+        folder = Path(inspect.getfile(function)).resolve().parent
+        shown = str(folder.relative_to(Path.cwd())) if folder.is_relative_to(Path.cwd()) else str(folder)
+        folders += [shown] if shown not in folders else []
+    return folders
 
 
 DECAY_COLUMNS = ("dataset", "model", "topology", "r", "hop", "pairs", "mean_abs_estimate", "mean_abs_ground_truth")

@@ -223,3 +223,19 @@ def test_cascade_centrality_figure_draws_the_irregular_topologies_with_their_spe
     assert [ax.get_title() for ax in fig.axes] == [f"star (Spearman {expected:.2f})"]  # the ring's degrees are equal
     (tmp_path / "cascade_centrality.csv").write_text(header + "".join(lines[:4]))
     assert figures.cascade_centrality(tmp_path, tmp_path / "f") == []
+
+
+def test_influence_experiments_run_on_a_plugin_model_and_say_how_to_reproduce_them(
+    tmp_path, restore_registry, monkeypatch
+):
+    """DICE on your own model: the `--plugins` flag loads it, and the Regenerate line carries the flag."""
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)  # the folder is shown relative to the working directory only where it lies below it
+    examples = Path(__file__).parents[1] / "docs" / "examples"
+    flags = ["--models", "small_convnet", "--lrs", "0.1", "--sweep-topologies", "--rounds", "10", "--nodes", "6"]
+    assert main(["influence", "alignment", "--quick", *flags, "--out", str(tmp_path), "--plugins", str(examples)]) == 0
+    with open(tmp_path / "alignment_summary.csv") as f:
+        dice = [r for r in csv.DictReader(f) if r["estimator"] == "dice"]
+    assert {r["model"] for r in dice} == {"small_convnet"} and all(float(r["pearson"]) > 0.5 for r in dice), dice
+    assert f"--plugins {examples}`" in (tmp_path / "alignment_summary.md").read_text()
