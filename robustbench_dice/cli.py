@@ -260,7 +260,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .conformance import run_conformance, run_dataset_conformance, run_model_conformance
+    from .conformance import (
+        run_conformance,
+        run_dataset_conformance,
+        run_model_conformance,
+        run_topology_conformance,
+    )
     from .registry import functions_of_file, load_plugin_file
 
     try:
@@ -273,9 +278,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     functions = functions_of_file(args.path)
     if not classes and not any(functions.values()):
         raise ConfigError(
-            f"{args.path} registers no attack, defense, dataset or model (decorate a class with @register_attack or"
-            " @register_defense, a loader function with @register_dataset(NAME), a module factory with"
-            " @register_model(NAME))"
+            f"{args.path} registers no plugin (decorate a class with @register_attack or @register_defense, a"
+            " loader function with @register_dataset(NAME), a module factory with @register_model(NAME), a graph"
+            " builder with @register_topology(NAME))"
         )
     # a model is checked on the file's own dataset where it registers one
     dataset = args.dataset or next(iter(functions["dataset"]), "digits")
@@ -283,6 +288,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     results = [r for cls in classes for r in run_conformance(cls)]
     results += [r for name in functions["dataset"] for r in run_dataset_conformance(name, args.data_root)]
     results += [r for name in functions["model"] for r in run_model_conformance(name, dataset, args.data_root)]
+    results += [r for name in functions["topology"] for r in run_topology_conformance(name)]
     for r in results:
         failed += not r.passed
         print(f"{'PASS' if r.passed else 'FAIL'}  {r.plugin}: {r.check}" + (f"  ({r.detail})" if r.detail else ""))

@@ -1,4 +1,4 @@
-"""The generic conformance suite every attack, defense, dataset and model plugin must pass.
+"""The generic conformance suite every plugin (attack, defense, dataset, model, topology) must pass.
 
 Each check takes a registered plugin class, runs it through the real engine
 on small scenarios (6 nodes on a ring and on a complete graph, digits, a few
@@ -7,8 +7,9 @@ plugin breaks the contract in :mod:`robustbench_dice.plugins`. Dataset plugins
 (:func:`run_dataset_conformance`) are loaded twice and trained on by every
 model that takes their inputs; model plugins (:func:`run_model_conformance`)
 must batch over nodes exactly, train reproducibly and give forward-over-reverse
-Hessian-vector products that agree with double backward. ``tests/`` runs every
-check on every registered plugin; ``robustbench-dice check FILE.py`` runs them
+Hessian-vector products that agree with double backward; topology plugins
+(:func:`run_topology_conformance`) must give connected, seeded graphs that a run
+trains on. ``tests/`` runs every check on every registered plugin; ``robustbench-dice check FILE.py`` runs them
 on the plugins one file registers.
 """
 
@@ -21,10 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .datasets import load_dataset
 from .engine import Simulation, simulate
+from .errors import ConfigError
 from .functional import per_node_hvp, per_node_loss
 from .models import build_model
 from .plugins import AUTO, Attack, AttackView, CellInfo, Defense, DefenseView, Plugin
@@ -351,6 +354,65 @@ MODEL_CHECKS: list[Callable[[str, str, str | None], str]] = [
 ]
 
 
+TOPOLOGY_NODES = (6, 16)  # a topology may decline some node counts (a torus needs a composite one) but not both
+
+
+def _schedules(name: str, seed: int = 0) -> dict[int, Any]:
+    """Node count -> the topology's schedule, or the ConfigError it declined that count with."""
+    from .topology import build_topology
+
+    built: dict[int, Any] = {}
+    for n in TOPOLOGY_NODES:
+        try:
+            built[n] = build_topology(name, n, seed=seed)
+        except ConfigError as exc:
+            built[n] = exc
+    return built
+
+
+def topology_builds_connected_graphs(name: str) -> str:
+    notes = []
+    for n, schedule in _schedules(name).items():
+        if isinstance(schedule, ConfigError):
+            notes.append(f"{n} nodes: declined ({schedule})")
+            continue
+        degrees = np.stack([g.in_degree for g in schedule.graphs])
+        notes.append(
+            f"{n} nodes: period {schedule.period}, {schedule.union().n_edges} edges,"
+            f" in-degree {degrees.min()}-{degrees.max()}"
+        )
+    assert not all(isinstance(s, ConfigError) for s in _schedules(name).values()), "; ".join(notes)
+    return "; ".join(notes)
+
+
+def topology_same_seed_same_graphs(name: str) -> str:
+    first, second = _schedules(name, seed=7), _schedules(name, seed=7)
+    for n, schedule in first.items():
+        if isinstance(schedule, ConfigError):
+            continue
+        again = second[n]
+        same = not isinstance(again, ConfigError) and [g.adjacency.tobytes() for g in schedule.graphs] == [
+            g.adjacency.tobytes() for g in again.graphs
+        ]
+        assert same, f"two builds on {n} nodes with seed 7 gave different graphs (draw randomness from the seed)"
+    return "two builds with one seed are identical"
+
+
+def topology_trains_on_it(name: str) -> str:
+    nodes = next(n for n, s in _schedules(name).items() if not isinstance(s, ConfigError))
+    scenario = Scenario(topology=name, nodes=nodes, rounds=3, batch_size=8, eval_every=3, seed=0)
+    result = simulate(scenario)
+    assert result.status == "ok", f"status {result.status!r} ({result.reason})"
+    return f"accuracy {result.final_accuracy_mean:.3f} after 3 rounds on {nodes} nodes"
+
+
+TOPOLOGY_CHECKS: list[Callable[[str], str]] = [
+    topology_builds_connected_graphs,
+    topology_same_seed_same_graphs,
+    topology_trains_on_it,
+]
+
+
 def _collect(plugin: str, checks: Sequence[Callable[..., str]], *args: Any) -> list[CheckResult]:
     """``check(*args)`` for each of ``checks`` on the plugin named ``plugin``; failures are collected, not raised."""
     results = []
@@ -370,3 +432,8 @@ def run_dataset_conformance(name: str, data_root: str | None = None) -> list[Che
 def run_model_conformance(name: str, dataset: str = "digits", data_root: str | None = None) -> list[CheckResult]:
     """Every model check on the registered model ``name``, with inputs from ``dataset``; failures are collected."""
     return _collect(name, MODEL_CHECKS, name, dataset, data_root)
+
+
+def run_topology_conformance(name: str) -> list[CheckResult]:
+    """Every topology check on the registered topology ``name``; failures are collected, not raised."""
+    return _collect(name, TOPOLOGY_CHECKS, name)

@@ -25,7 +25,7 @@ from .errors import ConfigError
 from .io import atomic_write_bytes
 from .models import PLUGIN_MODELS
 from .scenario import Scenario
-from .topology import build_topology
+from .topology import PLUGIN_TOPOLOGIES, build_topology
 
 
 def record_windows(scenario: Scenario, rounds: list[int], horizon: int) -> tuple[Simulation, list[Window]]:
@@ -368,10 +368,15 @@ def command_line(kind: str, config: AlignmentConfig | CascadeConfig, out: str | 
 
 
 def _plugin_folders(config: AlignmentConfig | CascadeConfig) -> list[str]:
-    """The folders of the dataset and model plugins ``config`` names (relative to the working directory where
+    """The folders of the dataset, model and topology plugins ``config`` names (relative to the working directory where
     they lie under it), which the command that reproduces it must load."""
     models = config.models if isinstance(config, AlignmentConfig) else (config.model,)
-    functions = [PLUGIN_DATASETS.get(config.dataset), *(PLUGIN_MODELS.get(m) for m in models)]
+    topologies = (*config.topologies, *(config.sweep_topologies if isinstance(config, AlignmentConfig) else ()))
+    functions = [
+        PLUGIN_DATASETS.get(config.dataset),
+        *(PLUGIN_MODELS.get(m) for m in models),
+        *(PLUGIN_TOPOLOGIES.get(t) for t in topologies),
+    ]
     folders = []
     for function in functions:
         if function is None:

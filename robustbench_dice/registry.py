@@ -1,13 +1,13 @@
 """Name -> plugin registries.
 
 Plugins register themselves with :func:`register_attack` / :func:`register_defense`
-(classes) and :func:`register_dataset` (loader functions) when their module is
-imported. Modules are found in three places:
+(classes) and :func:`register_dataset`, :func:`register_model`, :func:`register_topology`
+(functions) when their module is imported. Modules are found in three places:
 
 1. the built-in folders ``attacks/`` and ``defenses/`` (installed as
    ``robustbench_dice.attacks`` and ``robustbench_dice.defenses``);
-2. the entry-point groups ``robustbench_dice.attacks``,
-   ``robustbench_dice.defenses`` and ``robustbench_dice.datasets`` of installed packages;
+2. the entry-point groups ``robustbench_dice.attacks``, ``.defenses``, ``.datasets``,
+   ``.models`` and ``.topologies`` of installed packages;
 3. user folders given with ``--plugins DIR`` (every ``*.py`` file in it).
 
 A module that fails to import is recorded in :data:`LOAD_ERRORS` with its error
@@ -34,6 +34,7 @@ from .datasets import DATASETS, PLUGIN_DATASETS
 from .errors import ConfigError, check_choice, did_you_mean
 from .models import MODELS, PLUGIN_MODELS
 from .plugins import AUTO, Attack, Defense, Plugin
+from .topology import PLUGIN_TOPOLOGIES, TOPOLOGIES
 
 ATTACKS: dict[str, type[Attack]] = {}
 DEFENSES: dict[str, type[Defense]] = {}
@@ -42,9 +43,14 @@ ENTRY_POINT_GROUPS = {
     "defense": "robustbench_dice.defenses",
     "dataset": "robustbench_dice.datasets",
     "model": "robustbench_dice.models",
+    "topology": "robustbench_dice.topologies",
 }
-PLUGIN_FUNCTIONS: dict[str, dict[str, Any]] = {"dataset": PLUGIN_DATASETS, "model": PLUGIN_MODELS}  # name -> function
-PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a dataset's or model's name is part of figure file names
+PLUGIN_FUNCTIONS: dict[str, dict[str, Any]] = {  # kind -> name -> function
+    "dataset": PLUGIN_DATASETS,
+    "model": PLUGIN_MODELS,
+    "topology": PLUGIN_TOPOLOGIES,
+}
+PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # such a name is part of figure file names
 USER_MODULE_PREFIX = "robustbench_dice_user_plugins"
 _T = TypeVar("_T", bound=type[Plugin])
 _builtins_loaded = False
@@ -136,7 +142,8 @@ def _check_function_plugin(
     existing = PLUGIN_FUNCTIONS[kind].get(name)
     if name in catalogue and not (existing is not None and _same_definition(existing, function)):
         other = f"a built-in {kind}" if existing is None else _source_file(existing)
-        raise PluginNameClash(f"two {kind}s are named {name!r}: {other} and {where}")
+        plural = "topologies" if kind == "topology" else f"{kind}s"
+        raise PluginNameClash(f"two {plural} are named {name!r}: {other} and {where}")
     return arguments
 
 
@@ -181,13 +188,33 @@ def register_model(name: str) -> Callable[[_Function], _Function]:
     return register
 
 
+def register_topology(name: str) -> Callable[[_Function], _Function]:
+    """Function decorator: make a graph builder available as topology ``name``.
+
+    The builder takes ``(nodes, seed)`` and returns an adjacency matrix ``(nodes, nodes)`` in receiver convention
+    (``A[j, k] > 0``: node j receives node k's message), or a list of them: a time-varying topology that uses
+    graph ``t % len(list)`` at round t. Each is checked, and the graph (the union over the list) must be strongly
+    connected. ``seed`` comes from the scenario's seed; the same seed must give the same graphs. Its docstring's
+    first line is the description `robustbench-dice list topologies` shows.
+    """
+    _check_plugin_name("topology", name)
+
+    def register(builder: _Function) -> _Function:
+        _check_function_plugin("topology", name, builder, (2,), "(nodes, seed)", TOPOLOGIES)
+        PLUGIN_TOPOLOGIES[name] = builder
+        TOPOLOGIES[name] = _description(builder)
+        return builder
+
+    return register
+
+
 def _same_definition(a: Any, b: Any) -> bool:
     """Whether two plugin objects are one definition (the same module loaded again), not a clash."""
     return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
 def functions_of_file(path: str | Path) -> dict[str, list[str]]:
-    """Kind (``dataset``, ``model``) -> the names of the function plugins the already imported file ``path``
+    """Kind (``dataset``, ``model``, ``topology``) -> the names of the function plugins the already imported file ``path``
     defines."""
     path = Path(path).resolve()
     return {

@@ -6,14 +6,18 @@ receives node ``k``'s message (edge ``k -> j``). Self-loops are never stored;
 every node always keeps its own model, which the mixing rule weights.
 
 A :class:`TopologySchedule` gives the graph of each round. Static topologies
-have period 1; the one-peer exponential graph changes every round.
+have period 1; the one-peer exponential graph changes every round. A topology
+of your own is a builder function registered with
+:func:`robustbench_dice.registry.register_topology`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -32,6 +36,11 @@ TOPOLOGIES = {
     "small_world": "connected Watts-Strogatz ring lattice with rewiring  [small_world_k, small_world_p]",
     "file": "your adjacency matrix, row = receiver  [adjacency_file]",
 }
+
+
+# builders registered by plugins (registry.register_topology), not the built-in topologies: builder(nodes, seed)
+# returns one adjacency matrix, or a list of them (a time-varying topology's period)
+PLUGIN_TOPOLOGIES: dict[str, Callable[[int, int], Any]] = {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,21 +225,50 @@ def load_adjacency(path: str | Path) -> np.ndarray:
             matrix = np.loadtxt(path, delimiter="," if "," in text else None, ndmin=2)
     except (ValueError, OSError) as exc:
         raise ConfigError(f"cannot read adjacency file {str(path)!r}: {exc}") from exc
-    matrix = np.asarray(matrix, dtype=float)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ConfigError(f"adjacency matrix in {str(path)!r} must be square, got shape {matrix.shape}")
-    if matrix.shape[0] < 2:
-        raise ConfigError(f"adjacency matrix in {str(path)!r} must have at least 2 nodes")
-    if not np.isfinite(matrix).all():
-        raise ConfigError(f"adjacency matrix in {str(path)!r} has non-finite entries")
-    if (matrix < 0).any():
-        j, k = np.argwhere(matrix < 0)[0]
-        raise ConfigError(f"adjacency matrix in {str(path)!r} has a negative entry at [{j}, {k}] = {matrix[j, k]}")
-    adjacency = matrix > 0
-    np.fill_diagonal(adjacency, False)
+    adjacency = check_adjacency(f"adjacency matrix in {str(path)!r}", matrix)
     if not is_strongly_connected(adjacency):
         raise ConfigError(f"adjacency matrix in {str(path)!r} is not (strongly) connected")
     return adjacency
+
+
+def check_adjacency(what: str, matrix: object, n_nodes: int | None = None) -> np.ndarray:
+    """The boolean adjacency of ``matrix`` (positive off-diagonal entries are edges, row = receiver), or a
+    ConfigError naming ``what`` when it is not a square, finite, non-negative matrix (of ``n_nodes`` rows)."""
+    try:
+        values = np.asarray(matrix, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} is not a numeric matrix: {exc}") from exc
+    if values.ndim != 2 or values.shape[0] != values.shape[1]:
+        raise ConfigError(f"{what} must be square, got shape {values.shape}")
+    if values.shape[0] < 2:
+        raise ConfigError(f"{what} must have at least 2 nodes")
+    if n_nodes is not None and values.shape[0] != n_nodes:
+        raise ConfigError(f"{what} has {values.shape[0]} nodes, expected {n_nodes}")
+    if not np.isfinite(values).all():
+        raise ConfigError(f"{what} has non-finite entries")
+    if (values < 0).any():
+        j, k = np.argwhere(values < 0)[0]
+        raise ConfigError(f"{what} has a negative entry at [{j}, {k}] = {values[j, k]}")
+    adjacency = values > 0
+    np.fill_diagonal(adjacency, False)
+    return adjacency
+
+
+def _plugin_schedule(name: str, n_nodes: int, seed: int) -> TopologySchedule:
+    """The schedule a plugin's builder gives, checked: each matrix valid, the union over one period connected."""
+    built = PLUGIN_TOPOLOGIES[name](n_nodes, seed)
+    matrices = list(built) if isinstance(built, (list, tuple)) else [built]
+    if not matrices:
+        raise ConfigError(f"topology {name!r} on {n_nodes} nodes: the builder returned an empty list of graphs")
+    graphs = tuple(
+        Graph(check_adjacency(f"topology {name!r} on {n_nodes} nodes: graph {t}", m, n_nodes))
+        for t, m in enumerate(matrices)
+    )
+    schedule = TopologySchedule(name, graphs)
+    if not schedule.union().is_strongly_connected():
+        over = " (the union of its graphs over one period)" if schedule.time_varying else ""
+        raise ConfigError(f"topology {name!r} on {n_nodes} nodes is not (strongly) connected{over}")
+    return schedule
 
 
 def build_topology(
@@ -248,6 +286,8 @@ def build_topology(
     check_choice("topology", name, TOPOLOGIES)
     if n_nodes < 2:
         raise ConfigError(f"nodes must be >= 2, got {n_nodes}")
+    if name in PLUGIN_TOPOLOGIES:
+        return _plugin_schedule(name, n_nodes, seed)
     if name == "one_peer_exponential":
         graphs = [Graph(a) for a in one_peer_exponential(n_nodes)]
         return TopologySchedule(name, tuple(graphs))

@@ -18,9 +18,11 @@ def restore_registry():
     from robustbench_dice import registry
     from robustbench_dice.datasets import DATASETS, PLUGIN_DATASETS
     from robustbench_dice.models import MODELS, PLUGIN_MODELS
+    from robustbench_dice.topology import PLUGIN_TOPOLOGIES, TOPOLOGIES
 
     registry.load_builtin_plugins()
     tables = (registry.ATTACKS, registry.DEFENSES, PLUGIN_DATASETS, DATASETS, PLUGIN_MODELS, MODELS)
+    tables += (PLUGIN_TOPOLOGIES, TOPOLOGIES)
     saved = [dict(t) for t in tables]
     errors, folders = list(registry.LOAD_ERRORS), list(registry._user_folders)
     yield

@@ -558,7 +558,12 @@ def test_readme_nnm_paragraph_quotes_the_committed_tables():
 
 @pytest.mark.parametrize(
     "name,first_line",
-    [("scaled_model.py", "from dataclasses"), ("breast_cancer.py", "import"), ("small_convnet.py", "import")],
+    [
+        ("scaled_model.py", "from dataclasses"),
+        ("breast_cancer.py", "import"),
+        ("small_convnet.py", "import"),
+        ("hypercube.py", "import"),
+    ],
 )
 def test_the_plugin_guide_shows_the_example_files_as_they_are(name, first_line):
     guide = (DOCS / "plugins.md").read_text()

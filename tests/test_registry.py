@@ -249,7 +249,7 @@ def test_conformance_catches_broken_plugins(tmp_path, capsys):
 def test_check_command_errors(tmp_path, capsys):
     empty = _write(tmp_path / "empty.py", "x = 1\n")
     assert main(["check", str(empty)]) == 2
-    assert "registers no attack, defense, dataset or model" in capsys.readouterr().err
+    assert "registers no plugin (decorate a class with @register_attack" in capsys.readouterr().err
     bad = _write(tmp_path / "syntax.py", "def (:\n")
     assert main(["check", str(bad)]) == 1
     assert "failed to import: SyntaxError" in capsys.readouterr().err
@@ -263,7 +263,7 @@ def test_documented_example_plugins_pass_the_conformance_suite(capsys):
     from pathlib import Path
 
     examples = Path(__file__).parents[1] / "docs" / "examples"
-    for name in ("scaled_model.py", "distance_filter.py", "breast_cancer.py", "small_convnet.py"):
+    for name in ("scaled_model.py", "distance_filter.py", "breast_cancer.py", "small_convnet.py", "hypercube.py"):
         assert main(["check", str(examples / name)]) == 0, capsys.readouterr().out
 
 
@@ -372,10 +372,13 @@ def test_a_dataset_plugin_runs_in_a_scenario_and_is_listed(tmp_path, capsys):
     assert result["scenario"]["dataset"] == "blobs" and result["final_accuracy_mean"] > 0.8
 
 
-def test_dataset_and_model_plugins_are_loaded_by_the_suite_workers(tmp_path, capsys):
+def test_dataset_model_and_topology_plugins_are_loaded_by_the_suite_workers(tmp_path, capsys):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     _dataset_file(plugins, "blobs_suite")
+    (plugins / "hypercube.py").write_text(
+        (Path(__file__).parents[1] / "docs" / "examples" / "hypercube.py").read_text()
+    )
     _write(
         plugins / "tiny_module.py",
         '''
@@ -395,7 +398,7 @@ def test_dataset_and_model_plugins_are_loaded_by_the_suite_workers(tmp_path, cap
         [suite]
         datasets = ["blobs_suite"]
         models = ["logreg", "tiny_module"]
-        topologies = ["ring", "complete"]
+        topologies = ["ring", "hypercube"]
         attacks = ["label_flip"]
         defenses = ["median"]
         nodes = [4]
@@ -413,7 +416,7 @@ def test_dataset_and_model_plugins_are_loaded_by_the_suite_workers(tmp_path, cap
     # spawned worker processes import the plugin folder themselves
     assert main(["run", *common, "--jobs", "2", "--plugins", str(plugins)]) == 0
     summary = (tmp_path / "t" / "summary.csv").read_text()
-    assert summary.count("blobs_suite") == 4 and summary.count("tiny_module") == 2
+    assert summary.count("blobs_suite") == 4 and summary.count("tiny_module") == 2 and summary.count("hypercube") == 2
     assert ",ok," in summary and ",failed," not in summary
 
 
