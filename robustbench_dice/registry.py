@@ -50,6 +50,7 @@ PLUGIN_FUNCTIONS: dict[str, dict[str, Any]] = {  # kind -> name -> function
     "model": PLUGIN_MODELS,
     "topology": PLUGIN_TOPOLOGIES,
 }
+CATALOGUES = {"dataset": DATASETS, "model": MODELS, "topology": TOPOLOGIES}  # kind -> name -> description
 PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # such a name is part of figure file names
 USER_MODULE_PREFIX = "robustbench_dice_user_plugins"
 _T = TypeVar("_T", bound=type[Plugin])
@@ -123,11 +124,10 @@ def _check_plugin_name(kind: str, name: object) -> None:
         )
 
 
-def _check_function_plugin(
-    kind: str, name: str, function: Any, arities: tuple[int, ...], signature: str, catalogue: dict[str, str]
-) -> int:
-    """Validate a function plugin of ``kind`` about to be registered as ``name``; returns how many arguments it
-    takes. ``catalogue`` holds the names taken (built-ins and plugins); ``signature`` says what it must take."""
+def _register_function(kind: str, name: str, function: Any, arities: tuple[int, ...], signature: str) -> int:
+    """Check a function plugin of ``kind`` and register it as ``name`` (with its docstring's first line as the
+    description); returns how many arguments it takes. ``signature`` says what it must take."""
+    catalogue = CATALOGUES[kind]  # the names taken, built-ins and plugins
     if not callable(function):
         raise ConfigError(f"@register_{kind}({name!r}) decorates a function, not {type(function)}")
     where = f"{kind} plugin {function.__qualname__!r} in {_source_file(function)}"
@@ -144,11 +144,9 @@ def _check_function_plugin(
         other = f"a built-in {kind}" if existing is None else _source_file(existing)
         plural = "topologies" if kind == "topology" else f"{kind}s"
         raise PluginNameClash(f"two {plural} are named {name!r}: {other} and {where}")
+    PLUGIN_FUNCTIONS[kind][name] = function
+    catalogue[name] = str(function.__doc__).strip().splitlines()[0].strip()
     return arguments
-
-
-def _description(function: Any) -> str:
-    return str(function.__doc__).strip().splitlines()[0].strip()
 
 
 def register_dataset(name: str) -> Callable[[_Function], _Function]:
@@ -162,9 +160,8 @@ def register_dataset(name: str) -> Callable[[_Function], _Function]:
     _check_plugin_name("dataset", name)  # when the decorator is made, so that the error points at it
 
     def register(loader: _Function) -> _Function:
-        arguments = _check_function_plugin("dataset", name, loader, (0, 1), "no argument or one (data_root)", DATASETS)
-        PLUGIN_DATASETS[name] = loader
-        DATASETS[name] = _description(loader) + ("  [data_root]" if arguments == 1 else "")
+        if _register_function("dataset", name, loader, (0, 1), "no argument or one (data_root)") == 1:
+            DATASETS[name] += "  [data_root]"  # `list` shows it, and Scenario.unused_fields knows it reads data_root
         return loader
 
     return register
@@ -180,9 +177,7 @@ def register_model(name: str) -> Callable[[_Function], _Function]:
     _check_plugin_name("model", name)
 
     def register(factory: _Function) -> _Function:
-        _check_function_plugin("model", name, factory, (2,), "(input_shape, num_classes)", MODELS)
-        PLUGIN_MODELS[name] = factory
-        MODELS[name] = _description(factory)
+        _register_function("model", name, factory, (2,), "(input_shape, num_classes)")
         return factory
 
     return register
@@ -200,9 +195,7 @@ def register_topology(name: str) -> Callable[[_Function], _Function]:
     _check_plugin_name("topology", name)
 
     def register(builder: _Function) -> _Function:
-        _check_function_plugin("topology", name, builder, (2,), "(nodes, seed)", TOPOLOGIES)
-        PLUGIN_TOPOLOGIES[name] = builder
-        TOPOLOGIES[name] = _description(builder)
+        _register_function("topology", name, builder, (2,), "(nodes, seed)")
         return builder
 
     return register
