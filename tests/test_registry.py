@@ -53,6 +53,8 @@ def test_user_folder_loads_good_files_and_lists_broken_ones(tmp_path, capsys):
     assert main(["list", "attacks", "--plugins", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "zeros_user" in out and "broken.py" in out and "failed to import" in out
+    assert main(["list", "datasets"]) == 0  # the file may have meant to register a dataset
+    assert "broken.py" in capsys.readouterr().out
     attack = build_attack("zeros_user", {"level": 1.5})
     assert pickle.loads(pickle.dumps(attack)).level == 1.5
 
