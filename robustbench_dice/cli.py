@@ -105,7 +105,7 @@ def _add_plugins_flag(parser: argparse.ArgumentParser) -> None:
         "--plugins",
         action="append",
         metavar="DIR",
-        help="also load plugins (attacks, defenses, datasets, models) from the .py files in DIR (repeatable)",
+        help="also load plugins (attacks, defenses, datasets, models, topologies) from the .py files in DIR (repeatable)",
     )
 
 
@@ -815,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--quick", action="store_true", help="a small configuration (seconds) for smoke tests; flags override it"
         )
         _add_config_flags(exp, _influence_config_class(kind))
-        _add_plugins_flag(exp)  # a dataset or model of your own
+        _add_plugins_flag(exp)  # a dataset, model or topology of your own
         exp.set_defaults(func=cmd_influence)
 
     dl = sub.add_parser("download", help="download a torchvision dataset (needs internet)")

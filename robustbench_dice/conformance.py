@@ -8,9 +8,9 @@ plugin breaks the contract in :mod:`robustbench_dice.plugins`. Dataset plugins
 model that takes their inputs; model plugins (:func:`run_model_conformance`)
 must batch over nodes exactly, train reproducibly and give forward-over-reverse
 Hessian-vector products that agree with double backward; topology plugins
-(:func:`run_topology_conformance`) must give connected, seeded graphs that a run
-trains on. ``tests/`` runs every check on every registered plugin; ``robustbench-dice check FILE.py`` runs them
-on the plugins one file registers.
+(:func:`run_topology_conformance`) must give connected, seeded graphs that a
+run trains on. ``tests/`` runs every check on every registered plugin;
+``robustbench-dice check FILE.py`` runs them on the plugins one file registers.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .models import build_model
 from .plugins import AUTO, Attack, AttackView, CellInfo, Defense, DefenseView, Plugin
 from .registry import parameters
 from .scenario import Scenario
+from .topology import build_topology
 
 TOPOLOGIES = ("ring", "complete")
 FORBIDDEN_WORDS = ("byz", "honest", "malicious", "attacker")
@@ -359,8 +360,6 @@ TOPOLOGY_NODES = (6, 16)  # a topology may decline some node counts (a torus nee
 
 def _schedules(name: str, seed: int = 0) -> dict[int, Any]:
     """Node count -> the topology's schedule, or the ConfigError it declined that count with."""
-    from .topology import build_topology
-
     built: dict[int, Any] = {}
     for n in TOPOLOGY_NODES:
         try:
@@ -371,8 +370,8 @@ def _schedules(name: str, seed: int = 0) -> dict[int, Any]:
 
 
 def topology_builds_connected_graphs(name: str) -> str:
-    notes = []
-    for n, schedule in _schedules(name).items():
+    notes, built = [], _schedules(name)
+    for n, schedule in built.items():
         if isinstance(schedule, ConfigError):
             notes.append(f"{n} nodes: declined ({schedule})")
             continue
@@ -381,7 +380,7 @@ def topology_builds_connected_graphs(name: str) -> str:
             f"{n} nodes: period {schedule.period}, {schedule.union().n_edges} edges,"
             f" in-degree {degrees.min()}-{degrees.max()}"
         )
-    assert not all(isinstance(s, ConfigError) for s in _schedules(name).values()), "; ".join(notes)
+    assert not all(isinstance(s, ConfigError) for s in built.values()), "; ".join(notes)
     return "; ".join(notes)
 
 

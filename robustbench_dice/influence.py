@@ -368,8 +368,8 @@ def command_line(kind: str, config: AlignmentConfig | CascadeConfig, out: str | 
 
 
 def _plugin_folders(config: AlignmentConfig | CascadeConfig) -> list[str]:
-    """The folders of the dataset, model and topology plugins ``config`` names (relative to the working directory where
-    they lie under it), which the command that reproduces it must load."""
+    """The folders of the dataset, model and topology plugins ``config`` names, which the command that reproduces
+    it must load (relative to the working directory where they lie under it)."""
     models = config.models if isinstance(config, AlignmentConfig) else (config.model,)
     topologies = (*config.topologies, *(config.sweep_topologies if isinstance(config, AlignmentConfig) else ()))
     functions = [
