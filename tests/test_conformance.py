@@ -2,8 +2,14 @@
 
 import pytest
 
-from robustbench_dice.conformance import checks_for
+from robustbench_dice.conformance import (
+    checks_for,
+    run_dataset_conformance,
+    run_model_conformance,
+    run_topology_conformance,
+)
 from robustbench_dice.registry import ATTACKS, DEFENSES, load_builtin_plugins
+from robustbench_dice.topology import TOPOLOGIES
 
 load_builtin_plugins()
 CASES = [
@@ -37,3 +43,22 @@ def test_required_plugins_are_registered():
     } <= set(ATTACKS)
     required = {"gossip", "dice_prune", "krum", "median", "trimmed_mean", "clipped_gossip", "balance", "ios", "ubar"}
     assert required <= set(DEFENSES)
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist1d"])
+def test_the_built_in_datasets_pass_the_dataset_checks(name):
+    """The checks a dataset plugin must pass, on data known to be right: a check that fails here is wrong."""
+    results = run_dataset_conformance(name)
+    assert all(r.passed for r in results), results
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "cnn"])
+def test_the_built_in_models_pass_the_model_checks(name):
+    results = run_model_conformance(name)
+    assert all(r.passed for r in results), results
+
+
+@pytest.mark.parametrize("name", [t for t in TOPOLOGIES if t != "file"])
+def test_the_built_in_topologies_pass_the_topology_checks(name):
+    results = run_topology_conformance(name)
+    assert all(r.passed for r in results), results
