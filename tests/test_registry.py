@@ -128,18 +128,26 @@ def test_entry_point_of_an_installed_package(tmp_path, monkeypatch):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyplug\nVersion: 0.1\n")
     _dataset_file(site / "tinyplug", "tiny_data")
-    groups = (
-        "[robustbench_dice.attacks]\ntiny = tinyplug\n[robustbench_dice.datasets]\ntiny_data = tinyplug.tiny_data\n"
-    )
-    (info / "entry_points.txt").write_text(groups)
+    examples = Path(__file__).parents[1] / "docs" / "examples"
+    for example in ("small_convnet.py", "hypercube.py"):
+        (site / "tinyplug" / example).write_text((examples / example).read_text())
+    groups = {
+        "attacks": "tiny = tinyplug",
+        "datasets": "tiny_data = tinyplug.tiny_data",
+        "models": "small_convnet = tinyplug.small_convnet",
+        "topologies": "hypercube = tinyplug.hypercube",
+    }
+    (info / "entry_points.txt").write_text("".join(f"[robustbench_dice.{g}]\n{e}\n" for g, e in groups.items()))
     (info / "RECORD").write_text("")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setattr(registry, "_builtins_loaded", False)
     registry.load_builtin_plugins()
     assert "tiny_ep" in ATTACKS and ATTACKS["tiny_ep"].__module__ == "tinyplug"
     assert PLUGIN_DATASETS["tiny_data"].__module__ == "tinyplug.tiny_data"
-    sys.modules.pop("tinyplug", None)
-    sys.modules.pop("tinyplug.tiny_data", None)
+    assert registry.PLUGIN_FUNCTIONS["model"]["small_convnet"].__module__ == "tinyplug.small_convnet"
+    assert registry.PLUGIN_FUNCTIONS["topology"]["hypercube"].__module__ == "tinyplug.hypercube"
+    for module in ("tinyplug", *(f"tinyplug.{m}" for m in ("tiny_data", "small_convnet", "hypercube"))):
+        sys.modules.pop(module, None)
 
 
 def test_bad_plugin_parameters_are_clear_errors():
