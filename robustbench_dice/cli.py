@@ -268,6 +268,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     from .registry import functions_of_file, load_plugin_file
 
+    _load_user_plugins(args)
     try:
         classes = load_plugin_file(args.path)
     except ConfigError:
@@ -801,6 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the dataset a model plugin is checked on (default: the file's own dataset plugin, else digits)",
     )
+    _add_plugins_flag(chk)  # e.g. the folder of the dataset a model is checked on
     chk.set_defaults(func=cmd_check)
 
     inf = sub.add_parser("influence", help="DICE experiments: estimate vs ground truth, cascade decay")

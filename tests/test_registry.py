@@ -471,6 +471,27 @@ def test_a_dataset_that_reads_data_root_gets_it(tmp_path, capsys):
     )
 
 
+def test_a_model_file_is_checked_on_a_dataset_from_another_plugin_folder(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    _dataset_file(data, "blobs_check")
+    model = _write(
+        tmp_path / "linear.py",
+        '''
+        from torch import nn
+        from robustbench_dice.registry import register_model
+
+
+        @register_model("linear_check")
+        def linear_check(input_shape, num_classes):
+            """One linear layer (a test model)."""
+            return nn.Linear(input_shape[0], num_classes)
+        ''',
+    )
+    assert main(["check", str(model), "--dataset", "blobs_check", "--plugins", str(data)]) == 0
+    assert "12 parameters; 3 nodes at once equal each node alone, on blobs_check" in capsys.readouterr().out
+
+
 def test_dataset_conformance_catches_a_loader_that_changes_between_loads(tmp_path):
     _dataset_file(tmp_path, "drifting", seed="None")
     registry.load_plugin_folder(tmp_path)
