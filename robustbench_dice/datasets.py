@@ -62,13 +62,19 @@ class Dataset:
 PLUGIN_DATASETS: dict[str, Callable[..., Dataset]] = {}
 
 
+def positional_arity(function: Callable[..., object]) -> int:
+    """How many positional arguments ``function`` takes: a plugin function's signature. Keyword-only ones, such as
+    those a ``functools.partial`` binds, do not count; one with a default does (``data_root=None``)."""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in positional for p in inspect.signature(function).parameters.values())
+
+
 def load_dataset(name: str, data_root: str | None = None, *, mnist1d_samples: int = 5000) -> Dataset:
     """Load ``name``; the test split is fixed (independent of the scenario seed)."""
     check_choice("dataset", name, DATASETS)
     if name in PLUGIN_DATASETS:
         loader = PLUGIN_DATASETS[name]
-        takes_root = bool(inspect.signature(loader).parameters)
-        return check_dataset(name, loader(data_root) if takes_root else loader())
+        return check_dataset(name, loader(data_root) if positional_arity(loader) else loader())
     if name == "digits":
         return _load_digits()
     if name == "mnist1d":

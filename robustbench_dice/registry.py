@@ -17,6 +17,7 @@ and skipped; the other plugins and the command still work.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .datasets import DATASETS, PLUGIN_DATASETS
+from .datasets import DATASETS, PLUGIN_DATASETS, positional_arity
 from .errors import ConfigError, check_choice, did_you_mean
 from .models import MODELS, PLUGIN_MODELS
 from .plugins import AUTO, Attack, Defense, Plugin
@@ -130,23 +131,32 @@ def _register_function(kind: str, name: str, function: Any, arities: tuple[int, 
     catalogue = CATALOGUES[kind]  # the names taken, built-ins and plugins
     if not callable(function):
         raise ConfigError(f"@register_{kind}({name!r}) decorates a function, not {type(function)}")
-    where = f"{kind} plugin {function.__qualname__!r} in {_source_file(function)}"
-    if not (function.__doc__ or "").strip():
+    defined = _defined(function)
+    where = f"{kind} plugin {getattr(defined, '__qualname__', defined)!r} in {_source_file(defined)}"
+    if not (defined.__doc__ or "").strip():
         raise ConfigError(f"{where} needs a docstring: a one-line description and where it comes from")
     try:
-        arguments = len(inspect.signature(function).parameters)
+        arguments = positional_arity(function)
     except (TypeError, ValueError):
         arguments = -1
     if arguments not in arities:
         raise ConfigError(f"{where} must take {signature}, not {arguments} argument(s)")
     existing = PLUGIN_FUNCTIONS[kind].get(name)
     if name in catalogue and not (existing is not None and _same_definition(existing, function)):
-        other = f"a built-in {kind}" if existing is None else _source_file(existing)
+        other = f"a built-in {kind}" if existing is None else _source_file(_defined(existing))
         plural = "topologies" if kind == "topology" else f"{kind}s"
         raise PluginNameClash(f"two {plural} are named {name!r}: {other} and {where}")
     PLUGIN_FUNCTIONS[kind][name] = function
-    catalogue[name] = str(function.__doc__).strip().splitlines()[0].strip()
+    catalogue[name] = str(defined.__doc__).strip().splitlines()[0].strip()
     return arguments
+
+
+def _defined(function: Any) -> Any:
+    """The function a plugin object was written as: through ``functools.partial`` (one member of a family, such
+    as ``partial(circulant, k=2)``) to the function it binds, whose module, name and docstring it has."""
+    while isinstance(function, functools.partial):
+        function = function.func
+    return function
 
 
 def register_dataset(name: str) -> Callable[[_Function], _Function]:
@@ -203,6 +213,7 @@ def register_topology(name: str) -> Callable[[_Function], _Function]:
 
 def _same_definition(a: Any, b: Any) -> bool:
     """Whether two plugin objects are one definition (the same module loaded again), not a clash."""
+    a, b = _defined(a), _defined(b)
     return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
@@ -211,7 +222,7 @@ def functions_of_file(path: str | Path) -> dict[str, list[str]]:
     defines."""
     path = Path(path).resolve()
     return {
-        kind: [name for name, f in table.items() if _module_file(sys.modules.get(f.__module__)) == path]
+        kind: [name for name, f in table.items() if _module_file(sys.modules.get(_defined(f).__module__)) == path]
         for kind, table in PLUGIN_FUNCTIONS.items()
     }
 

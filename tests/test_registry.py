@@ -10,8 +10,8 @@ import pytest
 from robustbench_dice import Scenario, registry
 from robustbench_dice.cli import main
 from robustbench_dice.conformance import run_conformance, run_dataset_conformance
-from robustbench_dice.datasets import DATASETS, PLUGIN_DATASETS
-from robustbench_dice.errors import ConfigError
+from robustbench_dice.datasets import DATASETS, PLUGIN_DATASETS, load_dataset
+from robustbench_dice.errors import ConfigError, DatasetNotFoundError
 from robustbench_dice.registry import ATTACKS, DEFENSES, build_attack, build_defense
 
 GOOD_ATTACK = '''
@@ -490,6 +490,26 @@ def test_a_model_file_is_checked_on_a_dataset_from_another_plugin_folder(tmp_pat
     )
     assert main(["check", str(model), "--dataset", "blobs_check", "--plugins", str(data)]) == 0
     assert "12 parameters; 3 nodes at once equal each node alone, on blobs_check" in capsys.readouterr().out
+
+
+def test_a_loader_whose_data_root_has_a_default_is_given_it(tmp_path):
+    _write(
+        tmp_path / "rooted.py",
+        '''
+        from robustbench_dice.errors import DatasetNotFoundError
+        from robustbench_dice.registry import register_dataset
+
+
+        @register_dataset("rooted")
+        def rooted(data_root=None):
+            """Data under data_root (a test loader that finds none)."""
+            raise DatasetNotFoundError(f"nothing under {data_root}")
+        ''',
+    )
+    registry.load_plugin_folder(tmp_path)
+    assert DATASETS["rooted"].endswith("[data_root]")
+    with pytest.raises(DatasetNotFoundError, match="nothing under somewhere"):
+        load_dataset("rooted", "somewhere")
 
 
 def test_dataset_conformance_catches_a_loader_that_changes_between_loads(tmp_path):

@@ -93,3 +93,21 @@ def test_topology_registration_and_scenario_errors(capsys):
         Scenario(topology="hypercub")
     assert main(["check", str(EXAMPLES / "hypercube.py")]) == 0
     assert "PASS  hypercube: topology_trains_on_it  (accuracy" in capsys.readouterr().out
+
+
+def _circulant(nodes, seed, k):
+    """Circulant graph: node i receives from i + 1, ..., i + k (a test family)."""
+    adjacency = np.zeros((nodes, nodes), dtype=bool)
+    for offset in range(1, k + 1):
+        adjacency[np.arange(nodes), (np.arange(nodes) + offset) % nodes] = True
+    return adjacency
+
+
+def test_a_family_registers_one_name_per_member_with_functools_partial(tmp_path):
+    import functools
+
+    for k in (2, 3):
+        registry.register_topology(f"circulant{k}")(functools.partial(_circulant, k=k))
+    assert [(build_topology(f"circulant{k}", 8).graphs[0].in_degree == k).all() for k in (2, 3)] == [True, True]
+    assert TOPOLOGIES["circulant3"] == "Circulant graph: node i receives from i + 1, ..., i + k (a test family)."
+    assert registry.functions_of_file(__file__)["topology"] == ["circulant2", "circulant3"]
