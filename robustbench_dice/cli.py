@@ -582,6 +582,28 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_summaries, run_label
+
+    result = compare_summaries(args.before, args.after, args.tolerance)
+    same = result.compared - result.runs_differing()
+    print(
+        f"compared {result.compared} runs: {same} the same, {result.runs_differing()} differ beyond tolerance"
+        f" {args.tolerance:g} ({len(result.differences)} value(s)); {len(result.only_before)} only in {args.before},"
+        f" {len(result.only_after)} only in {args.after}"
+    )
+    largest = sorted(result.differences, key=lambda d: d.size, reverse=True)[: args.show]
+    if largest:
+        print(f"largest differences ({len(largest)} of {len(result.differences)}):")
+        for difference in largest:
+            print(f"  {difference}")
+    for runs, side in ((result.only_before, args.before), (result.only_after, args.after)):
+        if runs:
+            shown = "; ".join(run_label(run) for run in runs[:3])
+            print(f"only in {side}: {shown}{' ...' if len(runs) > 3 else ''}")
+    return 0 if result.same else 1
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     from .store import ResultStore
 
@@ -632,6 +654,7 @@ EXAMPLES = """examples:
   robustbench-dice simulate --topology torus --attack label_flip --byzantine 3 --defense dice_prune
   robustbench-dice list defenses                registered plugins with their parameters
   robustbench-dice check my_defense.py          conformance suite for a plugin file
+  robustbench-dice compare results/tables mine  run-by-run differences of two suites' summaries
 
 `robustbench-dice COMMAND --help` gives each command's options; docs/ in the repository has the guides."""
 
@@ -779,6 +802,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_plugins_flag(fig)
     fig.set_defaults(func=cmd_figures)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="compare two suites' summary.csv run by run (a re-run on another machine, or after a change)",
+        description="Exit status 0 when every run matches within the tolerance, 1 otherwise.",
+    )
+    cmp.add_argument("before", help="a summary.csv, or the tables folder holding one (e.g. results/tables)")
+    cmp.add_argument("after", help="the other summary.csv or tables folder")
+    cmp.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="largest difference taken as the same: absolute below 1, relative above (default 0: exact)",
+    )
+    cmp.add_argument("--show", type=int, default=10, help="how many of the largest differences to list")
+    cmp.set_defaults(func=cmd_compare)
 
     prn = sub.add_parser(
         "prune", help="delete stored records of other results versions and unreadable ones, with their logs"
