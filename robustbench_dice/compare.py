@@ -63,7 +63,11 @@ class Comparison:
 
 
 def _float(text: str) -> float | None:
-    return float(text) if text.strip() else None
+    """The number in a summary cell; None for an empty cell (n/a) or text (a status)."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def read_summary(path: str | Path) -> dict[tuple[str, ...], dict[str, str]]:

@@ -66,14 +66,18 @@ def test_large_values_compare_relatively(tmp_path):
     assert difference.column == "final_consensus_distance" and difference.size == pytest.approx(5e-4, rel=1e-3)
 
 
-def test_statuses_and_runs_missing_on_one_side_always_differ(tmp_path):
+def test_statuses_and_runs_missing_on_one_side_always_differ(tmp_path, capsys):
     def edit(rows):
         _first_ok(rows)["status"] = "failed"
         del rows[-1]
 
-    result = compare_summaries(COMMITTED, _edited(tmp_path / "after", edit), tolerance=1.0)
+    after = _edited(tmp_path / "after", edit)
+    result = compare_summaries(COMMITTED, after, tolerance=1.0)
     assert [d.column for d in result.differences] == ["status"] and len(result.only_before) == 1
     assert not result.only_after and not result.same
+    assert main(["compare", str(COMMITTED), str(after), "--tolerance", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "status" in out and ": ok -> failed" in out and f"only in {COMMITTED}: " in out
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
