@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import inspect
 import io
 import math
 import shlex
@@ -24,6 +23,7 @@ from .engine import RoundRecord, Simulation
 from .errors import ConfigError
 from .io import atomic_write_bytes
 from .models import PLUGIN_MODELS
+from .registry import defining_file
 from .scenario import Scenario
 from .topology import PLUGIN_TOPOLOGIES, build_topology
 
@@ -381,7 +381,7 @@ def _plugin_folders(config: AlignmentConfig | CascadeConfig) -> list[str]:
     for function in functions:
         if function is None:
             continue
-        folder = Path(inspect.getfile(function)).resolve().parent
+        folder = Path(defining_file(function)).resolve().parent  # a functools.partial too
         shown = str(folder.relative_to(Path.cwd())) if folder.is_relative_to(Path.cwd()) else str(folder)
         folders += [shown] if shown not in folders else []
     return folders

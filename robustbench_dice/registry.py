@@ -143,7 +143,7 @@ def _register_function(kind: str, name: str, function: Any, arities: tuple[int, 
         raise ConfigError(f"{where} must take {signature}, not {arguments} argument(s)")
     existing = PLUGIN_FUNCTIONS[kind].get(name)
     if name in catalogue and not (existing is not None and _same_definition(existing, function)):
-        other = f"a built-in {kind}" if existing is None else _source_file(_defined(existing))
+        other = f"a built-in {kind}" if existing is None else defining_file(existing)
         plural = "topologies" if kind == "topology" else f"{kind}s"
         raise PluginNameClash(f"two {plural} are named {name!r}: {other} and {where}")
     PLUGIN_FUNCTIONS[kind][name] = function
@@ -217,13 +217,22 @@ def _same_definition(a: Any, b: Any) -> bool:
     return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
+def defining_file(plugin: Any) -> str:
+    """The file a plugin class or function (or a ``functools.partial`` of one) was written in."""
+    return _source_file(_defined(plugin))
+
+
+def _defined_in(plugin: Any, path: Path) -> bool:
+    """Whether ``plugin`` was defined by the already imported module file ``path`` (resolved)."""
+    return _module_file(sys.modules.get(_defined(plugin).__module__)) == path
+
+
 def functions_of_file(path: str | Path) -> dict[str, list[str]]:
-    """Kind (``dataset``, ``model``, ``topology``) -> the names of the function plugins the already imported file ``path``
-    defines."""
+    """Kind (``dataset``, ``model``, ``topology``) -> the names of the function plugins the already imported
+    file ``path`` defines."""
     path = Path(path).resolve()
     return {
-        kind: [name for name, f in table.items() if _module_file(sys.modules.get(_defined(f).__module__)) == path]
-        for kind, table in PLUGIN_FUNCTIONS.items()
+        kind: [name for name, f in table.items() if _defined_in(f, path)] for kind, table in PLUGIN_FUNCTIONS.items()
     }
 
 
@@ -268,9 +277,7 @@ def load_plugin_file(path: str | Path) -> list[type[Plugin]]:
     if path.suffix != ".py":
         raise ConfigError(f"plugin file {str(path)!r} is not a .py file")
     load_builtin_plugins()
-    registered = [
-        c for c in (*ATTACKS.values(), *DEFENSES.values()) if _module_file(sys.modules.get(c.__module__)) == path
-    ]
+    registered = [c for c in (*ATTACKS.values(), *DEFENSES.values()) if _defined_in(c, path)]
     # a built-in plugin's file, or one loaded before: importing it again would register a clashing copy
     if registered or any(functions_of_file(path).values()):
         return registered

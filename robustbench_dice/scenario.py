@@ -47,7 +47,7 @@ def _fields_named_in(catalogue: dict[str, str]) -> dict[str, tuple[str, ...]]:
 
 
 def _check_pluggable(kind: str, name: str, catalogue: dict[str, str]) -> None:
-    """:func:`check_choice` for a dataset or model, which plugins may add (entry points load on demand)."""
+    """:func:`check_choice` for a dataset, model or topology, which plugins may add (entry points load on demand)."""
     if name in catalogue:
         return
     from .registry import load_builtin_plugins

@@ -111,3 +111,14 @@ def test_a_family_registers_one_name_per_member_with_functools_partial(tmp_path)
     assert [(build_topology(f"circulant{k}", 8).graphs[0].in_degree == k).all() for k in (2, 3)] == [True, True]
     assert TOPOLOGIES["circulant3"] == "Circulant graph: node i receives from i + 1, ..., i + k (a test family)."
     assert registry.functions_of_file(__file__)["topology"] == ["circulant2", "circulant3"]
+
+
+def test_the_regenerate_line_names_the_folder_of_a_family_member(tmp_path, monkeypatch):
+    import functools
+
+    from robustbench_dice.influence import CascadeConfig, command_line
+
+    registry.register_topology("circulant2")(functools.partial(_circulant, k=2))
+    monkeypatch.chdir(tmp_path)  # the tests folder does not lie below it: shown whole
+    line = command_line("cascade", CascadeConfig(topologies=("circulant2",)), tmp_path / "out")
+    assert line.endswith(f"--plugins {Path(__file__).resolve().parent}")
