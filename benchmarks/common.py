@@ -2,24 +2,48 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from robustbench_dice import Scenario
+from robustbench_dice.errors import ConfigError
+from robustbench_dice.setup import resolve_device, synchronize
 
 
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
+def best_of(repeats: int, fn: Callable[[], object], device: str = "cpu") -> float:
     """Seconds of the fastest of ``repeats`` calls of ``fn`` after one warm-up call (timeit's advice: the minimum
-    is the least disturbed by other load)."""
+    is the least disturbed by other load); each call's work on ``device`` is waited for."""
     fn()
+    synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda"), help="where the runs compute (the Scenario's device)"
+    )
+
+
+def device_name(device: str) -> str:
+    """The processor a benchmark ran on, for its output rows; a clear error if ``device`` is not available."""
+    try:
+        dev = resolve_device(device)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def benchmark_scenario(nodes: int, rounds: int, **fields: Any) -> Scenario:

@@ -20,7 +20,7 @@ models' hand-written backward pass, which the engine uses.
 written as a ``torch.nn.Module`` (a model plugin: :class:`~robustbench_dice.models.ModuleModel`,
 ``vmap`` of ``functional_call``, autograd) / by the hand-written pass.
 
-Usage: ``python benchmarks/engine.py [--json] [--nodes 16 64 256 1024]``
+Usage: ``python benchmarks/engine.py [--json] [--nodes 16 64 256 1024] [--device cpu|cuda]``
 """
 
 from __future__ import annotations
@@ -31,29 +31,33 @@ import time
 
 import numpy as np
 import torch
-from common import benchmark_scenario
+from common import add_device_argument, benchmark_scenario, device_name
 
 from robustbench_dice import Scenario, Simulation
 from robustbench_dice.functional import per_node_grad, per_node_grad_autograd
 from robustbench_dice.models import ModuleModel
 from robustbench_dice.reference import run_reference
-from robustbench_dice.setup import prepare, sample_positions
+from robustbench_dice.setup import prepare, sample_positions, synchronize
 
 
-def matmul_flops_per_second(size: int = 1024, repeats: int = 5) -> float:
-    """Best-of-``repeats`` dense float32 matmul rate in this process."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_flops_per_second(device: str, size: int = 1024, repeats: int = 5) -> float:
+    """Best-of-``repeats`` dense float32 matmul rate in this process, on ``device`` (4096 x 4096 on a GPU, where
+    1024 would not fill it)."""
+    size = 4096 if device == "cuda" else size
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     a @ b
+    synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
 
-def scenario(n_nodes: int, rounds: int) -> Scenario:
-    return benchmark_scenario(n_nodes, rounds)
+def scenario(n_nodes: int, rounds: int, device: str) -> Scenario:
+    return benchmark_scenario(n_nodes, rounds, device=device)
 
 
 def round_flops(sim: Simulation) -> float:
@@ -63,25 +67,27 @@ def round_flops(sim: Simulation) -> float:
     return 6.0 * macs_per_sample * s.batch_size * s.nodes + 2.0 * nnz * model.num_params
 
 
-def vectorised_seconds_per_round(n_nodes: int, rounds: int, repeats: int) -> tuple[float, Simulation]:
+def vectorised_seconds_per_round(n_nodes: int, rounds: int, repeats: int, device: str) -> tuple[float, Simulation]:
     """Best of ``repeats`` runs (after a warm-up) of the engine's training time per round."""
-    Simulation.from_scenario(scenario(n_nodes, 2)).run()
+    Simulation.from_scenario(scenario(n_nodes, 2, device)).run()
     best, sim = float("inf"), None
     for _ in range(repeats):
-        sim = Simulation.from_scenario(scenario(n_nodes, rounds))
+        sim = Simulation.from_scenario(scenario(n_nodes, rounds, device))
         best = min(best, sim.run().timings["seconds_per_round"])
     assert sim is not None
     return best, sim
 
 
-def reference_seconds_per_round(n_nodes: int, rounds: int, repeats: int) -> float:
+def reference_seconds_per_round(n_nodes: int, rounds: int, repeats: int, device: str) -> float:
     """Best of ``repeats`` runs (after a warm-up) of the per-node loop's time per round."""
-    run_reference(prepare(scenario(n_nodes, 1)))
+    run_reference(prepare(scenario(n_nodes, 1, device)))
     best = float("inf")
     for _ in range(repeats):
-        setup = prepare(scenario(n_nodes, rounds))
+        setup = prepare(scenario(n_nodes, rounds, device))
+        synchronize(device)
         start = time.perf_counter()
         run_reference(setup)
+        synchronize(device)
         best = min(best, (time.perf_counter() - start) / rounds)
     return best
 
@@ -99,17 +105,21 @@ def gradient_seconds(sim: Simulation, repeats: int, calls: int = 50) -> tuple[fl
     """Best-of-``repeats`` seconds of one all-node minibatch gradient: hand-written, autograd, and autograd through
     the same network as a model plugin's module."""
     st = sim.setup
-    x, y = st.data.batch(sample_positions(st.sampler(), st.data.train_count, st.data.train_index.shape[1], 32))
+    x, y = st.data.batch(
+        sample_positions(st.sampler(), st.data.train_count, st.data.train_index.shape[1], 32).to(st.device)
+    )
     hidden = st.scenario.hidden
     module = ModuleModel("mlp_module", lambda shape, c: as_module(shape, c, hidden), st.model.input_shape, 10)
     out = []
     for grad, model in ((per_node_grad, st.model), (per_node_grad_autograd, st.model), (per_node_grad, module)):
         grad(model, st.theta0, x, y)
+        synchronize(st.device)
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
             for _ in range(calls):
                 grad(model, st.theta0, x, y)
+            synchronize(st.device)
             best = min(best, (time.perf_counter() - start) / calls)
         out.append(best)
     return out[0], out[1], out[2]
@@ -128,10 +138,14 @@ def main() -> None:
         default=256,
         help="omit the reference above this many nodes (it would take too long)",
     )
+    add_device_argument(parser)
     args = parser.parse_args()
-    rate = matmul_flops_per_second()
+    processor = device_name(args.device)
+    rate = matmul_flops_per_second(args.device)
+    if not args.json:
+        print(f"device: {processor}", flush=True)
     for n in args.nodes:
-        vec, sim = vectorised_seconds_per_round(n, args.rounds, args.repeats)
+        vec, sim = vectorised_seconds_per_round(n, args.rounds, args.repeats, args.device)
         row: dict[str, float] = {
             "n_nodes": n,
             "vectorised_s_per_round": vec,
@@ -141,7 +155,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
         }
         if n <= args.max_reference_nodes:
-            ref = reference_seconds_per_round(n, args.reference_rounds, args.repeats)
+            ref = reference_seconds_per_round(n, args.reference_rounds, args.repeats, args.device)
             row["reference_s_per_round"] = ref
             row["speedup"] = ref / vec
         row["vectorised_vs_flop_bound"] = vec / row["flop_bound_s_per_round"]
@@ -149,7 +163,7 @@ def main() -> None:
         row["gradient_speedup"] = row["autograd_grad_s"] / row["hand_written_grad_s"]
         row["module_vs_hand_written"] = row["module_grad_s"] / row["hand_written_grad_s"]
         if args.json:
-            print(json.dumps(row), flush=True)
+            print(json.dumps({"device": processor, **row}), flush=True)
         else:
             ref_text = (
                 f"{row['reference_s_per_round'] * 1e3:9.2f} ms  x{row['speedup']:6.1f}"

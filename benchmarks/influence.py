@@ -13,7 +13,7 @@ process, best of ``--repeats``:
   horizon r, divided by the seconds of one plain training round, both in
   float64 (the precision the influence experiments use).
 
-Usage: ``python benchmarks/influence.py [--json] [--nodes 16 64] [--overhead-only]``
+Usage: ``python benchmarks/influence.py [--json] [--nodes 16 64] [--overhead-only] [--device cpu|cuda]``
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import json
 from functools import partial
 
 import torch
-from common import benchmark_scenario, best_of
+from common import add_device_argument, benchmark_scenario, best_of, device_name
 
 from robustbench_dice import Scenario, Simulation
 from robustbench_dice.dice import dice_estimate, dice_ground_truth
@@ -32,8 +32,8 @@ from robustbench_dice.influence import probe_from_test_set, record_windows
 HORIZONS = (1, 2, 3)
 
 
-def scenario(n: int, rounds: int, dtype: str = "float32", track: bool = False) -> Scenario:
-    return benchmark_scenario(n, rounds, momentum=0.0, dtype=dtype, track_influence=track)
+def scenario(n: int, rounds: int, dtype: str = "float32", track: bool = False, device: str = "cpu") -> Scenario:
+    return benchmark_scenario(n, rounds, momentum=0.0, dtype=dtype, track_influence=track, device=device)
 
 
 def seconds_per_round(n: int, rounds: int, repeats: int, **kw: object) -> float:
@@ -44,14 +44,14 @@ def seconds_per_round(n: int, rounds: int, repeats: int, **kw: object) -> float:
     )
 
 
-def interleaved(n: int, rounds: int, repeats: int) -> dict[str, float]:
+def interleaved(n: int, rounds: int, repeats: int, device: str) -> dict[str, float]:
     """Plain and tracked runs alternated ``repeats`` times: best seconds per round of each, and the median,
     lowest and highest of the per-pair overheads (the median is robust to load drifting during the
     measurement; the range shows how much it drifted)."""
     plain, tracked = [], []
     for _ in range(repeats):
-        plain.append(seconds_per_round(n, rounds, 1))
-        tracked.append(seconds_per_round(n, rounds, 1, track=True))
+        plain.append(seconds_per_round(n, rounds, 1, device=device))
+        tracked.append(seconds_per_round(n, rounds, 1, track=True, device=device))
     overheads = sorted(t / p - 1.0 for p, t in zip(plain, tracked, strict=True))
     return {
         "plain_round_s_float32": min(plain),
@@ -62,18 +62,18 @@ def interleaved(n: int, rounds: int, repeats: int) -> dict[str, float]:
     }
 
 
-def measure(n: int, rounds: int, repeats: int, overhead_only: bool = False) -> dict[str, float]:
-    row: dict[str, float] = {"n_nodes": n, **interleaved(n, rounds, repeats)}
+def measure(n: int, rounds: int, repeats: int, overhead_only: bool = False, device: str = "cpu") -> dict[str, float]:
+    row: dict[str, float] = {"n_nodes": n, **interleaved(n, rounds, repeats, device)}
     if overhead_only:
         return row
-    plain64 = seconds_per_round(n, rounds, repeats, dtype="float64")
-    sim, (window,) = record_windows(scenario(n, 10, dtype="float64"), [5], max(HORIZONS))
+    plain64 = seconds_per_round(n, rounds, repeats, dtype="float64", device=device)
+    sim, (window,) = record_windows(scenario(n, 10, dtype="float64", device=device), [5], max(HORIZONS))
     probe = probe_from_test_set(sim)
-    sources = torch.arange(n)
+    sources = torch.arange(n, device=sim.setup.device)
     row["plain_round_s_float64"] = plain64
     for r in HORIZONS:
-        est = best_of(repeats, partial(dice_estimate, sim.setup.model, window, sources, probe, r))
-        truth = best_of(repeats, partial(dice_ground_truth, sim.setup.model, window, sources, probe, r))
+        est = best_of(repeats, partial(dice_estimate, sim.setup.model, window, sources, probe, r), device)
+        truth = best_of(repeats, partial(dice_ground_truth, sim.setup.model, window, sources, probe, r), device)
         row[f"estimate_r{r}_s"] = est
         row[f"estimate_r{r}_rounds"] = est / plain64
         row[f"ground_truth_r{r}_s"] = truth
@@ -90,11 +90,15 @@ def main() -> None:
     parser.add_argument(
         "--overhead-only", action="store_true", help="only the proximal-influence overhead (quick at large N)"
     )
+    add_device_argument(parser)
     args = parser.parse_args()
+    processor = device_name(args.device)
+    if not args.json:
+        print(f"device: {processor}", flush=True)
     for n in args.nodes:
-        row = measure(n, args.rounds, args.repeats, args.overhead_only)
+        row = measure(n, args.rounds, args.repeats, args.overhead_only, args.device)
         if args.json:
-            print(json.dumps(row), flush=True)
+            print(json.dumps({"device": processor, **row}), flush=True)
         else:
             spread = [100 * float(row[f"proximal_influence_overhead_{end}_pair"]) for end in ("lowest", "highest")]
             parts = [

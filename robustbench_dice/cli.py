@@ -190,7 +190,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f" consensus distance {_consensus_text(result.curve[-1].consensus_distance if result.curve else None)}"
     )
     say(
-        f"  time per round: {1e3 * result.timings['seconds_per_round']:.2f} ms on {threads} thread(s)"
+        f"  time per round: {1e3 * result.timings['seconds_per_round']:.2f} ms"
+        f" on {result.versions.get('gpu') or f'{threads} thread(s)'}"
         f" (spectral gap {result.topology['spectral_gap']:.4f})"
     )
     if s.defense != "gossip" or result.byzantine:

@@ -36,6 +36,7 @@ from .setup import (
     candidate_validation_loss,
     prepare,
     sample_positions,
+    synchronize,
     validation_grad,
     validation_loss,
 )
@@ -300,6 +301,7 @@ class Simulation:
                 # W is CSR where gossip is sparse (large sparse graphs); then only the edges' products are taken
                 influence.add_(proximal_influence(test_grad, reported, rm.weights))
             if (t + 1) % s.eval_every == 0 or t + 1 == s.rounds:
+                synchronize(dev)
                 t_eval = time.perf_counter()
                 curve.append(self.evaluate(theta, t + 1, honest))
                 suspicion_curve.append(detection.curve_point(t + 1))
@@ -308,6 +310,7 @@ class Simulation:
                 eval_s += time.perf_counter() - t_eval
             if self.progress is not None:
                 self.progress(t + 1, s.rounds)
+        synchronize(dev)
         train_s = time.perf_counter() - t_train - eval_s
         self.final_theta = theta
         result = self._result(theta, curve, detection, honest, t_start, train_s, eval_s)
@@ -385,7 +388,7 @@ class Simulation:
                 "seconds_per_round": train_s / s.rounds,
                 "threads": torch.get_num_threads(),  # matmul rounding depends on it: a re-run needs the same
             },
-            versions=versions(),
+            versions=versions(st.device),
         )
         self._pruning_metrics(result, detection, honest_list, byz_set)
         return result
@@ -440,8 +443,13 @@ def honest_test_metrics(
     return (correct / count).cpu(), (loss / count).cpu()
 
 
-def versions() -> dict[str, str]:
+def versions(device: torch.device | None = None) -> dict[str, str]:
+    """The libraries and kernels the numbers depend on; on a GPU also its name and the CUDA version (a run on one
+    rounds differently from a run on the CPU, and from one on another GPU)."""
     out = {"torch": torch.__version__, "numpy": np.__version__, "cpu_capability": active_instruction_set()}
+    if device is not None and device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+        out["cuda"] = str(torch.version.cuda)
     try:
         out["robustbench_dice"] = importlib.metadata.version("robustbench-dice")
     except importlib.metadata.PackageNotFoundError:

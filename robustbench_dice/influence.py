@@ -25,6 +25,7 @@ from .io import atomic_write_bytes
 from .models import PLUGIN_MODELS
 from .registry import defining_file
 from .scenario import Scenario
+from .setup import resolve_device
 from .topology import PLUGIN_TOPOLOGIES, build_topology
 
 
@@ -99,6 +100,7 @@ class AlignmentConfig:
     batch_size: int = field(default=32, metadata={"help": "minibatch size"})
     seed: int = field(default=0, metadata={"help": "seed of the runs"})
     data_root: str | None = field(default=None, metadata={"help": "folder of on-disk datasets (mnist, cifar10)"})
+    device: str = field(default="cpu", metadata={"help": "where the runs compute: 'cpu', 'cuda' or 'auto'"})
 
     def __post_init__(self) -> None:
         _normalise_and_check(self)
@@ -134,6 +136,7 @@ def _normalise_and_check(config: AlignmentConfig | CascadeConfig) -> None:
     for model, topology, lr in settings:
         scenario = _scenario(config, model, topology, lr)
         build_topology(topology, scenario.nodes, seed=scenario.seed)  # e.g. a torus on a prime node count
+    resolve_device(config.device)  # 'cuda' on a machine without one
 
 
 def _probe_rounds(rounds: int, count: int, horizon: int) -> list[int]:
@@ -167,7 +170,7 @@ def measure_windows(
     """
     sim, windows = record_windows(scenario, rounds, horizon)
     probe = probe_from_test_set(sim)
-    sources = torch.arange(scenario.nodes)
+    sources = torch.arange(scenario.nodes, device=sim.setup.device)
     model = sim.setup.model
     out: dict[str, list[np.ndarray]] = {name: [] for name in (*estimators, "truth")}
     for window in windows:
@@ -197,6 +200,7 @@ def _scenario(config: AlignmentConfig | CascadeConfig, model: str, topology: str
         dtype="float64",
         seed=config.seed,
         eval_every=config.rounds,
+        device=config.device,
     )
 
 
@@ -341,6 +345,7 @@ class CascadeConfig:
     batch_size: int = field(default=32, metadata={"help": "minibatch size"})
     seed: int = field(default=0, metadata={"help": "seed of the runs"})
     data_root: str | None = field(default=None, metadata={"help": "folder of on-disk datasets (mnist, cifar10)"})
+    device: str = field(default="cpu", metadata={"help": "where the runs compute: 'cpu', 'cuda' or 'auto'"})
 
     def __post_init__(self) -> None:
         _normalise_and_check(self)

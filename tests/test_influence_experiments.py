@@ -1,9 +1,11 @@
 import csv
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from robustbench_dice import Scenario, simulate
 from robustbench_dice.cli import main
@@ -107,6 +109,7 @@ def test_default_experiments_regenerate_line_is_the_plain_command():
         (["--rounds", "3", "--horizon", "3"], "leaves no probe round"),
         (["--lrs", "0.1", "-0.5"], "lr must be > 0"),
         (["--nodes", "1"], "nodes must be an integer >= 2"),
+        (["--device", "gpu"], "unknown device 'gpu'"),
     ],
 )
 def test_bad_experiment_configurations_fail_before_any_training(flags, message, tmp_path, capsys):
@@ -114,6 +117,23 @@ def test_bad_experiment_configurations_fail_before_any_training(flags, message, 
     captured = capsys.readouterr()
     assert message in captured.err and "training run" not in captured.out
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_a_gpu_fails_before_any_training(tmp_path, capsys):
+    assert main(["influence", "cascade", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "torch.cuda.is_available() is False" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_committed_influence_results_are_up_to_date():
+    """The paper suite re-runs an influence folder whose stamp is not its configuration's: a new config field (or a
+    results-version bump) must come with the committed stamps, or ``run --suite paper`` silently redoes them."""
+    from robustbench_dice.paper import paper_plan
+
+    jobs = paper_plan(None, Path(__file__).parents[1] / "results" / "influence").influence
+    assert [job.kind for job in jobs] == ["alignment", "cascade"]
+    for job in jobs:
+        assert job.up_to_date(), f"{job.stamp} is not the stamp of {job.kind}'s default configuration"
 
 
 def _check_by_round_against_the_long_csv(rows, path):
