@@ -8,7 +8,7 @@ flipping by 10% of the nodes, and the script reports its seconds per round
 the measurement hits every defense alike) and that time over gossip's. A
 defense that declines the cell is reported with its reason.
 
-Usage: ``python benchmarks/defenses.py [--json] [--nodes 16 64 256] [--repeats 3] [--rounds R]``
+Usage: ``python benchmarks/defenses.py [--json] [--nodes 16 64 256] [--repeats 3] [--rounds R] [--device cpu|cuda]``
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import benchmark_scenario, print_row
+from common import add_device_argument, benchmark_scenario, device_name, print_row
 
 from robustbench_dice import simulate
 from robustbench_dice.registry import DEFENSES, load_builtin_plugins
 
 
-def round_seconds(n: int, defense: str, rounds: int) -> float | str:
+def round_seconds(n: int, defense: str, rounds: int, device: str) -> float | str:
     """Seconds per round of one run with ``defense``, or the reason it declines the cell."""
-    scenario = benchmark_scenario(n, rounds, defense=defense, attack="label_flip", byzantine=max(1, n // 10))
+    scenario = benchmark_scenario(
+        n, rounds, defense=defense, attack="label_flip", byzantine=max(1, n // 10), device=device
+    )
     result = simulate(scenario)
     return str(result.reason) if result.status == "skipped" else float(result.timings["seconds_per_round"])
 
@@ -35,7 +37,9 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--repeats", type=int, default=3, help="report the best of this many timings")
     parser.add_argument("--rounds", type=int, help="rounds per run (default: 3200 / N, at least 5)")
+    add_device_argument(parser)
     args = parser.parse_args()
+    processor = device_name(args.device)
     load_builtin_plugins()
     defenses = ["gossip", *sorted(name for name in DEFENSES if name != "gossip")]
     for n in args.nodes:
@@ -43,7 +47,7 @@ def main() -> None:
         timings: dict[str, list[float | str]] = {d: [] for d in defenses}
         for _ in range(args.repeats):
             for defense in defenses:
-                timings[defense].append(round_seconds(n, defense, rounds))
+                timings[defense].append(round_seconds(n, defense, rounds, args.device))
         gossip = min(t for t in timings["gossip"] if isinstance(t, float))
         for defense in defenses:
             seconds = [t for t in timings[defense] if isinstance(t, float)]
@@ -53,6 +57,7 @@ def main() -> None:
             else:
                 row["declined"] = str(timings[defense][0])
             row["threads"] = torch.get_num_threads()
+            row["device"] = processor
             print_row(row, args.json)
 
 
