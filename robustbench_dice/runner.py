@@ -137,6 +137,21 @@ def pending(suite: Suite, store: ResultStore, force: bool) -> tuple[list[Scenari
     return todo, stored
 
 
+def check_devices_here(suite: Suite, todo: list[Scenario]) -> None:
+    """A ConfigError before anything runs where runs to compute on this machine ask for CUDA and torch sees no CUDA
+    device: each would fail with the same error. (Dask and SLURM workers may have the GPU the submitting machine
+    lacks, so only local runs are checked.)"""
+    import torch
+
+    wanting = sum(s.device == "cuda" for s in todo)
+    if wanting and not torch.cuda.is_available():
+        raise ConfigError(
+            f"{wanting} run(s) of suite {suite.name!r} ask for device 'cuda', and torch sees no CUDA device on this"
+            " machine: run the suite where there is one (or with --executor dask / slurm on GPU workers), or set"
+            " device = 'cpu' or 'auto' in its [suite.base]"
+        )
+
+
 def run_suite(
     suite: Suite,
     store: ResultStore,
@@ -150,6 +165,8 @@ def run_suite(
     """Run every pending cell of ``suite`` on ``executor`` (default: ``jobs`` local processes; 1 = in this process)."""
     config = executor or ExecutorConfig(kind="local", jobs=jobs)
     todo, stored = pending(suite, store, force)
+    if config.kind == "local":
+        check_devices_here(suite, todo)
     progress = SuiteProgress(total=len(todo) + stored, stored=stored)
     bar = log = None
     if show_progress and not sys.stderr.isatty():

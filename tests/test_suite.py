@@ -824,6 +824,24 @@ def test_run_command_lists_failed_runs_with_their_error(tmp_path, capsys):
     assert f"{store}/logs/" in out
 
 
+def test_a_cuda_suite_on_a_machine_without_cuda_fails_before_any_run(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = tmp_path / "gpu.toml"
+    path.write_text('[suite]\ntopologies = ["ring"]\nseeds = [0, 1]\n[suite.base]\nrounds = 2\ndevice = "cuda"\n')
+    store = tmp_path / "s"
+    args = ["run", "--suite", str(path), "--store", str(store), "--tables", str(tmp_path / "t"), "--jobs", "1"]
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "2 run(s) of suite 'gpu' ask for device 'cuda', and torch sees no CUDA device" in err
+    assert not list(store.glob("*.json")) and not (tmp_path / "t").exists()  # nothing was run or written
+    from robustbench_dice.runner import check_devices_here
+    from robustbench_dice.suite import load_suite
+
+    check_devices_here(load_suite(str(path)), [])  # nothing left to run: nothing to refuse
+
+
 def test_robustness_figure_and_worst_cases_follow_the_worst_attack_table(tiny, tmp_path, capsys):
     from robustbench_dice.figures import write_figures
     from robustbench_dice.tables import summary_rows, worst_case_values, worst_cases
