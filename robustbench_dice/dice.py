@@ -136,14 +136,19 @@ def _check(window: Window, horizon: int, sources: torch.Tensor, sources_per_chun
 # Sources are processed in chunks whose (sources, N, P) tensors stay under this size. It bounds memory (all
 # sources at once is S * N * P numbers: 2.5 GB in float64 at 256 nodes), and blocks this small are reused by
 # the allocator instead of being mapped afresh each time (benchmarks/influence.py: dice_estimate at 64 nodes ran
-# 2.4x faster in chunks).
+# 2.4x faster in chunks). On a GPU, where each operation has a fixed cost and the caching allocator keeps its
+# blocks, fewer and larger chunks win instead: on an H100 at 64 nodes, all 64 sources at once (150 MB) took the
+# r = 3 estimate from 129 to 20 ms and the ground truth from 28 to 12 ms against 6-source chunks.
 CHUNK_BYTES = 16 * 2**20
+CUDA_CHUNK_BYTES = 512 * 2**20
 
 
 def _source_chunks(window: Window, sources: torch.Tensor, sources_per_chunk: int | None) -> tuple[torch.Tensor, ...]:
-    """``sources`` split into consecutive chunks: ``sources_per_chunk`` each, or sized by :data:`CHUNK_BYTES`."""
+    """``sources`` split into consecutive chunks: ``sources_per_chunk`` each, or sized by :data:`CHUNK_BYTES`
+    (:data:`CUDA_CHUNK_BYTES` on a GPU)."""
     if sources_per_chunk is None:
-        sources_per_chunk = max(1, CHUNK_BYTES // (window.theta.numel() * window.theta.element_size()))
+        budget = CUDA_CHUNK_BYTES if window.theta.device.type == "cuda" else CHUNK_BYTES
+        sources_per_chunk = max(1, budget // (window.theta.numel() * window.theta.element_size()))
     return sources.split(sources_per_chunk)
 
 
@@ -182,8 +187,8 @@ def dice_ground_truth(
 
     The counterfactual worlds of a chunk of sources (plus the factual one,
     computed by the same arithmetic) advance together as ``(chunk + 1) * N``
-    virtual nodes. ``sources_per_chunk``: default sized by :data:`CHUNK_BYTES`;
-    the result does not depend on it beyond rounding.
+    virtual nodes. ``sources_per_chunk``: default sized by :data:`CHUNK_BYTES`
+    (:data:`CUDA_CHUNK_BYTES` on a GPU); the result does not depend on it beyond rounding.
     """
     _check(window, horizon, sources, sources_per_chunk)
     chunks = _source_chunks(window, sources, sources_per_chunk)
@@ -268,7 +273,7 @@ def dice_estimate(
     matrices (weight decay is kept). ``loss`` is the training loss,
     ``probe_loss_kind`` the loss on z' (default: the same). Sources are
     propagated ``sources_per_chunk`` at a time (default sized by
-    :data:`CHUNK_BYTES`); the result does not depend on it beyond rounding.
+    :data:`CHUNK_BYTES`, :data:`CUDA_CHUNK_BYTES` on a GPU); the result does not depend on it beyond rounding.
     """
     _check(window, horizon, sources, sources_per_chunk)
     states, deltas = _trajectory(model, window, horizon, loss)

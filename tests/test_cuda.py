@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustbench_dice import Scenario, Simulation, simulate
+from robustbench_dice import Scenario, Simulation, dice, simulate
 from robustbench_dice.cli import main
 from robustbench_dice.conformance import _runnable
 from robustbench_dice.dice import dice_estimate, dice_ground_truth
@@ -98,20 +98,34 @@ def test_sparse_gossip_on_cuda_equals_cpu():
     _assert_cuda_run_equals_cpu_run(scenario)
 
 
-def test_dice_estimate_and_ground_truth_on_cuda_equal_cpu():
+def _dice_inputs(device):
+    """(model, window, sources, probe) of a recorded window on ``device``: 6 nodes, time-varying graph, float64."""
     scenario = Scenario(
         nodes=6, rounds=10, batch_size=8, lr=0.1, momentum=0.0, weight_decay=1e-3, dtype="float64", seed=1,
-        topology="one_peer_exponential", eval_every=10,
+        topology="one_peer_exponential", eval_every=10, device=device,
     )  # fmt: skip
+    sim, (window,) = record_windows(scenario, [4], 3)
+    return sim.setup.model, window, torch.arange(6, device=device), probe_from_test_set(sim, 50)
+
+
+def test_dice_estimate_and_ground_truth_on_cuda_equal_cpu():
     out = {}
     for device in ("cpu", "cuda"):
-        sim, (window,) = record_windows(dataclasses.replace(scenario, device=device), [4], 3)
-        probe = probe_from_test_set(sim, 50)
-        sources = torch.arange(6, device=device)
-        out[device] = [f(sim.setup.model, window, sources, probe, 3) for f in (dice_estimate, dice_ground_truth)]
+        model, window, sources, probe = _dice_inputs(device)
+        out[device] = [f(model, window, sources, probe, 3) for f in (dice_estimate, dice_ground_truth)]
     for cpu, cuda in zip(out["cpu"], out["cuda"], strict=True):
         assert cuda.device.type == "cuda" and cpu.abs().max() > 0
         torch.testing.assert_close(cuda.cpu(), cpu, rtol=RTOL, atol=1e-12)
+
+
+def test_dice_on_cuda_chunks_sources_by_its_own_budget(monkeypatch):
+    model, window, sources, probe = _dice_inputs("cuda")
+    assert len(dice._source_chunks(window, sources, None)) == 1  # 6 sources fit the GPU's budget at once
+    whole = [f(model, window, sources, probe, 3) for f in (dice_estimate, dice_ground_truth)]
+    monkeypatch.setattr(dice, "CUDA_CHUNK_BYTES", 2 * window.theta.numel() * window.theta.element_size())
+    assert len(dice._source_chunks(window, sources, None)) == 3
+    for f, expected in zip((dice_estimate, dice_ground_truth), whole, strict=True):
+        torch.testing.assert_close(f(model, window, sources, probe, 3), expected, rtol=1e-10, atol=1e-14)
 
 
 def test_auto_device_is_cuda_when_there_is_one():
