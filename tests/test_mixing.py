@@ -52,6 +52,25 @@ def test_ring_spectral_gap_matches_closed_form():
     assert m.spectral_gap == pytest.approx(1 - np.sort(np.abs(eigs))[-2])
 
 
+def test_slem_is_computed_once_per_matrix_and_process(monkeypatch):
+    from robustbench_dice import mixing
+
+    monkeypatch.setattr(mixing, "_SLEM_CACHE", {})
+    monkeypatch.setattr(mixing, "_SLEM_CACHE_SIZE", 2)
+    calls = []
+    monkeypatch.setattr(mixing, "_slem", lambda w: calls.append(w.shape) or float(w.shape[0]))
+    ring, torus = (MixingMatrix(build_topology(name, 9).graphs[0], "metropolis_hastings") for name in ("ring", "torus"))
+    again = MixingMatrix(build_topology("ring", 9).graphs[0], "metropolis_hastings")  # a new object, the same W
+    assert ring.slem == again.slem == 9.0 and len(calls) == 1
+    assert MixingSchedule(build_topology("ring", 9), "metropolis_hastings").spectral_gap == 1.0 - 9.0
+    assert len(calls) == 1
+    assert torus.slem == 9.0 and len(calls) == 2  # another matrix of the same size is computed
+    mixing.second_largest_eigenvalue_modulus(np.eye(4))  # a third: the oldest (the ring) is forgotten
+    assert len(mixing._SLEM_CACHE) == 2
+    mixing.second_largest_eigenvalue_modulus(ring.weights)
+    assert len(calls) == 4
+
+
 def test_star_metropolis_is_doubly_stochastic_uniform_is_not():
     g = build_topology("star", 6).graphs[0]
     assert MixingMatrix(g, "metropolis_hastings").doubly_stochastic
