@@ -293,8 +293,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     results += [r for name in functions["topology"] for r in run_topology_conformance(name)]
     for r in results:
         failed += not r.passed
-        print(f"{'PASS' if r.passed else 'FAIL'}  {r.plugin}: {r.check}" + (f"  ({r.detail})" if r.detail else ""))
-    print(f"{'all checks passed' if not failed else f'{failed} check(s) failed'}")
+        verdict = "SKIP" if r.skipped else "PASS" if r.passed else "FAIL"
+        print(f"{verdict}  {r.plugin}: {r.check}" + (f"  ({r.detail})" if r.detail else ""))
+    skipped = sum(r.skipped for r in results)
+    print(
+        f"{'all checks passed' if not failed else f'{failed} check(s) failed'}"
+        + (f", {skipped} skipped" * bool(skipped))
+    )
     return 1 if failed else 0
 
 

@@ -45,6 +45,61 @@ class CheckResult:
     check: str
     passed: bool
     detail: str = ""
+    skipped: bool = False  # the check could not run here (``detail`` says why); it neither passed nor failed
+
+
+class CheckSkipped(Exception):
+    """Raised by a check that cannot run on this machine; its message is the reason the user sees."""
+
+
+def _require_cuda() -> None:
+    if not torch.cuda.is_available():
+        raise CheckSkipped("no CUDA device on this machine")
+
+
+def _numbers_close(cpu: Any, cuda: Any, where: str, rtol: float, atol: float) -> None:
+    """Two results' JSON data compared recursively: numbers to rtol/atol (NaN equals NaN), everything else exactly."""
+    if isinstance(cpu, dict):
+        assert isinstance(cuda, dict) and cpu.keys() == cuda.keys(), f"{where}: different fields"
+        for key in cpu:
+            _numbers_close(cpu[key], cuda[key], f"{where}.{key}", rtol, atol)
+    elif isinstance(cpu, list | tuple):
+        assert isinstance(cuda, list | tuple) and len(cpu) == len(cuda), f"{where}: different lengths"
+        for i, (a, b) in enumerate(zip(cpu, cuda, strict=True)):
+            _numbers_close(a, b, f"{where}[{i}]", rtol, atol)
+    elif isinstance(cpu, float) and isinstance(cuda, float):
+        same = (np.isnan(cpu) and np.isnan(cuda)) or bool(np.isclose(cpu, cuda, rtol=rtol, atol=atol))
+        assert same, f"{where}: {cpu!r} on the CPU, {cuda!r} on CUDA"
+    else:
+        assert cpu == cuda, f"{where}: {cpu!r} on the CPU, {cuda!r} on CUDA"
+
+
+# the run data that differs between devices by design: the scenario's device field, timings, the versions (GPU name)
+DEVICE_FIELDS = ("scenario", "timings", "versions")
+
+
+def assert_same_run_on_cuda(scenario: Scenario, rtol: float = 1e-6, atol: float = 1e-9) -> str:
+    """Run ``scenario`` in float64 on the CPU and on CUDA and require the same numbers: final parameters and every
+    number of the result. Every random draw comes from the same CPU generators on both, so only rounding may differ;
+    a tensor made on the CPU, a generator on the wrong device or an operation CUDA orders differently shows as a
+    difference far above it."""
+    runs = []
+    for device in ("cpu", "cuda"):
+        sim = Simulation.from_scenario(dataclasses.replace(scenario, device=device, dtype="float64"))
+        runs.append((sim, sim.run()))
+    (cpu_sim, cpu_result), (cuda_sim, cuda_result) = runs
+    assert cpu_result.status == "ok", f"status {cpu_result.status!r} on the CPU ({cpu_result.reason})"
+    assert cuda_result.status == "ok", f"status {cuda_result.status!r} on CUDA ({cuda_result.reason})"
+    assert cpu_sim.final_theta is not None and cuda_sim.final_theta is not None
+    assert cuda_sim.final_theta.device.type == "cuda", "the final parameters are not on the GPU"
+    gap = float((cuda_sim.final_theta.cpu() - cpu_sim.final_theta).abs().max())
+    scale = float(cpu_sim.final_theta.abs().max())
+    assert gap <= atol + rtol * scale, f"final parameters differ by {gap:.2e} between the CPU and CUDA"
+    cpu_data, cuda_data = cpu_result.to_dict(), cuda_result.to_dict()
+    for key in DEVICE_FIELDS:
+        cpu_data.pop(key), cuda_data.pop(key)
+    _numbers_close(cpu_data, cuda_data, "result", rtol, atol)
+    return f"{scenario.topology}, float64: largest parameter difference {gap:.1e}"
 
 
 def _scenario(kind: str, name: str, topology: str, **changes: Any) -> Scenario:
@@ -213,6 +268,12 @@ def byzantine_bound_takes_auto(kind: str, cls: type[Plugin]) -> str:
     return f"{bound}='auto' -> {resolved}, the same run as {bound}={resolved}"
 
 
+def same_numbers_on_cuda(kind: str, cls: type[Plugin]) -> str:
+    """The plugin's first conformance cell gives the CPU's numbers on a GPU (skipped where there is none)."""
+    _require_cuda()
+    return assert_same_run_on_cuda(_runnable(kind, cls.name)[0].setup.scenario)
+
+
 def pickles(kind: str, cls: type[Plugin]) -> str:
     fresh = cls()
     clone = pickle.loads(pickle.dumps(fresh))
@@ -230,6 +291,7 @@ ATTACK_CHECKS: list[Callable[[str, type[Plugin]], str]] = [
     same_seed_same_result,
     attack_changes_only_byzantine_rows,
     pickles,
+    same_numbers_on_cuda,
 ]
 DEFENSE_CHECKS: list[Callable[[str, type[Plugin]], str]] = [
     builds_with_defaults,
@@ -239,6 +301,7 @@ DEFENSE_CHECKS: list[Callable[[str, type[Plugin]], str]] = [
     defense_never_sees_byzantine_set,
     byzantine_bound_takes_auto,
     pickles,
+    same_numbers_on_cuda,
 ]
 
 
@@ -348,10 +411,19 @@ def model_hvp_matches_double_backward(name: str, dataset: str, data_root: str | 
     return f"relative difference {error:.1e} (float64)"
 
 
+def model_same_numbers_on_cuda(name: str, dataset: str, data_root: str | None) -> str:
+    """A short run with the model gives the CPU's numbers on a GPU (skipped where there is none)."""
+    _require_cuda()
+    return assert_same_run_on_cuda(
+        Scenario(dataset=dataset, data_root=data_root, model=name, nodes=6, rounds=3, batch_size=8, eval_every=3)
+    )
+
+
 MODEL_CHECKS: list[Callable[[str, str, str | None], str]] = [
     model_batches_nodes_exactly,
     model_trains_reproducibly,
     model_hvp_matches_double_backward,
+    model_same_numbers_on_cuda,
 ]
 
 
@@ -418,6 +490,8 @@ def _collect(plugin: str, checks: Sequence[Callable[..., str]], *args: Any) -> l
     for check in checks:
         try:
             results.append(CheckResult(plugin, check.__name__, True, check(*args)))
+        except CheckSkipped as exc:
+            results.append(CheckResult(plugin, check.__name__, True, str(exc), skipped=True))
         except Exception as exc:  # noqa: BLE001 - report every failing check, whatever it raised
             results.append(CheckResult(plugin, check.__name__, False, f"{type(exc).__name__}: {exc}"))
     return results

@@ -6,88 +6,42 @@ runs differ by rounding alone: a device-specific bug (a tensor left on the CPU, 
 operation CUDA orders differently) shows as a difference far above it.
 """
 
-import dataclasses
-import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from robustbench_dice import Scenario, Simulation, dice, simulate
+from robustbench_dice import Scenario, dice, simulate
 from robustbench_dice.cli import main
-from robustbench_dice.conformance import _runnable
+from robustbench_dice.conformance import _numbers_close, assert_same_run_on_cuda
 from robustbench_dice.dice import dice_estimate, dice_ground_truth
 from robustbench_dice.influence import AlignmentConfig, probe_from_test_set, record_windows, run_alignment
-from robustbench_dice.registry import ATTACKS, DEFENSES, load_builtin_plugins, load_plugin_file
+from robustbench_dice.registry import load_plugin_file
 from robustbench_dice.setup import prepare
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
-load_builtin_plugins()
 RTOL, ATOL = 1e-6, 1e-9
-DEVICE_DEPENDENT = ("timings", "versions", "scenario")  # the scenario differs in its device field alone
-
-
-def _assert_close(cpu, cuda, where="result"):
-    """Recursive comparison of two results' JSON data: numbers to RTOL/ATOL (NaN equal to NaN), the rest exactly."""
-    if isinstance(cpu, dict):
-        assert cpu.keys() == cuda.keys(), where
-        for key in cpu:
-            _assert_close(cpu[key], cuda[key], f"{where}.{key}")
-    elif isinstance(cpu, list | tuple):
-        assert len(cpu) == len(cuda), where
-        for i, (a, b) in enumerate(zip(cpu, cuda, strict=True)):
-            _assert_close(a, b, f"{where}[{i}]")
-    elif isinstance(cpu, float) and isinstance(cuda, float):
-        same = (math.isnan(cpu) and math.isnan(cuda)) or math.isclose(cpu, cuda, rel_tol=RTOL, abs_tol=ATOL)
-        assert same, f"{where}: cpu {cpu!r} != cuda {cuda!r}"
-    else:
-        assert cpu == cuda, f"{where}: cpu {cpu!r} != cuda {cuda!r}"
-
-
-def _assert_cuda_run_equals_cpu_run(scenario: Scenario) -> None:
-    runs = {}
-    for device in ("cpu", "cuda"):
-        sim = Simulation.from_scenario(dataclasses.replace(scenario, device=device, dtype="float64"))
-        runs[device] = sim, sim.run()
-    (cpu_sim, cpu_result), (cuda_sim, cuda_result) = runs["cpu"], runs["cuda"]
-    assert cpu_result.status == "ok" == cuda_result.status, (cpu_result.reason, cuda_result.reason)
-    assert cuda_sim.final_theta.device.type == "cuda"
-    torch.testing.assert_close(cuda_sim.final_theta.cpu(), cpu_sim.final_theta, rtol=RTOL, atol=ATOL)
-    cpu_data, cuda_data = cpu_result.to_dict(), cuda_result.to_dict()
-    for key in DEVICE_DEPENDENT:
-        cpu_data.pop(key), cuda_data.pop(key)
-    _assert_close(cpu_data, cuda_data)
-
-
-@pytest.mark.parametrize("name", sorted(ATTACKS))
-def test_every_attack_on_cuda_equals_cpu(name):
-    _assert_cuda_run_equals_cpu_run(_runnable("attack", name)[0].setup.scenario)
-
-
-@pytest.mark.parametrize("name", sorted(DEFENSES))
-def test_every_defense_on_cuda_equals_cpu(name):
-    _assert_cuda_run_equals_cpu_run(_runnable("defense", name)[0].setup.scenario)
+# every attack and defense plugin is run on CUDA against the CPU by the conformance suite's same_numbers_on_cuda
+# (tests/test_conformance.py), every built-in model by model_same_numbers_on_cuda
 
 
 @pytest.mark.parametrize("defense", ["gossip", "dice_prune"])
 def test_proximal_influence_tracking_on_cuda_equals_cpu(defense):
     base = dict(nodes=8, rounds=6, batch_size=8, eval_every=3, topology="exponential", seed=2)
-    _assert_cuda_run_equals_cpu_run(
-        Scenario(**base, attack="label_flip", byzantine=2, defense=defense, track_influence=True)
-    )
+    assert_same_run_on_cuda(Scenario(**base, attack="label_flip", byzantine=2, defense=defense, track_influence=True))
 
 
 @pytest.mark.parametrize("model", ["logreg", "mlp", "cnn"])
-def test_built_in_models_on_cuda_equal_cpu(model):
-    _assert_cuda_run_equals_cpu_run(
+def test_built_in_models_on_cuda_equal_cpu_on_a_time_varying_graph(model):
+    assert_same_run_on_cuda(
         Scenario(model=model, nodes=6, rounds=4, batch_size=8, eval_every=2, topology="one_peer_exponential")
     )
 
 
 def test_a_module_model_plugin_on_cuda_equals_cpu(restore_registry):
     load_plugin_file(Path(__file__).parents[1] / "docs" / "examples" / "small_convnet.py")
-    _assert_cuda_run_equals_cpu_run(Scenario(model="small_convnet", nodes=6, rounds=4, batch_size=8, eval_every=2))
+    assert_same_run_on_cuda(Scenario(model="small_convnet", nodes=6, rounds=4, batch_size=8, eval_every=2))
 
 
 def test_sparse_gossip_on_cuda_equals_cpu():
@@ -95,7 +49,7 @@ def test_sparse_gossip_on_cuda_equals_cpu():
         nodes=160, topology="ring", partition="replicated", samples_per_node=16, rounds=3, batch_size=8, eval_every=3
     )
     assert prepare(scenario).mixing.at(0).use_sparse  # the CSR product, not the dense one
-    _assert_cuda_run_equals_cpu_run(scenario)
+    assert_same_run_on_cuda(scenario)
 
 
 def _dice_inputs(device):
@@ -137,7 +91,7 @@ def test_alignment_experiment_on_cuda_equals_cpu():
     tiny.update(probe_rounds=2, horizon=2, batch_size=8)
     cpu, cuda = (run_alignment(AlignmentConfig(**tiny, device=d), log=lambda _: None) for d in ("cpu", "cuda"))
     assert len(cpu[0]) > 0
-    _assert_close(cpu, cuda)
+    _numbers_close(cpu, cuda, "alignment", RTOL, ATOL)
 
 
 def test_a_cuda_run_names_its_gpu(capsys):
