@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from robustbench_dice import Scenario, registry
 from robustbench_dice.cli import main
@@ -170,6 +171,9 @@ def test_check_command_passes_a_good_file(tmp_path, capsys):
     assert main(["check", str(path)]) == 0
     out = capsys.readouterr().out
     assert "PASS  good_check: pickles" in out and "all checks passed" in out
+    if not torch.cuda.is_available():  # said, and counted apart from the passes
+        assert "SKIP  good_check: same_numbers_on_cuda  (no CUDA device on this machine)" in out
+        assert out.rstrip().endswith("all checks passed, 1 skipped")
 
 
 def test_check_command_on_a_built_in_plugin_file_or_a_file_loaded_twice(tmp_path, capsys):
