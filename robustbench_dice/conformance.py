@@ -381,7 +381,9 @@ def model_batches_nodes_exactly(name: str, dataset: str, data_root: str | None) 
             assert torch.allclose(batched[k], single, rtol=1e-4, atol=1e-5), (
                 f"node {k}'s logits with {what} differ from its own model's by {(batched[k] - single).abs().max():.2e}"
             )
-    return f"{model.num_params} parameters; 3 nodes at once equal each node alone, on {dataset}"
+    off = getattr(model, "train_only_layers", ())
+    note = f"; dropout layers {', '.join(off)} are off (modules run in eval mode)" if off else ""
+    return f"{model.num_params} parameters; 3 nodes at once equal each node alone, on {dataset}{note}"
 
 
 def model_trains_reproducibly(name: str, dataset: str, data_root: str | None) -> str:

@@ -313,6 +313,10 @@ class ModuleModel(Model):
                 f"model {name!r}: the module has buffers ({', '.join(buffers)}), state outside its parameters that"
                 " the engine cannot keep per node (BatchNorm's running statistics: use GroupNorm or LayerNorm)"
             )
+        # layers whose training behaviour eval mode turns off, for `check` to say so
+        self.train_only_layers = tuple(
+            n for n, m in self.module.named_modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)
+        )
         self.specs = tuple(ParamSpec(n, tuple(p.shape), 0) for n, p in self.module.named_parameters())
         if not self.specs:
             raise ConfigError(f"model {name!r}: the module has no parameters")

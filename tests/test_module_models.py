@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from robustbench_dice import Scenario, registry
+from robustbench_dice.conformance import run_model_conformance
 from robustbench_dice.engine import Simulation
 from robustbench_dice.errors import ConfigError
 from robustbench_dice.functional import per_node_grad, per_node_hvp
@@ -124,6 +125,18 @@ def test_bad_module_models_are_clear_errors(factory, message):
     name = _register("bad_module", factory)
     with pytest.raises(ConfigError, match=f"model 'bad_module'.*{message}"):
         build_model(name, (64,), 10)
+
+
+def test_dropout_is_off_and_the_model_check_says_so():
+    name = _register(
+        "with_dropout", lambda shape, c: nn.Sequential(nn.Linear(shape[0], 16), nn.Dropout(0.5), nn.Linear(16, c))
+    )
+    model = build_model(name, (64,), 10)
+    theta = model.init(2, torch.Generator().manual_seed(0))
+    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(model.forward(theta, x), model.forward(theta, x))  # no dropout mask drawn
+    (result,) = [r for r in run_model_conformance(name) if r.check == "model_batches_nodes_exactly"]
+    assert result.passed and "dropout layers 1 are off (modules run in eval mode)" in result.detail
 
 
 def test_model_registration_and_scenario_errors():
