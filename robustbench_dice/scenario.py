@@ -104,7 +104,7 @@ class Scenario:
     seed: int = _f(0, "seed of everything random in the run")
     dtype: str = _f("float32", "floating point precision of models and data: 'float32' or 'float64'")
     track_influence: bool = _f(False, "accumulate DICE proximal influence Prox(k -> j) of every edge on z'_j")
-    device: str = _f("cpu", "'cpu', 'cuda' or 'auto' (cuda when available)")
+    device: str = _f("cpu", "'cpu', 'cuda' or 'auto' (cuda when available); CUDA_VISIBLE_DEVICES picks the GPU")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
