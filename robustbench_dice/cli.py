@@ -580,9 +580,12 @@ def cmd_figures(args: argparse.Namespace) -> int:
         print(f"reading the runs of {', '.join(names)} from {args.store}/ for the figures ...", flush=True)
     kinds = args.kind or FIGURE_KINDS
     per_suite = [k for k in kinds if k in SUITE_FIGURES]
-    written = write_figures(store, args.influence, out, pooled, kinds=[k for k in kinds if k not in per_suite])
+    log = functools.partial(print, flush=True)
+    written = write_figures(store, args.influence, out, pooled, kinds=[k for k in kinds if k not in per_suite], log=log)
     for name, scenarios in scenarios_of.items() if per_suite else ():  # pooled suites: a grid no table has
-        written += write_figures(store, args.influence, out, scenarios, kinds=per_suite, suite=_suite_name(name))
+        written += write_figures(
+            store, args.influence, out, scenarios, kinds=per_suite, suite=_suite_name(name), log=log
+        )
     print(f"{len(written)} files written to {out}/")
     _note_stale(store)
     return 0

@@ -93,7 +93,7 @@ class ResultStore:
     def __init__(self, root: str | Path, create: bool = True):
         self.root = Path(root)
         self.corrupted: list[str] = []
-        self.stale = 0  # records of other results versions seen by the last records() call
+        self.stale = 0  # records of other results versions seen by the last records() call (records_of(None))
         if not create:
             return
         try:
@@ -109,7 +109,10 @@ class ResultStore:
 
     def get(self, scenario: Scenario) -> Record | None:
         """The stored record of ``scenario``, or None when absent or corrupted (corrupted keys are noted)."""
-        key = scenario_key(scenario)
+        return self._read(scenario_key(scenario), scenario)
+
+    def _read(self, key: str, scenario: Scenario) -> Record | None:
+        """:meth:`get` for a ``key`` already computed (``scenario_key(scenario)``)."""
         path = self.path(key)
         if not path.is_file():
             return None
@@ -159,8 +162,9 @@ class ResultStore:
         if scenarios is None:
             return self.records()
         wanted = scenarios if isinstance(scenarios, Mapping) else by_key(scenarios)
-        found = {r.key: r for r in self.records() if r.key in wanted}
-        return [found[key] if key in found else missing_record(s) for key, s in sorted(wanted.items())]
+        # only the wanted files: a store shared by several suites (the quick one's 192 runs beside the full one's
+        # 36,000) is not read whole for one suite's tables
+        return [self._read(key, s) or missing_record(s) for key, s in sorted(wanted.items())]
 
     def prune(self, dry_run: bool = False) -> list[Path]:
         """Delete stale records (another results version), unparseable ones, and their logs; return the paths.

@@ -566,6 +566,18 @@ def test_corrupted_and_failed_records_are_recomputed(tiny, tmp_path):
     assert store.get(cells[1]).status in ("ok", "skipped")
 
 
+def test_a_suites_records_are_read_without_reading_the_rest_of_the_store(tiny, tmp_path):
+    store = ResultStore(tmp_path / "store")
+    run_suite(dataclasses.replace(tiny, seeds=(0,)), store, jobs=1, show_progress=False)
+    (store.root / "0123456789abcdef0123.json").write_text("{ another suite's record, unreadable")
+    wanted = tiny.scenarios()  # seed 1 is not stored
+    records = store.records_of(wanted)
+    assert [r.key for r in records] == sorted(scenario_key(s) for s in wanted)
+    assert {r.status for r in records} >= {"ok", "missing"} and not store.corrupted  # the other file was not opened
+    whole = {r.key: r for r in store.records()}  # reading the whole store opens it, and finds the same records
+    assert store.corrupted and all(whole[r.key] == r for r in records if r.status != "missing")
+
+
 def test_records_of_another_results_version_are_left_out(tiny, tmp_path, monkeypatch, capsys):
     import robustbench_dice.store as store_module
 
