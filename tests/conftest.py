@@ -6,6 +6,22 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cuda",
+        action="store_true",
+        help="stop at once where torch sees no CUDA device, instead of skipping the CUDA tests (for a GPU machine)",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("--cuda") and not torch.cuda.is_available():
+        raise pytest.UsageError(
+            "--cuda: torch sees no CUDA device (torch.cuda.is_available() is False), so the CUDA tests would only be"
+            f" skipped; torch {torch.__version__} was built for CUDA {torch.version.cuda}"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """MNIST-1D cache in a per-session temp folder, never the user's home."""
