@@ -22,7 +22,7 @@ LOSSES = ("cross_entropy", "squared", "linear")
 
 # torch's forward-mode AD registers its own decompositions with torch.jit.script on first use, which warns in
 # torch >= 2.9; the warning is about torch's internals, not about anything a user of this package can change
-warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")  # Future- or DeprecationWarning
 
 
 def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy") -> torch.Tensor:
