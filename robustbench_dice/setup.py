@@ -32,7 +32,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but torch.cuda.is_available() is False; use device='cpu' or 'auto'")
+        why = (
+            f"this torch ({torch.__version__}) was built without CUDA: install a CUDA build of torch"
+            if torch.version.cuda is None
+            else f"torch is built for CUDA {torch.version.cuda} but sees no GPU (check `nvidia-smi` and"
+            " CUDA_VISIBLE_DEVICES)"
+        )
+        raise ConfigError(
+            f"device 'cuda' requested but torch.cuda.is_available() is False: {why}; or use device='cpu' or 'auto'"
+        )
     return torch.device(name)
 
 

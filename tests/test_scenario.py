@@ -137,3 +137,19 @@ def test_simulate_notes_ignored_flags(capsys):
 
     assert main(["simulate", "--quiet", "--nodes", "6", "--rounds", "2", "--torus-rows", "2"]) == 0
     assert "note: torus_rows (read only with topology torus; this run has ring) is ignored" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "built_for,message",
+    [(None, "was built without CUDA: install a CUDA build of torch"), ("12.8", "built for CUDA 12.8 but sees no GPU")],
+)
+def test_cuda_on_a_machine_without_one_says_why(monkeypatch, built_for, message):
+    import torch
+
+    from robustbench_dice.setup import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", built_for)
+    with pytest.raises(ConfigError, match=f"device 'cuda' requested but .*{message}.*or use device='cpu' or 'auto'"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
