@@ -673,21 +673,14 @@ def version_text() -> str:
     arithmetic the numbers depend on."""
     import platform
 
-    import torch
-
     from .engine import versions
+    from .setup import cuda_status
     from .store import RESULTS_VERSION
 
     v = versions()
-    if torch.version.cuda is None:
-        gpu = "built without CUDA"
-    elif torch.cuda.is_available():
-        gpu = f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}"
-    else:
-        gpu = f"CUDA {torch.version.cuda}, no GPU visible"
     return (
         f"robustbench-dice {v['robustbench_dice']} (results version {RESULTS_VERSION};"
-        f" torch {v['torch']} with {v['cpu_capability']} CPU kernels, {gpu}; numpy {v['numpy']},"
+        f" torch {v['torch']} with {v['cpu_capability']} CPU kernels, {cuda_status()}; numpy {v['numpy']},"
         f" python {platform.python_version()})"
     )
 

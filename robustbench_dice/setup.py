@@ -32,16 +32,26 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        why = (
-            f"this torch ({torch.__version__}) was built without CUDA: install a CUDA build of torch"
+        fix = (
+            "install a CUDA build of torch"
             if torch.version.cuda is None
-            else f"torch is built for CUDA {torch.version.cuda} but sees no GPU (check `nvidia-smi` and"
-            " CUDA_VISIBLE_DEVICES)"
+            else "check `nvidia-smi` and CUDA_VISIBLE_DEVICES"
         )
         raise ConfigError(
-            f"device 'cuda' requested but torch.cuda.is_available() is False: {why}; or use device='cpu' or 'auto'"
+            f"device 'cuda' requested but torch.cuda.is_available() is False ({cuda_status()}): {fix};"
+            " or use device='cpu' or 'auto'"
         )
     return torch.device(name)
+
+
+def cuda_status() -> str:
+    """What torch can do with CUDA here: ``built without CUDA``, ``CUDA 13.0 build, no GPU visible`` or
+    ``CUDA 13.0, NVIDIA H100 80GB HBM3`` (the GPU ``device='cuda'`` uses)."""
+    if torch.version.cuda is None:
+        return "built without CUDA"
+    if not torch.cuda.is_available():
+        return f"CUDA {torch.version.cuda} build, no GPU visible"
+    return f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}"
 
 
 def synchronize(device: torch.device | str) -> None:

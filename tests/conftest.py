@@ -16,9 +16,11 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     if config.getoption("--cuda") and not torch.cuda.is_available():
+        from robustbench_dice.setup import cuda_status
+
         raise pytest.UsageError(
-            "--cuda: torch sees no CUDA device (torch.cuda.is_available() is False), so the CUDA tests would only be"
-            f" skipped; torch {torch.__version__} was built for CUDA {torch.version.cuda}"
+            f"--cuda: torch {torch.__version__} sees no CUDA device ({cuda_status()}), so the CUDA tests would only"
+            " be skipped"
         )
 
 

@@ -133,7 +133,7 @@ def test_version_names_the_package_the_results_version_and_torch(capsys):
     assert out.startswith(f"robustbench-dice {project['version']} (results version {RESULTS_VERSION};")
     assert f"torch {torch.__version__}" in out
     if not torch.cuda.is_available():  # whether a bug report came from a machine that could use a GPU
-        assert "built without CUDA" in out or f"CUDA {torch.version.cuda}, no GPU visible" in out
+        assert "built without CUDA" in out or f"CUDA {torch.version.cuda} build, no GPU visible" in out
 
 
 def test_top_level_help_examples_are_valid_commands():

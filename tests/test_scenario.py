@@ -141,7 +141,10 @@ def test_simulate_notes_ignored_flags(capsys):
 
 @pytest.mark.parametrize(
     "built_for,message",
-    [(None, "was built without CUDA: install a CUDA build of torch"), ("12.8", "built for CUDA 12.8 but sees no GPU")],
+    [
+        (None, r"\(built without CUDA\): install a CUDA build of torch"),
+        ("12.8", r"\(CUDA 12.8 build, no GPU visible\): check `nvidia-smi` and CUDA_VISIBLE_DEVICES"),
+    ],
 )
 def test_cuda_on_a_machine_without_one_says_why(monkeypatch, built_for, message):
     import torch
