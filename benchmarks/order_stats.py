@@ -13,7 +13,10 @@ M - 1 in-neighbours, P = the MLP's 4,810 parameters) and times, best of
   Byzantine) with the network disabled / enabled (``NETWORK_MAX = 0`` sends
   every sort to ``torch.sort``).
 
-Usage: ``python benchmarks/order_stats.py [--json] [--nodes 16 256 1024]``
+On a GPU (``--device cuda``) the same ratios say whether the network still
+pays there, where ``torch.sort`` is one kernel.
+
+Usage: ``python benchmarks/order_stats.py [--json] [--nodes 16 256 1024] [--device cpu|cuda]``
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import argparse
 from functools import partial
 
 import torch
-from common import benchmark_scenario, best_of, print_row
+from common import add_device_argument, benchmark_scenario, best_of, device_name, print_row
 
 import robustbench_dice.order_stats as order_stats
 from robustbench_dice import simulate
@@ -37,9 +40,11 @@ def plain_median(candidates: torch.Tensor) -> torch.Tensor:
     return (ordered[:, (m - 1) // 2] + ordered[:, m // 2]) / 2
 
 
-def round_seconds(n: int, defense: str, rounds: int, network: bool) -> float:
+def round_seconds(n: int, defense: str, rounds: int, network: bool, device: str) -> float:
     order_stats.NETWORK_MAX = 128 if network else 0
-    scenario = benchmark_scenario(n, rounds, defense=defense, attack="label_flip", byzantine=max(1, n // 10))
+    scenario = benchmark_scenario(
+        n, rounds, defense=defense, attack="label_flip", byzantine=max(1, n // 10), device=device
+    )
     try:
         return simulate(scenario).timings["seconds_per_round"]
     finally:
@@ -51,15 +56,17 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per node count on stdout")
     parser.add_argument("--nodes", type=int, nargs="+", default=[16, 256, 1024])
     parser.add_argument("--repeats", type=int, default=3, help="report the best of this many timings")
+    add_device_argument(parser)
     args = parser.parse_args()
+    processor, device = device_name(args.device), args.device
     for n in args.nodes:
         m = len(exponential_offsets(n)) + 1  # the node itself and its in-neighbours
-        candidates = torch.randn(n, m, PARAMETERS, generator=torch.Generator().manual_seed(0))
-        mask = torch.ones(n, m, dtype=torch.bool)
-        sort_plain = best_of(args.repeats, partial(torch.sort, candidates, 1))
-        sort_network = best_of(args.repeats, partial(order_stats.sort_along, candidates, 1))
-        median_plain = best_of(args.repeats, partial(plain_median, candidates))
-        median_network = best_of(args.repeats, partial(order_stats.coordinate_median, candidates, mask))
+        candidates = torch.randn(n, m, PARAMETERS, generator=torch.Generator().manual_seed(0)).to(device)
+        mask = torch.ones(n, m, dtype=torch.bool, device=device)
+        sort_plain = best_of(args.repeats, partial(torch.sort, candidates, 1), device)
+        sort_network = best_of(args.repeats, partial(order_stats.sort_along, candidates, 1), device)
+        median_plain = best_of(args.repeats, partial(plain_median, candidates), device)
+        median_network = best_of(args.repeats, partial(order_stats.coordinate_median, candidates, mask), device)
         rounds = max(3, 1600 // n)
         row: dict[str, object] = {
             "n_nodes": n,
@@ -67,12 +74,13 @@ def main() -> None:
             "sort_speedup": sort_plain / sort_network,
             "median_speedup": median_plain / median_network,
             "threads": torch.get_num_threads(),
+            "device": processor,
         }
         for defense in ("median", "trimmed_mean"):
             timings: dict[bool, list[float]] = {False: [], True: []}
             for _ in range(args.repeats):  # interleaved, so that load drifting hits both alike
                 for network in (False, True):
-                    timings[network].append(round_seconds(n, defense, rounds, network))
+                    timings[network].append(round_seconds(n, defense, rounds, network, device))
             row[f"{defense}_round_ms"] = 1000 * min(timings[True])
             row[f"{defense}_round_speedup"] = min(timings[False]) / min(timings[True])
         print_row(row, args.json)
