@@ -521,6 +521,8 @@ def test_figures_draw_the_committed_suites_by_default_and_other_runs_on_request(
         "accuracy_curves_complete_digits_mlp_6n_1b_iid.png",
         "accuracy_curves_ring_digits_mlp_6n_1b_iid.png",
     ]
+    # a line per kind as it is done, each with the files it wrote (2 PNG + 2 PDF here)
+    assert re.search(r"^  accuracy_curves: 4 file\(s\) in \d+\.\ds$", capsys.readouterr().out, flags=re.MULTILINE)
 
 
 def test_prune_deletes_stale_and_unreadable_records_and_their_logs_only(tiny, tmp_path, monkeypatch, capsys):
