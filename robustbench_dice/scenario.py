@@ -8,7 +8,9 @@ the value and what is accepted.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
 import re
 import tomllib
@@ -115,7 +117,7 @@ class Scenario:
 
     # -- validation -------------------------------------------------------
     def _check_types(self) -> None:
-        for f in fields(self):
+        for f in _fields():
             value = getattr(self, f.name)
             ann = str(f.type)
             if value is None and "None" in ann:
@@ -177,11 +179,12 @@ class Scenario:
     # -- (de)serialisation ------------------------------------------------
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        return [f.name for f in _fields()]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scenario:
-        unknown = [k for k in data if k not in cls.field_names()]
+        names = set(cls.field_names())
+        unknown = [k for k in data if k not in names]
         if unknown:
             key = unknown[0]
             raise ConfigError(f"unknown scenario key {key!r}{did_you_mean(key, cls.field_names())}")
@@ -247,9 +250,19 @@ class Scenario:
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """Every field, in declaration order, as JSON-ready values: what ``dataclasses.asdict`` gives (the store's
+        keys hash it), written out because reading a 36,000-run store calls it for every run."""
+        out = {f.name: getattr(self, f.name) for f in _fields()}
         out["hidden"] = list(self.hidden)
+        out["attack_params"] = copy.deepcopy(self.attack_params)
+        out["defense_params"] = copy.deepcopy(self.defense_params)
         return out
 
     def replace(self, **changes: Any) -> Scenario:
         return self.from_dict({**self.to_dict(), **changes})
+
+
+@functools.cache
+def _fields() -> tuple[dataclasses.Field[Any], ...]:
+    """``dataclasses.fields(Scenario)``, computed once: it is called for every scenario built or read."""
+    return fields(Scenario)

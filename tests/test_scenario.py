@@ -156,3 +156,17 @@ def test_cuda_on_a_machine_without_one_says_why(monkeypatch, built_for, message)
     with pytest.raises(ConfigError, match=f"device 'cuda' requested but .*{message}.*or use device='cpu' or 'auto'"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_to_dict_is_asdict_with_hidden_as_a_list_and_shares_nothing():
+    """The store's keys hash to_dict(): it must stay exactly what dataclasses.asdict gives."""
+    import dataclasses
+    import json
+
+    s = Scenario(hidden=(8, 4), attack="alie", attack_params={"z": 1.5}, defense="krum", defense_params={"f": "auto"})
+    out = s.to_dict()
+    expected = dict(dataclasses.asdict(s), hidden=[8, 4])
+    assert out == expected and json.dumps(out) == json.dumps(expected)  # the same keys in the same order
+    out["attack_params"]["z"] = 9.0
+    out["hidden"].append(2)
+    assert s.attack_params == {"z": 1.5} and s.hidden == (8, 4)
