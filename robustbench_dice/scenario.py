@@ -117,21 +117,20 @@ class Scenario:
 
     # -- validation -------------------------------------------------------
     def _check_types(self) -> None:
-        for f in _fields():
-            value = getattr(self, f.name)
-            ann = str(f.type)
+        for name, ann in _annotations():
+            value = getattr(self, name)
             if value is None and "None" in ann:
                 continue
             if ann.startswith("bool") and not isinstance(value, bool):
-                raise ConfigError(f"{f.name} must be true or false, got {value!r}")
+                raise ConfigError(f"{name} must be true or false, got {value!r}")
             if ann.startswith("int") and not (isinstance(value, int) and not isinstance(value, bool)):
-                raise ConfigError(f"{f.name} must be an integer, got {value!r}")
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
             if ann.startswith("float") and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
-                raise ConfigError(f"{f.name} must be a number, got {value!r}")
+                raise ConfigError(f"{name} must be a number, got {value!r}")
             if ann.startswith("str") and not isinstance(value, str):
-                raise ConfigError(f"{f.name} must be a string, got {value!r}")
+                raise ConfigError(f"{name} must be a string, got {value!r}")
             if ann.startswith("dict") and not isinstance(value, dict):
-                raise ConfigError(f"{f.name} must be a table of parameters, got {value!r}")
+                raise ConfigError(f"{name} must be a table of parameters, got {value!r}")
         if not all(isinstance(h, int) and not isinstance(h, bool) for h in self.hidden):
             raise ConfigError(f"hidden must be a list of integers, got {list(self.hidden)!r}")
 
@@ -266,3 +265,9 @@ class Scenario:
 def _fields() -> tuple[dataclasses.Field[Any], ...]:
     """``dataclasses.fields(Scenario)``, computed once: it is called for every scenario built or read."""
     return fields(Scenario)
+
+
+@functools.cache
+def _annotations() -> tuple[tuple[str, str], ...]:
+    """``(name, annotation text)`` of every field, for the type checks of every scenario built or read."""
+    return tuple((f.name, str(f.type)) for f in _fields())
