@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from robustbench_dice import Scenario
+from robustbench_dice import Scenario, simulate
 from robustbench_dice.errors import ConfigError
 from robustbench_dice.setup import resolve_device, synchronize
 
@@ -62,6 +62,16 @@ def benchmark_scenario(nodes: int, rounds: int, **fields: Any) -> Scenario:
             **fields,
         }
     )
+
+
+def defense_round_seconds(nodes: int, defense: str, rounds: int, device: str) -> float | str:
+    """Seconds per training round of the benchmarks' run with ``defense`` under label flipping by 10% of the nodes
+    (at least one), or the reason the defense declines the cell."""
+    scenario = benchmark_scenario(
+        nodes, rounds, defense=defense, attack="label_flip", byzantine=max(1, nodes // 10), device=device
+    )
+    result = simulate(scenario)
+    return str(result.reason) if result.status == "skipped" else float(result.timings["seconds_per_round"])
 
 
 def print_row(row: dict[str, Any], as_json: bool) -> None:

@@ -16,19 +16,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import add_device_argument, benchmark_scenario, device_name, print_row
+from common import add_device_argument, defense_round_seconds, device_name, print_row
 
-from robustbench_dice import simulate
 from robustbench_dice.registry import DEFENSES, load_builtin_plugins
-
-
-def round_seconds(n: int, defense: str, rounds: int, device: str) -> float | str:
-    """Seconds per round of one run with ``defense``, or the reason it declines the cell."""
-    scenario = benchmark_scenario(
-        n, rounds, defense=defense, attack="label_flip", byzantine=max(1, n // 10), device=device
-    )
-    result = simulate(scenario)
-    return str(result.reason) if result.status == "skipped" else float(result.timings["seconds_per_round"])
 
 
 def main() -> None:
@@ -47,7 +37,7 @@ def main() -> None:
         timings: dict[str, list[float | str]] = {d: [] for d in defenses}
         for _ in range(args.repeats):
             for defense in defenses:
-                timings[defense].append(round_seconds(n, defense, rounds, args.device))
+                timings[defense].append(defense_round_seconds(n, defense, rounds, args.device))
         gossip = min(t for t in timings["gossip"] if isinstance(t, float))
         for defense in defenses:
             seconds = [t for t in timings[defense] if isinstance(t, float)]

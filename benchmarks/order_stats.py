@@ -25,10 +25,9 @@ import argparse
 from functools import partial
 
 import torch
-from common import add_device_argument, benchmark_scenario, best_of, device_name, print_row
+from common import add_device_argument, best_of, defense_round_seconds, device_name, print_row
 
 import robustbench_dice.order_stats as order_stats
-from robustbench_dice import simulate
 from robustbench_dice.topology import exponential_offsets
 
 PARAMETERS = 4810  # the digits MLP: 64 x 64 + 64 + 64 x 10 + 10
@@ -42,11 +41,11 @@ def plain_median(candidates: torch.Tensor) -> torch.Tensor:
 
 def round_seconds(n: int, defense: str, rounds: int, network: bool, device: str) -> float:
     order_stats.NETWORK_MAX = 128 if network else 0
-    scenario = benchmark_scenario(
-        n, rounds, defense=defense, attack="label_flip", byzantine=max(1, n // 10), device=device
-    )
     try:
-        return simulate(scenario).timings["seconds_per_round"]
+        seconds = defense_round_seconds(n, defense, rounds, device)
+        if not isinstance(seconds, float):
+            raise RuntimeError(f"{defense} declined the benchmark's cell: {seconds}")
+        return seconds
     finally:
         order_stats.NETWORK_MAX = 128
 
