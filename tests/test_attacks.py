@@ -66,6 +66,30 @@ def test_label_flip_fraction_and_random_rule():
         assert changed == round(0.5 * n)
 
 
+def test_label_flip_shift_rule_maps_each_label_to_the_next_class():
+    sim = Simulation.from_scenario(
+        Scenario(attack="label_flip", attack_params={"rule": "shift"}, byzantine=2, nodes=8, rounds=1)
+    )
+    before = sim.setup.data.train_labels.clone()
+    sim.run()
+    for k in sim.setup.byzantine.tolist():
+        n = int(sim.setup.data.train_count[k])
+        assert torch.equal(sim.setup.data.train_labels[k, :n], (before[k, :n] + 1) % 10)
+
+
+def test_free_rider_camouflage_noise_has_the_asked_scale_and_is_seeded():
+    scenario = Scenario(attack="free_ride", attack_params={"noise": 0.05}, byzantine=2, nodes=8, rounds=2)
+    _, views, received = _spy(scenario)
+    _, _, again = _spy(scenario)
+    for view, messages, repeat in zip(views, received, again, strict=True):
+        b = view.byzantine
+        noise = messages[b] - view.theta[b]
+        assert float(noise.mean().abs()) < 0.01
+        assert float(noise.std()) == pytest.approx(0.05, rel=0.05)
+        assert not torch.equal(noise[0], noise[1])  # each free rider draws its own noise
+        assert torch.equal(messages, repeat)
+
+
 def test_free_rider_forwards_its_aggregate_without_training():
     sim, views, received = _spy(Scenario(attack="free_ride", byzantine=2, nodes=8, rounds=3))
     for view, messages in zip(views, received, strict=True):
@@ -80,6 +104,15 @@ def test_alie_uses_the_paper_z_and_honest_statistics():
     view, messages = views[0], received[0]
     honest = view.half[view.honest_mask]
     expected = honest.mean(0) - z * honest.std(0, unbiased=False)
+    for b in view.byzantine:
+        torch.testing.assert_close(messages[b], expected)
+
+
+def test_alie_with_an_explicit_z_uses_it_instead_of_the_papers():
+    _, views, received = _spy(Scenario(attack="alie", attack_params={"z": 2.5}, byzantine=3, nodes=16, rounds=1))
+    view, messages = views[0], received[0]
+    honest = view.half[view.honest_mask]
+    expected = honest.mean(0) - 2.5 * honest.std(0, unbiased=False)
     for b in view.byzantine:
         torch.testing.assert_close(messages[b], expected)
 
@@ -172,6 +205,35 @@ def test_min_max_family_sends_the_mean_of_its_reference_pushed_along_p(name):
     honest = v.half[v.honest_mask]
     p = -honest.std(0, unbiased=False)
     expected = honest.mean(0) + gamma(honest, p) * p
+    for b in v.byzantine:
+        torch.testing.assert_close(m[b], expected)
+    assert not torch.allclose(expected, honest.mean(0))
+
+
+@pytest.mark.parametrize(
+    "kind,direction",
+    [
+        ("unit", lambda update: -update / update.norm()),
+        ("sign", lambda update: -update.sign()),
+    ],
+)
+def test_min_max_update_perturbations_point_against_the_honest_mean_update(kind, direction):
+    from robustbench_dice.attacks.min_max import min_max_gamma
+
+    _, views, received = _spy(
+        Scenario(
+            attack="min_max",
+            attack_params={"reference": "all", "perturbation": kind},
+            byzantine=3,
+            nodes=8,
+            rounds=2,
+            topology="complete",
+        )
+    )
+    v, m = views[1], received[1]
+    honest = v.half[v.honest_mask]
+    p = direction(v.delta[v.honest_mask].mean(0))
+    expected = honest.mean(0) + min_max_gamma(honest, p) * p
     for b in v.byzantine:
         torch.testing.assert_close(m[b], expected)
     assert not torch.allclose(expected, honest.mean(0))

@@ -166,6 +166,34 @@ def test_bad_plugin_parameters_are_clear_errors():
         build_defense("krumm")
 
 
+@pytest.mark.parametrize(
+    "kind,name,params,message",
+    [
+        ("attack", "gaussian", {"std": -1.0}, "std must be >= 0, got -1.0"),
+        ("attack", "free_ride", {"noise": -0.5}, "noise must be >= 0, got -0.5"),
+        ("attack", "label_flip", {"fraction": 0.0}, r"fraction must be in \(0, 1\], got 0.0"),
+        ("attack", "label_flip", {"fraction": 1.5}, r"fraction must be in \(0, 1\], got 1.5"),
+        ("attack", "min_max", {"perturbation": "inverse"}, "perturbation must be one of std, unit, sign"),
+        ("attack", "mimic", {"warmup": 0}, "warmup must be >= 1 round, got 0"),
+        ("defense", "balance", {"gamma": 0.0}, "need gamma > 0, kappa >= 0, 0 <= alpha <= 1; got 0.0, 1.0, 0.5"),
+        ("defense", "balance", {"alpha": 2.0}, "0 <= alpha <= 1; got 0.3, 1.0, 2.0"),
+        ("defense", "clipped_gossip", {"tau": 0.0}, "tau must be > 0, got 0.0"),
+        ("defense", "dice_prune", {"decay": 0.0}, "need warmup >= 0 and 0 < decay <= 1; got 5, 0.0"),
+        ("defense", "dice_prune", {"warmup": -1}, "need warmup >= 0 and 0 < decay <= 1; got -1, 1.0"),
+        ("defense", "dice_prune", {"trust": "blind"}, "trust must be one of"),
+        ("defense", "geometric_median", {"nu": 0.0}, "need nu > 0, max_iter >= 1, ftol >= 0; got 0.0, 100, 1e-06"),
+        ("defense", "geometric_median", {"max_iter": 0}, "got 1e-06, 0, 1e-06"),
+        ("defense", "ubar", {"alpha": -0.1}, r"alpha must be in \[0, 1\], got -0.1"),
+        ("defense", "nnm", {"rule": "ios"}, "rule must be one of"),
+    ],
+)
+def test_out_of_range_plugin_parameters_name_the_plugin_and_the_value(kind, name, params, message):
+    """Each built-in plugin's own validation, reached through the registry as a suite or the CLI reaches it."""
+    build = build_attack if kind == "attack" else build_defense
+    with pytest.raises(ConfigError, match=f"{kind} '{name}': .*{message}"):
+        build(name, params)
+
+
 def test_check_command_passes_a_good_file(tmp_path, capsys):
     path = _write(tmp_path / "good.py", GOOD_ATTACK.format(cls="Good", name="good_check"))
     assert main(["check", str(path)]) == 0
