@@ -204,3 +204,28 @@ def test_cpu_kernels_are_pinned_to_avx2_unless_the_environment_says_otherwise(tm
     assert run.stdout.strip() == ("AVX2" if has_avx2() else run.stdout.strip())
     record = simulate(Scenario(nodes=4, rounds=1))
     assert record.versions["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_detection_streak_skips_rounds_of_a_time_varying_graph_without_byzantine_edges():
+    """One-peer exponential graph on 8 nodes: at rounds t = 2 mod 3 node i sends only to i + 4, so Byzantine nodes
+    {0, 4} send only to each other. Such a round can neither break a detection streak nor start one."""
+    from robustbench_dice.engine import _Detection
+
+    sim = Simulation.from_scenario(Scenario(topology="one_peer_exponential", nodes=8, byzantine=0, rounds=6))
+    byzantine = torch.tensor([0, 4])
+    detection = _Detection(8, byzantine, torch.tensor([1, 2, 3, 5, 6, 7]), torch.device("cpu"))
+
+    def round_(t, prune_byzantine):
+        rm = sim.mixing_at(t)
+        pruned = rm.neighbours.mask & torch.isin(rm.neighbours.index, byzantine) & prune_byzantine
+        detection.update(t, Aggregation(theta=torch.zeros(8, 1), pruned=pruned), rm)
+        return detection.caught_since
+
+    assert sim.setup.mixing.period == 3
+    assert round_(0, False) is None
+    assert round_(1, False) is None
+    assert round_(2, False) is None  # no Byzantine edge this round: pruning nothing does not start a streak
+    assert round_(3, True) == 4
+    assert round_(4, True) == 4
+    assert round_(5, False) == 4  # nor does it break one
+    assert round_(6, False) is None
