@@ -69,6 +69,10 @@ def test_bad_topologies():
         build_topology("small_world", 6, small_world_k=6)
     with pytest.raises(ConfigError, match="needs adjacency_file"):
         build_topology("file", 4)
+    with pytest.raises(ConfigError, match=r"edge_probability must be in \(0, 1\], got 1.5"):
+        build_topology("erdos_renyi", 8, edge_probability=1.5)
+    with pytest.raises(ConfigError, match=r"small_world_p must be in \[0, 1\], got -0.1"):
+        build_topology("small_world", 8, small_world_k=2, small_world_p=-0.1)
 
 
 def _ring_matrix(n):
@@ -104,6 +108,9 @@ def test_bad_adjacency_files(tmp_path):
         build_topology("file", 4, adjacency_file=str(tmp_path / "split.npy"))
     with pytest.raises(ConfigError, match="does not exist"):
         build_topology("file", 4, adjacency_file=str(tmp_path / "missing.npy"))
+    np.save(tmp_path / "one.npy", np.zeros((1, 1)))
+    with pytest.raises(ConfigError, match="must have at least 2 nodes"):
+        build_topology("file", 4, adjacency_file=str(tmp_path / "one.npy"))
     np.save(tmp_path / "ring5.npy", _ring_matrix(5))
     with pytest.raises(ConfigError, match="has 5 nodes but nodes=4"):
         build_topology("file", 4, adjacency_file=str(tmp_path / "ring5.npy"))
