@@ -550,6 +550,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
         records = store.records_of(scenarios) if _note_not_run(store, scenarios) else []
     if not records:
         hint = "" if suite is None else f"; `robustbench-dice run --suite {args.suite} --store {args.store}` runs them"
+        hint += f" ({_unjudged_text(store, 'left out')})" if store.unjudged else ""
         raise ConfigError(f"no stored runs of suite {args.suite!r} in {args.store}/{hint}")  # not empty tables
     written = write_tables_of(records, out)
     print(f"{len(written)} files written to {out}/")
@@ -616,6 +617,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from .store import ResultStore
 
+    _load_user_plugins(args)  # records of runs with your own plugins are judged only with them loaded
     store = ResultStore(args.store, create=False)
     removed = store.prune(dry_run=args.dry_run)
     records = sum(path.suffix == ".json" for path in removed)
@@ -626,6 +628,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     )
     for path in removed if args.dry_run else ():
         print(f"  {path}")
+    _note_unjudged(store, "kept")
     return 0
 
 
@@ -654,6 +657,21 @@ def _note_stale(store: ResultStore) -> None:
             " (not comparable with current numbers; `robustbench-dice run` computes current ones;"
             " `robustbench-dice prune` deletes them)"
         )
+    _note_unjudged(store, "left out")
+
+
+def _note_unjudged(store: ResultStore, verb: str) -> None:
+    if store.unjudged:
+        print(f"note: {_unjudged_text(store, verb)}")
+
+
+def _unjudged_text(store: ResultStore, verb: str) -> str:
+    """Which records were passed over because they name plugins this command did not load."""
+    plugins = ", ".join(f"{plugin} ({count})" for plugin, count in sorted(store.unjudged.items()))
+    return (
+        f"{verb} {store.unjudged_records} stored record(s) of runs with plugins not loaded here: {plugins};"
+        " give their folder with --plugins DIR"
+    )
 
 
 DESCRIPTION = "Byzantine-robustness benchmarks for decentralized learning, built around DICE (ICLR 2025)."
@@ -834,6 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prn.add_argument("--store", default="results/store")
     prn.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    _add_plugins_flag(prn)
     prn.set_defaults(func=cmd_prune)
 
     lst = sub.add_parser("list", help="list attacks, defenses, topologies, mixing rules, datasets, models")

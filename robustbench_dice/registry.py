@@ -318,6 +318,21 @@ def load_plugin_folder(folder: str | Path) -> list[LoadError]:
     return failed
 
 
+def unregistered_plugins(scenario: Any) -> list[str]:
+    """``"kind 'name'"`` for each plugin a scenario dict (``Scenario.to_dict()``, as a record stores it) names that
+    no loaded plugin registers: a plugin of a ``--plugins`` folder this process did not load, or one since removed."""
+    if not isinstance(scenario, dict):
+        return []
+    load_builtin_plugins()
+    tables: dict[str, Any] = {"dataset": DATASETS, "model": MODELS, "topology": TOPOLOGIES}
+    tables |= {"attack": ATTACKS, "defense": DEFENSES}
+    return [
+        f"{kind} {name!r}"
+        for kind, table in tables.items()
+        if isinstance(name := scenario.get(kind), str) and name not in table
+    ]
+
+
 def parameters(cls: type[Plugin]) -> list[dataclasses.Field[Any]]:
     """The typed parameters of a plugin class (its dataclass fields)."""
     if not dataclasses.is_dataclass(cls):

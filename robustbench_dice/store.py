@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .io import atomic_write_json
+from .registry import unregistered_plugins
 from .result import RunResult
 from .scenario import Scenario
 
@@ -52,6 +53,7 @@ def by_key(scenarios: Iterable[Scenario]) -> dict[str, Scenario]:
 
 
 NOT_RUN = "not run yet (in the suite, not in the store)"
+CURRENT, STALE, UNREADABLE, UNJUDGED = "current", "stale", "unreadable", "unjudged"  # a stored file's state
 
 
 def missing_record(scenario: Scenario) -> Record:
@@ -94,6 +96,11 @@ class ResultStore:
         self.root = Path(root)
         self.corrupted: list[str] = []
         self.stale = 0  # records of other results versions seen by the last records() call (records_of(None))
+        # plugins named by records that the last records() or prune() call kept without judging them: their
+        # plugins are not loaded in this process (a --plugins folder not given), so neither their key nor their
+        # results version can be checked
+        self.unjudged: dict[str, int] = {}  # plugin -> records naming it
+        self.unjudged_records = 0
         if not create:
             return
         try:
@@ -147,12 +154,10 @@ class ResultStore:
         """
         out = []
         self.stale = 0
-        for _, record, current in self._scan():
-            if record is None:
-                continue
-            if current:
+        for _, record, state in self._scan():
+            if state == CURRENT and record is not None:
                 out.append(record)
-            else:
+            elif state == STALE:
                 self.stale += 1
         return out
 
@@ -170,9 +175,11 @@ class ResultStore:
         """Delete stale records (another results version), unparseable ones, and their logs; return the paths.
 
         Records of this version are kept, so the tables do not change; so are logs of runs still in flight,
-        which have no record yet. Nothing is deleted with ``dry_run``; the paths that would be are returned.
+        which have no record yet, and records naming plugins this process has not loaded (counted in
+        ``unjudged``): whether they are stale cannot be told without them. Nothing is deleted with ``dry_run``;
+        the paths that would be are returned.
         """
-        doomed = [path for path, _, current in self._scan() if not current]
+        doomed = [path for path, _, state in self._scan() if state in (STALE, UNREADABLE)]
         doomed += [log for path in doomed if (log := self.root / "logs" / f"{path.stem}.log").is_file()]
         if not dry_run:
             for path in doomed:
@@ -182,19 +189,29 @@ class ResultStore:
                     raise ConfigError(f"cannot delete {str(path)!r} from the result store: {exc}") from exc
         return doomed
 
-    def _scan(self) -> Iterator[tuple[Path, Record | None, bool]]:
-        """``(path, record, current)`` per ``*.json`` file, sorted; ``record`` is None when it cannot be parsed
-        (noted in ``corrupted``), ``current`` whether it is a record of this results version."""
+    def _scan(self) -> Iterator[tuple[Path, Record | None, str]]:
+        """``(path, record, state)`` per ``*.json`` file, sorted. ``state``: :data:`CURRENT` (a record of this results
+        version), :data:`STALE`, :data:`UNREADABLE` (``record`` is None; noted in ``corrupted``) or
+        :data:`UNJUDGED` (names a plugin not loaded here; counted in ``unjudged_records`` and per plugin in
+        ``unjudged``)."""
+        self.unjudged, self.unjudged_records = {}, 0
         for path in sorted(self.root.glob("*.json")):
             try:
                 data = json.loads(path.read_text())
                 record = Record(str(data["key"]), str(data["status"]), data)
             except (ValueError, KeyError, TypeError) as exc:
                 self.corrupted.append(f"{path.name}: {exc}")
-                yield path, None, False
+                yield path, None, UNREADABLE
+                continue
+            unregistered = unregistered_plugins(data.get("scenario"))
+            for plugin in unregistered:
+                self.unjudged[plugin] = self.unjudged.get(plugin, 0) + 1
+            if unregistered:
+                self.unjudged_records += 1
+                yield path, record, UNJUDGED
                 continue
             try:
                 current = scenario_key(Scenario.from_dict(data["scenario"])) == record.key
             except (ConfigError, ValueError, KeyError, TypeError):  # a scenario format this version no longer reads
                 current = False
-            yield path, record, current
+            yield path, record, CURRENT if current else STALE

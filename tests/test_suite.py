@@ -2,6 +2,7 @@ import csv
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -552,6 +553,53 @@ def test_prune_deletes_stale_and_unreadable_records_and_their_logs_only(tiny, tm
     assert left == [f"{current.key}.json", f"logs/{current.key}.log", "logs/in-flight-run.log"]
     fresh = ResultStore(root)
     assert [r.key for r in fresh.records()] == [current.key] and fresh.stale == 0 and not fresh.corrupted
+
+
+@pytest.mark.usefixtures("restore_registry")
+def test_records_of_runs_with_plugins_not_loaded_are_kept_and_named_not_pruned(tmp_path, capsys):
+    """A process without the suite's --plugins folder cannot tell whether such a record is stale: prune keeps it, and
+    tables say which plugins to load, rather than deleting it or calling it another results version's."""
+    from robustbench_dice import registry
+    from robustbench_dice.datasets import DATASETS, PLUGIN_DATASETS
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    examples = Path(__file__).parents[1] / "docs" / "examples"
+    for name in ("breast_cancer.py", "scaled_model.py"):
+        (plugins / name).write_text((examples / name).read_text())
+    suite = tmp_path / "mine.toml"
+    suite.write_text(
+        TINY.replace('topologies = ["ring", "complete"]', 'topologies = ["ring"]\ndatasets = ["breast_cancer"]')
+        .replace('attacks = ["none", "label_flip"]', 'attacks = ["scaled_model"]')
+        .replace("seeds = [0, 1]", "seeds = [0]")
+    )
+    store = tmp_path / "store"
+    common = ["--store", str(store), "--tables", str(tmp_path / "run-tables"), "--quiet"]
+    assert main(["run", "--suite", str(suite), *common, "--plugins", str(plugins)]) == 0
+    assert len(list(store.glob("*.json"))) == 3
+
+    for table, name in (
+        (DATASETS, "breast_cancer"),
+        (PLUGIN_DATASETS, "breast_cancer"),
+        (registry.ATTACKS, "scaled_model"),
+    ):
+        del table[name]  # as in a new process that was not given the folder
+    registry._user_folders.clear()
+    capsys.readouterr()
+    assert main(["prune", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "removed 0 record(s)" in out
+    assert "kept 3 stored record(s) of runs with plugins not loaded here: attack 'scaled_model' (3)," in out
+    assert "dataset 'breast_cancer' (3); give their folder with --plugins DIR" in out
+    assert len(list(store.glob("*.json"))) == 3
+    assert main(["tables", "--suite", "all", "--store", str(store), "--out", str(tmp_path / "t")]) == 2
+    assert "no stored runs of suite 'all' in" in capsys.readouterr().err
+
+    assert main(["prune", "--store", str(store), "--plugins", str(plugins)]) == 0
+    out = capsys.readouterr().out
+    assert "removed 0 record(s)" in out and "not loaded" not in out
+    assert main(["tables", "--suite", "all", "--store", str(store), "--out", str(tmp_path / "t")]) == 0
+    assert len(_csv_rows(tmp_path / "t" / "summary.csv")) == 3
 
 
 def test_corrupted_and_failed_records_are_recomputed(tiny, tmp_path):
