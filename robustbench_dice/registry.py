@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -54,8 +55,12 @@ PLUGIN_FUNCTIONS: dict[str, dict[str, Any]] = {  # kind -> name -> function
 CATALOGUES = {"dataset": DATASETS, "model": MODELS, "topology": TOPOLOGIES}  # kind -> name -> description
 PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # such a name is part of figure file names
 USER_MODULE_PREFIX = "robustbench_dice_user_plugins"
+BUILTIN_MODULE_PREFIX = "robustbench_dice."  # built-in plugins: their code is covered by RESULTS_VERSION
 _T = TypeVar("_T", bound=type[Plugin])
 _builtins_loaded = False
+# (kind, name) -> (the registered object, a hash of the file defining it): taken at registration, when the code
+# that will run is read, so a file edited later in a long-lived process is not mistaken for the code running
+_CODE_DIGESTS: dict[tuple[str, str], tuple[Any, str]] = {}
 _user_folders: list[Path] = []
 
 
@@ -93,6 +98,7 @@ def _register(table: dict[str, Any], kind: str, cls: _T) -> _T:
             f" and {cls.__qualname__} in {_source_file(cls)}"
         )
     table[name] = cls
+    _note_code(kind, name, cls)
     return cls
 
 
@@ -148,7 +154,38 @@ def _register_function(kind: str, name: str, function: Any, arities: tuple[int, 
         raise PluginNameClash(f"two {plural} are named {name!r}: {other} and {where}")
     PLUGIN_FUNCTIONS[kind][name] = function
     catalogue[name] = str(defined.__doc__).strip().splitlines()[0].strip()
+    _note_code(kind, name, function)
     return arguments
+
+
+def _note_code(kind: str, name: str, plugin: Any) -> None:
+    """Remember a hash of the file a plugin that is not built in was written in (none when it has no file)."""
+    defined = _defined(plugin)
+    if defined.__module__.startswith(BUILTIN_MODULE_PREFIX):
+        return
+    try:
+        source = Path(inspect.getfile(defined)).read_bytes()
+    except (TypeError, OSError):  # defined interactively: no file to fingerprint
+        return
+    _CODE_DIGESTS[(kind, name)] = (plugin, hashlib.sha256(source).hexdigest()[:16])
+
+
+def plugin_code(scenario: Any) -> dict[str, str]:
+    """``"kind name"`` -> a hash of the file that defines each plugin ``scenario`` names that is not built in
+    (a ``--plugins`` file or an installed package's module); empty for built-in plugins only.
+
+    Part of a run's store key, so a run with a plugin whose file changed is a new run. The file that defines
+    the plugin only: a change to a module it imports is not seen (``run --force --only`` recomputes those runs).
+    """
+    load_builtin_plugins()  # an entry point's plugin must count whether or not something loaded it before
+    out = {}
+    tables: dict[str, dict[str, Any]] = {"attack": ATTACKS, "defense": DEFENSES, **PLUGIN_FUNCTIONS}
+    for kind, table in tables.items():
+        name = getattr(scenario, kind)
+        noted = _CODE_DIGESTS.get((kind, name))
+        if noted is not None and name in table and table[name] is noted[0]:
+            out[f"{kind} {name}"] = noted[1]
+    return out
 
 
 def _defined(function: Any) -> Any:

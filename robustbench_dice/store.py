@@ -1,4 +1,5 @@
-"""The result store: one small JSON record per run, keyed by a hash of the canonical scenario.
+"""The result store: one small JSON record per run, keyed by a hash of the canonical scenario (with the results
+version, and the content of the files defining the plugins of the user's own that it uses).
 
 A record is ``{"key", "status", "scenario", "result" | "error" | "reason", ...}``
 written atomically, so a killed runner leaves whole records or none, and two
@@ -19,7 +20,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .io import atomic_write_json
-from .registry import unregistered_plugins
+from .registry import plugin_code, unregistered_plugins
 from .result import RunResult
 from .scenario import Scenario
 
@@ -29,10 +30,13 @@ RESULTS_VERSION = "2"  # 2: hand-written backward pass for dense models (roundin
 
 
 def scenario_key(scenario: Scenario) -> str:
-    """Hash of the canonical scenario (every field, plugin parameters included) and the results version."""
-    canonical = json.dumps(
-        {"scenario": scenario.to_dict(), "results_version": RESULTS_VERSION}, sort_keys=True, separators=(",", ":")
-    )
+    """Hash of the canonical scenario (every field, plugin parameters included), the results version and, for
+    plugins that are not built in, the code of their files (:func:`~.registry.plugin_code`; built-in plugins' code
+    is covered by the results version, so runs of built-ins only keep their keys)."""
+    content: dict[str, Any] = {"scenario": scenario.to_dict(), "results_version": RESULTS_VERSION}
+    if code := plugin_code(scenario):
+        content["plugin_code"] = code
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
@@ -66,8 +70,15 @@ def missing_record(scenario: Scenario) -> Record:
     return Record(key, "missing", {"key": key, "status": "missing", "scenario": scenario.to_dict(), "reason": NOT_RUN})
 
 
+def _record_head(scenario: Scenario, status: str) -> dict[str, Any]:
+    data: dict[str, Any] = {"key": scenario_key(scenario), "status": status, "scenario": scenario.to_dict()}
+    if code := plugin_code(scenario):
+        data["plugin_code"] = code  # what the key covers besides the scenario, readable
+    return data
+
+
 def result_record(scenario: Scenario, result: RunResult) -> dict[str, Any]:
-    data: dict[str, Any] = {"key": scenario_key(scenario), "status": result.status, "scenario": scenario.to_dict()}
+    data = _record_head(scenario, result.status)
     if result.status == "skipped":
         data["reason"] = result.reason
     else:
@@ -76,13 +87,7 @@ def result_record(scenario: Scenario, result: RunResult) -> dict[str, Any]:
 
 
 def failure_record(scenario: Scenario, error: str, traceback_text: str) -> dict[str, Any]:
-    return {
-        "key": scenario_key(scenario),
-        "status": "failed",
-        "scenario": scenario.to_dict(),
-        "error": error,
-        "traceback": traceback_text,
-    }
+    return {**_record_head(scenario, "failed"), "error": error, "traceback": traceback_text}
 
 
 class ResultStore:

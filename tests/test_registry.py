@@ -585,3 +585,30 @@ def test_two_files_registering_one_dataset_name_clash(tmp_path):
     _dataset_file(tmp_path, "blobs_twice", function="second")
     with pytest.raises(ConfigError, match="two datasets are named 'blobs_twice': .*first.py and dataset plugin"):
         registry.load_plugin_folder(tmp_path)
+
+
+def test_a_plugin_files_code_is_part_of_its_runs_store_keys(tmp_path):
+    """Same file content, same key (wherever the file is); an edit to the file, a new key; built-ins, no code."""
+    import hashlib
+
+    from robustbench_dice import Scenario
+    from robustbench_dice.registry import plugin_code
+    from robustbench_dice.store import scenario_key
+
+    scenario = Scenario(attack="zeros_keyed", byzantine=2, defense="krum")
+
+    def key_with(folder, text):
+        folder.mkdir()
+        _write(folder / "zeros.py", text)
+        ATTACKS.pop("zeros_keyed", None)  # as in a new process, which loads only this folder
+        registry.load_plugin_folder(folder)
+        return scenario_key(scenario), plugin_code(scenario)
+
+    original = GOOD_ATTACK.format(cls="ZerosKeyed", name="zeros_keyed")
+    first, code = key_with(tmp_path / "a", original)
+    digest = hashlib.sha256((tmp_path / "a" / "zeros.py").read_bytes()).hexdigest()[:16]
+    assert code == {"attack zeros_keyed": digest}
+    edited, _ = key_with(tmp_path / "b", original.replace("torch.full_like", "0.0 + torch.full_like"))
+    moved, _ = key_with(tmp_path / "c", original)
+    assert edited != first and moved == first
+    assert plugin_code(Scenario(attack="label_flip", defense="krum", dataset="digits", model="mlp")) == {}

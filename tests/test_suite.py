@@ -555,10 +555,9 @@ def test_prune_deletes_stale_and_unreadable_records_and_their_logs_only(tiny, tm
     assert [r.key for r in fresh.records()] == [current.key] and fresh.stale == 0 and not fresh.corrupted
 
 
-@pytest.mark.usefixtures("restore_registry")
-def test_records_of_runs_with_plugins_not_loaded_are_kept_and_named_not_pruned(tmp_path, capsys):
-    """A process without the suite's --plugins folder cannot tell whether such a record is stale: prune keeps it, and
-    tables say which plugins to load, rather than deleting it or calling it another results version's."""
+def _run_a_suite_of_plugins(tmp_path):
+    """Run a 3-run suite of two plugin files (a dataset and an attack) into ``tmp_path / "store"``, then forget
+    the plugins, as a new process that has not loaded their folder would; returns (plugins folder, run command)."""
     from robustbench_dice import registry
     from robustbench_dice.datasets import DATASETS, PLUGIN_DATASETS
 
@@ -573,18 +572,26 @@ def test_records_of_runs_with_plugins_not_loaded_are_kept_and_named_not_pruned(t
         .replace('attacks = ["none", "label_flip"]', 'attacks = ["scaled_model"]')
         .replace("seeds = [0, 1]", "seeds = [0]")
     )
-    store = tmp_path / "store"
-    common = ["--store", str(store), "--tables", str(tmp_path / "run-tables"), "--quiet"]
-    assert main(["run", "--suite", str(suite), *common, "--plugins", str(plugins)]) == 0
-    assert len(list(store.glob("*.json"))) == 3
-
+    command = ["run", "--suite", str(suite), "--store", str(tmp_path / "store"), "--plugins", str(plugins)]
+    command += ["--tables", str(tmp_path / "run-tables"), "--quiet"]
+    assert main(command) == 0
+    assert len(list((tmp_path / "store").glob("*.json"))) == 3
     for table, name in (
         (DATASETS, "breast_cancer"),
         (PLUGIN_DATASETS, "breast_cancer"),
         (registry.ATTACKS, "scaled_model"),
     ):
-        del table[name]  # as in a new process that was not given the folder
+        del table[name]
     registry._user_folders.clear()
+    return plugins, command
+
+
+@pytest.mark.usefixtures("restore_registry")
+def test_records_of_runs_with_plugins_not_loaded_are_kept_and_named_not_pruned(tmp_path, capsys):
+    """A process without the suite's --plugins folder cannot tell whether such a record is stale: prune keeps it, and
+    tables say which plugins to load, rather than deleting it or calling it another results version's."""
+    plugins, _ = _run_a_suite_of_plugins(tmp_path)
+    store = tmp_path / "store"
     capsys.readouterr()
     assert main(["prune", "--store", str(store)]) == 0
     out = capsys.readouterr().out
@@ -600,6 +607,25 @@ def test_records_of_runs_with_plugins_not_loaded_are_kept_and_named_not_pruned(t
     assert "removed 0 record(s)" in out and "not loaded" not in out
     assert main(["tables", "--suite", "all", "--store", str(store), "--out", str(tmp_path / "t")]) == 0
     assert len(_csv_rows(tmp_path / "t" / "summary.csv")) == 3
+
+
+@pytest.mark.usefixtures("restore_registry")
+def test_runs_of_an_edited_plugin_file_are_recomputed_and_their_old_records_pruned(tmp_path, capsys):
+    plugins, command = _run_a_suite_of_plugins(tmp_path)
+    store = tmp_path / "store"
+    old = sorted(p.name for p in store.glob("*.json"))
+    record = json.loads((store / old[0]).read_text())
+    assert set(record["plugin_code"]) == {"dataset breast_cancer", "attack scaled_model"}
+    attack = plugins / "scaled_model.py"
+    attack.write_text(
+        attack.read_text().replace("return self.scale * view.half", "return 0.5 * self.scale * view.half")
+    )
+    capsys.readouterr()
+    assert main(command) == 0
+    assert re.search(r"computed 2, already stored 0, skipped 1, failed 0 of 3", capsys.readouterr().out)
+    assert main(["prune", "--store", str(store), "--plugins", str(plugins)]) == 0
+    assert "removed 3 record(s)" in capsys.readouterr().out
+    assert not set(old) & {p.name for p in store.glob("*.json")} and len(list(store.glob("*.json"))) == 3
 
 
 def test_corrupted_and_failed_records_are_recomputed(tiny, tmp_path):
