@@ -623,8 +623,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     records = sum(path.suffix == ".json" for path in removed)
     verb = "would remove" if args.dry_run else "removed"
     print(
-        f"{verb} {records} record(s) of another results version or unreadable, and their {len(removed) - records}"
-        f" log(s), from {args.store}/"
+        f"{verb} {records} record(s) of another results version or plugin code, or unreadable, and their"
+        f" {len(removed) - records} log(s), from {args.store}/"
     )
     for path in removed if args.dry_run else ():
         print(f"  {path}")
@@ -653,8 +653,8 @@ def _note_not_run(store: ResultStore, scenarios: dict[str, Any]) -> int:
 def _note_stale(store: ResultStore) -> None:
     if store.stale:
         print(
-            f"note: left out {store.stale} stored record(s) made by another results version"
-            " (not comparable with current numbers; `robustbench-dice run` computes current ones;"
+            f"note: left out {store.stale} stored record(s) made by another results version or by an older version"
+            " of a plugin file of yours (not comparable with current numbers; `robustbench-dice run` computes current ones;"
             " `robustbench-dice prune` deletes them)"
         )
     _note_unjudged(store, "left out")
@@ -848,7 +848,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=cmd_compare)
 
     prn = sub.add_parser(
-        "prune", help="delete stored records of other results versions and unreadable ones, with their logs"
+        "prune",
+        help="delete stored records of other results versions (or plugin code) and unreadable ones, with their logs",
     )
     prn.add_argument("--store", default="results/store")
     prn.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")

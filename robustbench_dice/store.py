@@ -147,7 +147,9 @@ class ResultStore:
         """Write a record made by ``result_record`` / ``failure_record`` (perhaps on another machine)."""
         scenario = Scenario.from_dict(data["scenario"])
         if data.get("key") != scenario_key(scenario):
-            raise ValueError(f"record key {data.get('key')!r} does not match its scenario (another results version?)")
+            raise ValueError(
+                f"record key {data.get('key')!r} does not match its scenario (another results version, or plugin code?)"
+            )
         atomic_write_json(self.path(data["key"]), data)
         return Record(data["key"], str(data["status"]), data)
 
@@ -177,7 +179,7 @@ class ResultStore:
         return [self._read(key, s) or missing_record(s) for key, s in sorted(wanted.items())]
 
     def prune(self, dry_run: bool = False) -> list[Path]:
-        """Delete stale records (another results version), unparseable ones, and their logs; return the paths.
+        """Delete stale records (another results version or plugin code), unparseable ones, and their logs; return the paths.
 
         Records of this version are kept, so the tables do not change; so are logs of runs still in flight,
         which have no record yet, and records naming plugins this process has not loaded (counted in
