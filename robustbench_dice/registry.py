@@ -30,13 +30,16 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .datasets import DATASETS, PLUGIN_DATASETS, positional_arity
 from .errors import ConfigError, check_choice, did_you_mean
 from .models import MODELS, PLUGIN_MODELS
 from .plugins import AUTO, Attack, Defense, Plugin
 from .topology import PLUGIN_TOPOLOGIES, TOPOLOGIES
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
 
 ATTACKS: dict[str, type[Attack]] = {}
 DEFENSES: dict[str, type[Defense]] = {}
@@ -170,7 +173,7 @@ def _note_code(kind: str, name: str, plugin: Any) -> None:
     _CODE_DIGESTS[(kind, name)] = (plugin, hashlib.sha256(source).hexdigest()[:16])
 
 
-def plugin_code(scenario: Any) -> dict[str, str]:
+def plugin_code(scenario: Scenario) -> dict[str, str]:
     """``"kind name"`` -> a hash of the file that defines each plugin ``scenario`` names that is not built in
     (a ``--plugins`` file or an installed package's module); empty for built-in plugins only.
 
@@ -361,8 +364,7 @@ def unregistered_plugins(scenario: Any) -> list[str]:
     if not isinstance(scenario, dict):
         return []
     load_builtin_plugins()
-    tables: dict[str, Any] = {"dataset": DATASETS, "model": MODELS, "topology": TOPOLOGIES}
-    tables |= {"attack": ATTACKS, "defense": DEFENSES}
+    tables: dict[str, Any] = {**CATALOGUES, "attack": ATTACKS, "defense": DEFENSES}
     return [
         f"{kind} {name!r}"
         for kind, table in tables.items()
