@@ -175,6 +175,30 @@ def test_records_reach_the_store_when_workers_cannot_write_to_it(small, referenc
     assert_same_records(reference_store, store)
 
 
+def test_a_worker_lost_without_a_record_is_stored_as_a_failure_and_retried(
+    small, reference_store, tmp_path, monkeypatch
+):
+    """A job that died (killed for memory, a node lost) returns no record: the runner stores a failure with the
+    executor's error, and the next run computes it."""
+    real_execute = runner.execute
+
+    def lost_first(config, worker, tasks, store_root):
+        for index, record, error in real_execute(config, worker, tasks, store_root):
+            yield (index, None, MemoryError("job killed")) if index == 0 else (index, record, error)
+
+    monkeypatch.setattr(runner, "execute", lost_first)
+    store = ResultStore(tmp_path / "store")
+    progress = run_suite(small, store, jobs=1, show_progress=False)
+    assert progress.failed == 1 and progress.done + progress.skipped == 11
+    ((key, error),) = progress.failures
+    assert error == "worker failed: MemoryError: job killed"
+    assert "MemoryError: job killed" in json.loads(store.path(key).read_text())["traceback"]
+    monkeypatch.undo()
+    again = run_suite(small, store, jobs=1, show_progress=False)
+    assert again.failed == 0 and again.stored == 11 and again.done + again.skipped == 1
+    assert_same_records(reference_store, store)
+
+
 def test_unreachable_dask_address_is_a_clear_error(small, tmp_path, capsys):
     pytest.importorskip("distributed")
     address = f"tcp://127.0.0.1:{_closed_port()}"
