@@ -127,6 +127,8 @@ class Scenario:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
             if ann.startswith("float") and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
                 raise ConfigError(f"{name} must be a number, got {value!r}")
+            if ann.startswith("float") and isinstance(value, int):
+                object.__setattr__(self, name, float(value))  # lr = 1 and lr = 1.0 are one run, with one store key
             if ann.startswith("str") and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a string, got {value!r}")
             if ann.startswith("dict") and not isinstance(value, dict):

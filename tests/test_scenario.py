@@ -55,6 +55,17 @@ def test_fraction_overrides_count():
     assert Scenario(byzantine_fraction=0.25).n_byzantine == 4
 
 
+def test_a_whole_number_given_for_a_float_field_is_the_same_run(tmp_path):
+    from robustbench_dice.store import scenario_key
+
+    written = tmp_path / "s.toml"
+    written.write_text("lr = 1\nweight_decay = 0\nbyzantine_fraction = 0\n")
+    whole = Scenario.from_toml(written)
+    assert whole == Scenario(lr=1.0, weight_decay=0.0, byzantine_fraction=0.0)
+    assert scenario_key(whole) == scenario_key(Scenario(lr=1.0, weight_decay=0.0, byzantine_fraction=0.0))
+    assert [type(whole.to_dict()[k]) for k in ("lr", "weight_decay", "byzantine_fraction")] == [float] * 3
+
+
 def test_toml_roundtrip_and_errors(tmp_path):
     good = tmp_path / "s.toml"
     good.write_text('dataset = "digits"\nnodes = 8\nhidden = [32, 16]\n[attack_params]\nscale = -2.0\n')
