@@ -8,7 +8,10 @@ paper's ``eta^t * Delta_j`` is our ``Delta_j``).
 The training map around a probe round ``t`` is plain decentralized SGD
 (adapt, then combine): ``half_k = theta_k - lr * (grad L(theta_k; z_k^s) + wd * theta_k)``,
 ``theta^{s+1} = W^s half``. Removing node j's batch at round t means
-``half_j^t = theta_j^t`` (its step is skipped).
+``half_j^t = theta_j^t`` (its step is skipped). ``removal="sample"`` removes one
+data point instead, as the paper defines ``z_j^t``: the first sample of j's
+batch (batches are random draws), j stepping on the mean gradient of the
+other B - 1; then ``Delta_j`` below reads ``Delta_j - Delta_j^{-z}``.
 
 - Ground truth (paper Def. 2, per receiver):
   ``GT_r[j, k] = L(theta_k^{t+r, -j}; z') - L(theta_k^{t+r}; z')``, from
@@ -123,7 +126,16 @@ def _step(model: Model, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w
     return -w.lr * (grad + w.weight_decay * theta)
 
 
-def _check(window: Window, horizon: int, sources: torch.Tensor, sources_per_chunk: int | None = None) -> None:
+REMOVALS = ("batch", "sample")  # what a counterfactual world removes from its source at round t
+
+
+def _check(
+    window: Window, horizon: int, sources: torch.Tensor, sources_per_chunk: int | None = None, removal: str = "batch"
+) -> None:
+    if removal not in REMOVALS:
+        raise ValueError(f"removal must be one of {', '.join(REMOVALS)}, got {removal!r}")
+    if removal == "sample" and window.batches[0][1].shape[1] < 2:
+        raise ValueError("removal='sample' needs batches of at least 2 samples: the step without one must have data")
     if not 1 <= horizon <= window.horizon:
         raise ValueError(f"horizon must be in [1, {window.horizon}] for this window, got {horizon}")
     n = window.theta.shape[0]
@@ -182,17 +194,21 @@ def dice_ground_truth(
     loss: str = "cross_entropy",
     probe_loss_kind: str | None = None,
     sources_per_chunk: int | None = None,
+    removal: str = "batch",
 ) -> torch.Tensor:
     """``(horizon, S, N)``: ``GT[r-1, s, k] = L(theta_k^{t+r, -j_s}; z') - L(theta_k^{t+r}; z')``.
 
     The counterfactual worlds of a chunk of sources (plus the factual one,
     computed by the same arithmetic) advance together as ``(chunk + 1) * N``
-    virtual nodes. ``sources_per_chunk``: default sized by :data:`CHUNK_BYTES`
+    virtual nodes. ``removal``: what world s removes from source ``j_s`` at round t, its
+    whole batch or one sample (module docstring). ``sources_per_chunk``: default sized by :data:`CHUNK_BYTES`
     (:data:`CUDA_CHUNK_BYTES` on a GPU); the result does not depend on it beyond rounding.
     """
-    _check(window, horizon, sources, sources_per_chunk)
+    _check(window, horizon, sources, sources_per_chunk, removal)
     chunks = _source_chunks(window, sources, sources_per_chunk)
-    return torch.cat([_ground_truth(model, window, c, probe, horizon, loss, probe_loss_kind) for c in chunks], dim=1)
+    return torch.cat(
+        [_ground_truth(model, window, c, probe, horizon, loss, probe_loss_kind, removal) for c in chunks], dim=1
+    )
 
 
 def _ground_truth(
@@ -203,6 +219,7 @@ def _ground_truth(
     horizon: int,
     loss: str,
     probe_loss_kind: str | None,
+    removal: str,
 ) -> torch.Tensor:
     n, p = window.theta.shape
     worlds = sources.numel() + 1
@@ -215,16 +232,28 @@ def _ground_truth(
         delta = _step(model, theta.reshape(worlds * n, p), xs, ys, window, loss).view(worlds, n, p)
         if s == 0:
             delta = delta.clone()
-            delta[torch.arange(worlds - 1), sources] = 0.0  # world i skips source i's step at round t
+            # world i replaces source i's step at round t by its counterfactual one
+            delta[torch.arange(worlds - 1), sources] = _counterfactual_step(model, window, sources, removal, loss)
         theta = torch.einsum("kl,wlp->wkp", window.weights[s], theta + delta)
         losses = probe_loss(model, theta.reshape(worlds * n, p), probe, probe_loss_kind or loss).view(worlds, n)
         out.append(losses[:-1] - losses[-1:])
     return torch.stack(out)
 
 
-def _source_perturbation(window: Window, delta: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-    """``(S, N, P)``: every node's state change at t+1 when source j skips its step, ``-W^t[k, j] Delta_j``."""
-    return -window.weights[0][:, sources].T.unsqueeze(-1) * delta[sources].unsqueeze(1)
+def _counterfactual_step(model: Model, window: Window, sources: torch.Tensor, removal: str, loss: str) -> torch.Tensor:
+    """``(S, P)``: each source's ``Delta`` at round t in its counterfactual world: none when its batch is removed,
+    its step on the batch without the first sample when one sample is."""
+    if removal == "batch":
+        return torch.zeros(sources.numel(), window.theta.shape[1], dtype=window.theta.dtype, device=window.theta.device)
+    x, y = window.batches[0]
+    return _step(model, window.theta[sources], x[sources, 1:], y[sources, 1:], window, loss)
+
+
+def _source_perturbation(window: Window, change: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+    """``(S, N, P)``: every node's state change at t+1 in source j's counterfactual world, ``-W^t[k, j] change_j``;
+    ``change (S, P)``: the factual minus the counterfactual ``Delta`` of each source (``Delta_j`` when its step is
+    skipped)."""
+    return -window.weights[0][:, sources].T.unsqueeze(-1) * change.unsqueeze(1)
 
 
 def probe_curvature_term(
@@ -235,21 +264,23 @@ def probe_curvature_term(
     loss: str = "cross_entropy",
     probe_loss_kind: str | None = None,
     sources_per_chunk: int | None = None,
+    removal: str = "batch",
 ) -> torch.Tensor:
     """``(S, N)``: the second-order term ``0.5 p^T H' p`` of the probe loss that the r = 1 estimate leaves out.
 
     ``p = -W^t[k, j] Delta_j`` is receiver k's perturbation in source j's
     counterfactual and ``H'`` the Hessian of the probe loss at
     ``theta_k^{t+1}``. At r = 1 the perturbation itself is exact (removing a
-    batch zeroes ``Delta_j``), so ``GT_1 - E_1`` is the Taylor remainder of
-    the probe loss, and this is its leading term: a diagnostic of why first
-    order falls short, not part of DICE.
+    batch zeroes ``Delta_j``; removing a sample changes it by a known amount), so ``GT_1 - E_1`` is the Taylor
+    remainder of the probe loss, and this is its leading term: a diagnostic of why first order falls short, not
+    part of DICE.
     """
-    _check(window, 1, sources, sources_per_chunk)
+    _check(window, 1, sources, sources_per_chunk, removal)
     states, deltas = _trajectory(model, window, 1, loss)
     out = []
     for chunk in _source_chunks(window, sources, sources_per_chunk):
-        perturbation = _source_perturbation(window, deltas[0], chunk)
+        change = deltas[0][chunk] - _counterfactual_step(model, window, chunk, removal, loss)
+        perturbation = _source_perturbation(window, change, chunk)
         curved = per_node_hvp(model, states[1], probe.x, probe.y, perturbation, probe_loss_kind or loss)
         out.append(0.5 * (perturbation * curved).sum(-1))
     return torch.cat(out)
@@ -265,6 +296,7 @@ def dice_estimate(
     curvature: bool = True,
     probe_loss_kind: str | None = None,
     sources_per_chunk: int | None = None,
+    removal: str = "batch",
 ) -> torch.Tensor:
     """``(horizon, S, N)``: first-order estimate ``E[r-1, s, k]`` of ``GT[r-1, s, k]`` (module docstring).
 
@@ -274,15 +306,17 @@ def dice_estimate(
     ``probe_loss_kind`` the loss on z' (default: the same). Sources are
     propagated ``sources_per_chunk`` at a time (default sized by
     :data:`CHUNK_BYTES`, :data:`CUDA_CHUNK_BYTES` on a GPU); the result does not depend on it beyond rounding.
+    ``removal``: the counterfactual it estimates, as for :func:`dice_ground_truth`.
     """
-    _check(window, horizon, sources, sources_per_chunk)
+    _check(window, horizon, sources, sources_per_chunk, removal)
     states, deltas = _trajectory(model, window, horizon, loss)
     test_grads = [  # (N, P) at t+1 .. t+horizon, shared by every chunk
         per_node_grad(model, states[r], probe.x, probe.y, loss=probe_loss_kind or loss) for r in range(1, horizon + 1)
     ]
     chunks = []
     for chunk in _source_chunks(window, sources, sources_per_chunk):
-        perturbation = _source_perturbation(window, deltas[0], chunk)
+        change = deltas[0][chunk] - _counterfactual_step(model, window, chunk, removal, loss)
+        perturbation = _source_perturbation(window, change, chunk)
         out = []
         for r in range(1, horizon + 1):
             out.append(torch.einsum("np,snp->sn", test_grads[r - 1], perturbation))

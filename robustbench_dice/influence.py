@@ -18,9 +18,9 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 from .datasets import PLUGIN_DATASETS
-from .dice import Probe, Window, dice_estimate, dice_ground_truth, probe_curvature_term
+from .dice import REMOVALS, Probe, Window, dice_estimate, dice_ground_truth, probe_curvature_term
 from .engine import RoundRecord, Simulation
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
 from .io import atomic_write_bytes
 from .models import PLUGIN_MODELS
 from .registry import defining_file
@@ -101,6 +101,13 @@ class AlignmentConfig:
     seed: int = field(default=0, metadata={"help": "seed of the runs"})
     data_root: str | None = field(default=None, metadata={"help": "folder of on-disk datasets (mnist, cifar10)"})
     device: str = field(default="cpu", metadata={"help": "where the runs compute: 'cpu', 'cuda' or 'auto'"})
+    removal: str = field(
+        default="batch",
+        metadata={
+            "help": "what the ground truth removes from the source at round t: 'batch' (its whole minibatch) or"
+            " 'sample' (one data point, the paper's z_j^t)"
+        },
+    )
 
     def __post_init__(self) -> None:
         _normalise_and_check(self)
@@ -130,6 +137,7 @@ def _normalise_and_check(config: AlignmentConfig | CascadeConfig) -> None:
             " rounds t..t+horizon): use more rounds or a smaller horizon"
         )
     if isinstance(config, AlignmentConfig):
+        check_choice("removal", config.removal, REMOVALS)
         settings = config.settings()
     else:
         settings = [(config.model, t, config.lr) for t in config.topologies]
@@ -157,16 +165,18 @@ def hop_distances(sim: Simulation) -> np.ndarray:
 
 
 ESTIMATORS = ("dice", "no_curvature", "probe_second_order")
+REMOVED = {"batch": "the source's batch", "sample": "one sample of the source's batch (the first)"}
 
 
 def measure_windows(
-    scenario: Scenario, rounds: list[int], horizon: int, estimators: tuple[str, ...]
+    scenario: Scenario, rounds: list[int], horizon: int, estimators: tuple[str, ...], removal: str = "batch"
 ) -> tuple[Simulation, np.ndarray, dict[str, np.ndarray]]:
     """Train once, then for every probe round: each estimator (of :data:`ESTIMATORS`) and the ground truth.
 
     Returns the simulation, the ``(N, N)`` hop distances and arrays of shape ``(windows, horizon, S, N)`` with every
     node a source and the global test set as z'. ``probe_second_order`` (the r = 1 estimate plus the probe loss's
     second-order term, a diagnostic of the r = 1 gap) is defined at r = 1 only: its array is ``(windows, 1, S, N)``.
+    ``removal``: what each counterfactual removes from its source (:data:`~.dice.REMOVALS`).
     """
     sim, windows = record_windows(scenario, rounds, horizon)
     probe = probe_from_test_set(sim)
@@ -176,12 +186,14 @@ def measure_windows(
     for window in windows:
         for name in estimators:
             if name == "probe_second_order":
-                first = dice_estimate(model, window, sources, probe, 1)
-                estimate = first + probe_curvature_term(model, window, sources, probe).unsqueeze(0)
+                first = dice_estimate(model, window, sources, probe, 1, removal=removal)
+                estimate = first + probe_curvature_term(model, window, sources, probe, removal=removal).unsqueeze(0)
             else:
-                estimate = dice_estimate(model, window, sources, probe, horizon, curvature=name == "dice")
+                estimate = dice_estimate(
+                    model, window, sources, probe, horizon, curvature=name == "dice", removal=removal
+                )
             out[name].append(estimate.cpu().numpy())
-        out["truth"].append(dice_ground_truth(model, window, sources, probe, horizon).cpu().numpy())
+        out["truth"].append(dice_ground_truth(model, window, sources, probe, horizon, removal=removal).cpu().numpy())
     return sim, hop_distances(sim), {k: np.stack(v) for k, v in out.items()}
 
 
@@ -264,7 +276,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
         start = time.perf_counter()
         scenario = _scenario(config, model, topology, lr)
         rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
-        sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ESTIMATORS)
+        sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ESTIMATORS, config.removal)
         setting = dict(zip(SETTING_COLUMNS, (config.dataset, model, topology, lr), strict=True))
         for w, t in enumerate(rounds):
             for r in range(1, config.horizon + 1):
@@ -482,7 +494,7 @@ def alignment_markdown(
         "",
         f"{config.dataset}, {config.nodes} nodes, plain SGD, batch {config.batch_size}, {config.rounds} rounds,"
         f" {config.probe_rounds} probe rounds x {config.nodes} sources per setting; ground truth re-runs rounds"
-        " t..t+r-1 without the source's batch at t. Pearson / Spearman over probes of"
+        f" t..t+r-1 without {REMOVED[config.removal]} at t. Pearson / Spearman over probes of"
         " GT_r = mean over receivers (q_k = 1/N); `per receiver`: over (probe, receiver within r hops) pairs."
         " `probe_second_order` (r = 1 only) is not an estimator: it adds the probe loss's second-order term"
         " 0.5 p^T H' p to the r = 1 estimate, to show what the first-order gap at r = 1 is made of.",

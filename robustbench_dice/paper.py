@@ -139,6 +139,8 @@ def paper_plan(data_root: str | None, influence_root: str | Path = "results/infl
     plan.influence += [
         InfluenceJob("alignment", root, AlignmentConfig()),
         InfluenceJob("cascade", root, CascadeConfig()),
+        # the paper defines influence for one data point z_j^t; the default removes the source's whole batch
+        InfluenceJob("alignment", root / "one_sample", AlignmentConfig(removal="sample")),
     ]
     for dataset, model in ON_DISK.items():
         reason = dataset_missing(dataset, data_root)

@@ -36,8 +36,9 @@ def _windows(model, topology, weight_decay=0.0):
     return record_windows(scenario, [4], HORIZON)
 
 
-def _unrolled_reference(model, window, source, probe, horizon):
-    """The r-round map from node ``source``'s half step to every node's probe loss, written plainly."""
+def _unrolled_reference(model, window, source, probe, horizon, removal="batch"):
+    """The r-round map from node ``source``'s half step to every node's probe loss, written plainly, and its JVP
+    along the change of that half step in the counterfactual world (no step, or a step without sample 0)."""
     n = window.theta.shape[0]
     x0, y0 = window.batches[0]
 
@@ -47,6 +48,8 @@ def _unrolled_reference(model, window, source, probe, horizon):
         return theta_k - window.lr * (g + window.weight_decay * theta_k)
 
     half0 = [step(window.theta[k].clone().requires_grad_(True), x0[k], y0[k]).detach() for k in range(n)]
+    theta_j = window.theta[source].clone().requires_grad_(True)
+    counterfactual = window.theta[source] if removal == "batch" else step(theta_j, x0[source, 1:], y0[source, 1:])
 
     def f(u):
         half = [u if k == source else half0[k] for k in range(n)]
@@ -57,8 +60,7 @@ def _unrolled_reference(model, window, source, probe, horizon):
             theta = [sum(window.weights[s][j, k] * half[k] for k in range(n)) for j in range(n)]
         return torch.stack([F.cross_entropy(model.forward_single(theta[k], probe.x), probe.y) for k in range(n)])
 
-    delta = half0[source] - window.theta[source]
-    _, jvp = torch.autograd.functional.jvp(f, half0[source], -delta)
+    _, jvp = torch.autograd.functional.jvp(f, half0[source], counterfactual.detach() - half0[source])
     return jvp
 
 
@@ -66,6 +68,11 @@ def _unrolled_reference(model, window, source, probe, horizon):
 @pytest.mark.parametrize("topology", ["ring", "one_peer_exponential"])
 def test_estimate_equals_jvp_of_unrolled_training(model, topology):
     _estimate_equals_jvp_of_unrolled_training(model, topology)
+
+
+@pytest.mark.parametrize("model", ["logreg", "mlp"])
+def test_estimate_of_removing_one_sample_equals_jvp_of_unrolled_training(model):
+    _estimate_equals_jvp_of_unrolled_training(model, "one_peer_exponential", removal="sample")
 
 
 def test_estimate_equals_jvp_of_unrolled_training_for_a_plugin_module_model(restore_registry):
@@ -77,14 +84,14 @@ def test_estimate_equals_jvp_of_unrolled_training_for_a_plugin_module_model(rest
     _estimate_equals_jvp_of_unrolled_training("small_convnet", "one_peer_exponential")
 
 
-def _estimate_equals_jvp_of_unrolled_training(model, topology):
+def _estimate_equals_jvp_of_unrolled_training(model, topology, removal="batch"):
     sim, (window,) = _windows(model, topology, weight_decay=1e-3)
     probe = probe_from_test_set(sim, 50)
     sources = torch.tensor([0, 3])
-    estimate = dice_estimate(sim.setup.model, window, sources, probe, HORIZON)
+    estimate = dice_estimate(sim.setup.model, window, sources, probe, HORIZON, removal=removal)
     for r in range(1, HORIZON + 1):
         for i, j in enumerate(sources.tolist()):
-            reference = _unrolled_reference(sim.setup.model, window, j, probe, r)
+            reference = _unrolled_reference(sim.setup.model, window, j, probe, r, removal)
             torch.testing.assert_close(estimate[r - 1, i], reference, rtol=1e-4, atol=1e-12)
 
 
@@ -95,7 +102,8 @@ def test_replayed_window_matches_the_engine_trajectory():
     torch.testing.assert_close(states[-1], sim.final_theta, rtol=1e-12, atol=1e-12)
 
 
-def test_quadratic_loss_estimate_is_exact():
+@pytest.mark.parametrize("removal", ["batch", "sample"])
+def test_quadratic_loss_estimate_is_exact(removal):
     torch.manual_seed(0)
     n, b, d, c = 5, 6, 8, 3
     model = build_model("logreg", (d,), c)
@@ -114,20 +122,20 @@ def test_quadratic_loss_estimate_is_exact():
     sources = torch.arange(n)
     # quadratic training loss: each step is affine, so the propagated perturbation is exact; a probe
     # functional linear in theta then makes the first-order estimate the exact counterfactual difference
-    kinds = dict(loss="squared", probe_loss_kind="linear")
+    kinds = dict(loss="squared", probe_loss_kind="linear", removal=removal)
     estimate = dice_estimate(model, window, sources, probe, HORIZON, **kinds)
     truth = dice_ground_truth(model, window, sources, probe, HORIZON, **kinds)
-    assert truth.abs().max() > 1e-3
+    assert truth.abs().max() > (1e-3 if removal == "batch" else 1e-4)
     torch.testing.assert_close(estimate, truth, rtol=1e-6, atol=1e-10)
     without_curvature = dice_estimate(model, window, sources, probe, HORIZON, curvature=False, **kinds)
     torch.testing.assert_close(without_curvature[0], truth[0], rtol=1e-6, atol=1e-10)  # no curvature at r = 1
     assert (without_curvature[2] - truth[2]).abs().max() > 1e-4  # ...but it matters from r = 2
     # with a quadratic probe loss the gap is exactly the second-order term of the probe loss
-    squared = dice_ground_truth(model, window, sources, probe, 1, loss="squared")
-    first_order = dice_estimate(model, window, sources, probe, 1, loss="squared")
+    squared = dice_ground_truth(model, window, sources, probe, 1, loss="squared", removal=removal)
+    first_order = dice_estimate(model, window, sources, probe, 1, loss="squared", removal=removal)
     assert torch.all(squared - first_order >= -1e-12)  # 0.5 * d^T H d >= 0 for this convex probe loss
-    second = probe_curvature_term(model, window, sources, probe, loss="squared")
-    assert second.abs().max() > 1e-4
+    second = probe_curvature_term(model, window, sources, probe, loss="squared", removal=removal)
+    assert second.abs().max() > (1e-4 if removal == "batch" else 1e-6)
     torch.testing.assert_close(first_order[0] + second, squared[0], rtol=1e-9, atol=1e-12)
 
 
@@ -157,6 +165,8 @@ def test_results_do_not_depend_on_how_sources_are_chunked(sources_per_chunk, mon
         (dice_estimate, dict(horizon=HORIZON)),
         (dice_estimate, dict(horizon=HORIZON, curvature=False)),
         (dice_ground_truth, dict(horizon=HORIZON)),
+        (dice_estimate, dict(horizon=HORIZON, removal="sample")),
+        (dice_ground_truth, dict(horizon=HORIZON, removal="sample")),
         (probe_curvature_term, {}),
     ):
         whole = fn(model, window, sources, probe, **kwargs, sources_per_chunk=len(sources))
@@ -185,6 +195,27 @@ def test_ground_truth_is_a_real_counterfactual():
     torch.testing.assert_close(truth[0, 0], expected)
     ring_neighbours = {1, 2, 3}
     assert all(truth[0, 0, k] == 0 for k in range(6) if k not in ring_neighbours)  # one hop reaches neighbours only
+
+
+def test_removing_one_sample_re_runs_the_source_on_the_rest_of_its_batch():
+    from robustbench_dice.functional import per_node_grad, per_node_loss
+
+    sim, (window,) = _windows("logreg", "ring", weight_decay=1e-3)
+    model, probe = sim.setup.model, probe_from_test_set(sim, 40)
+    truth = dice_ground_truth(model, window, torch.tensor([2, 4]), probe, HORIZON, removal="sample")
+    theta = window.theta.clone()
+    for s in range(HORIZON):
+        x, y = window.batches[s]
+        half = theta - window.lr * (per_node_grad(model, theta, x, y) + window.weight_decay * theta)
+        if s == 0:  # node 4 learns from samples 1 .. B-1 of its batch only
+            rest = per_node_grad(model, theta[4:5], x[4:5, 1:], y[4:5, 1:])[0]
+            half[4] = theta[4] - window.lr * (rest + window.weight_decay * theta[4])
+        theta = window.weights[s] @ half
+        factual = unroll(model, window, s + 1)[-1]
+        expected = per_node_loss(model, theta, probe.x, probe.y) - per_node_loss(model, factual, probe.x, probe.y)
+        torch.testing.assert_close(truth[s, 1], expected)
+    batch_removed = dice_ground_truth(model, window, torch.tensor([4]), probe, 1)
+    assert 0 < truth[0, 1].abs().max() < 0.5 * batch_removed.abs().max()  # one sample of 8 moves less than all 8
 
 
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state:UserWarning")
@@ -224,6 +255,13 @@ def test_bad_inputs():
         dice_estimate(sim.setup.model, window, torch.tensor([0]), probe, 4)
     with pytest.raises(ValueError, match="sources must be node indices in \\[0, 6\\)"):
         dice_ground_truth(sim.setup.model, window, torch.tensor([6]), probe, 1)
+    with pytest.raises(ValueError, match="removal must be one of batch, sample, got 'point'"):
+        dice_estimate(sim.setup.model, window, torch.tensor([0]), probe, 1, removal="point")
+    single = Window(
+        window.round, window.theta, tuple((x[:, :1], y[:, :1]) for x, y in window.batches), window.weights, window.lr
+    )
+    with pytest.raises(ValueError, match="removal='sample' needs batches of at least 2 samples"):
+        dice_ground_truth(sim.setup.model, single, torch.tensor([0]), probe, 1, removal="sample")
     from robustbench_dice.errors import ConfigError
 
     with pytest.raises(ConfigError, match="momentum=0"):

@@ -87,26 +87,33 @@ def test_readme_detection_summary_quotes_the_detection_benchmark():
             assert accuracy == row[4].split(" ±")[0]
 
 
-def _alignment_pearson() -> dict[tuple[str, str, str], list[str]]:
+def _alignment_pearson(folder: str = "influence") -> dict[tuple[str, str, str], list[str]]:
     """(model, topology, estimator) -> Pearson at r = 1, 2, 3, at the default learning rate 0.1."""
-    rows = _rows_of_table_after(RESULTS / "influence" / "alignment_summary.md", "| model | topology | lr |")
+    rows = _rows_of_table_after(RESULTS / folder / "alignment_summary.md", "| model | topology | lr |")
     return {(r[0], r[1], r[3]): r[5:8] for r in rows if r[2] == "0.1"}
 
 
-def test_readme_and_dice_doc_quote_the_committed_alignment():
-    pearson = _alignment_pearson()
+@pytest.mark.parametrize(
+    "folder,readme_marker,doc_marker",
+    [
+        ("influence", "Agreement with ground truth on digits", "Pearson correlation of `GT_r` (mean over receivers)"),
+        ("influence/one_sample", "| one data point removed, lr 0.1 |", "Pearson correlation of `GT_r` at lr 0.1, one"),
+    ],
+)
+def test_readme_and_dice_doc_quote_the_committed_alignment(folder, readme_marker, doc_marker):
+    pearson = _alignment_pearson(folder)
     topologies = ("ring", "torus", "exponential", "one_peer_exponential")
-    readme = _rows_of_table_after(README, "Agreement with ground truth on digits")
+    readme = _rows_of_table_after(README, readme_marker)
     assert [r[0] for r in readme] == ["logreg", "mlp", "mlp without curvature (H = 0)"]
     for label, *cells in readme:
         model, estimator = label.split()[0], ("no_curvature" if "without" in label else "dice")
         for topology, cell in zip(topologies, cells, strict=True):
             assert cell.replace("**", "").split(" / ") == pearson[(model, topology, estimator)]
-    doc = _rows_of_table_after(DOCS / "dice.md", "Pearson correlation of `GT_r`")
+    doc = _rows_of_table_after(DOCS / "dice.md", doc_marker)
     assert len(doc) == 8
     for model, topology, r1, r2, r3, r3_flat in doc:
         topology = topology.replace("one-peer ", "one_peer_")
-        assert [r1.replace("**", ""), r2, r3] == pearson[(model, topology, "dice")]
+        assert [r1.replace("**", ""), r2.replace("**", ""), r3.replace("**", "")] == pearson[(model, topology, "dice")]
         assert r3_flat == pearson[(model, topology, "no_curvature")][2]
 
 

@@ -35,7 +35,12 @@ def test_plan_without_data_root_lists_what_is_missing_and_how_to_get_it(tmp_path
     plan = paper.paper_plan(None, tmp_path)
     assert [s.name for s in plan.suites] == ["paper-digits", "paper-mnist1d"]
     assert all(s.base["track_influence"] for s in plan.suites)
-    assert {(job.kind, job.out) for job in plan.influence} == {("alignment", tmp_path), ("cascade", tmp_path)}
+    assert {(job.kind, job.out) for job in plan.influence} == {
+        ("alignment", tmp_path),
+        ("cascade", tmp_path),
+        ("alignment", tmp_path / "one_sample"),
+    }
+    assert [job.config.removal for job in plan.influence if job.kind == "alignment"] == ["batch", "sample"]
     assert len(plan.missing) == 2 and "robustbench-dice download mnist" in plan.missing[0]
     assert "cifar10" in plan.missing[1]
     cells = plan.suites[0].scenarios()
@@ -52,7 +57,8 @@ def test_plan_includes_mnist_when_it_is_on_disk(tmp_path):
     plan = paper.paper_plan(str(tmp_path), tmp_path / "influence")
     mnist = [s for s in plan.suites if s.name == "paper-mnist"]
     assert mnist and mnist[0].base["data_root"] == str(tmp_path) and mnist[0].models == ("mlp",)
-    assert {job.out for job in plan.influence} == {tmp_path / "influence", tmp_path / "influence" / "mnist"}
+    influence = tmp_path / "influence"
+    assert {job.out for job in plan.influence} == {influence, influence / "one_sample", influence / "mnist"}
     mnist_alignment = next(j for j in plan.influence if j.kind == "alignment" and j.out.name == "mnist")
     assert mnist_alignment.config.dataset == "mnist" and mnist_alignment.config.data_root == str(tmp_path)
     assert len(plan.missing) == 1 and plan.missing[0].startswith("cifar10")
