@@ -372,6 +372,24 @@ def unregistered_plugins(scenario: Any) -> list[str]:
     ]
 
 
+def canonical_parameters(kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` of the attack or defense ``name`` with a whole number given for a ``float`` parameter made a float
+    (``std = 1`` and ``std = 1.0`` are one run, with one store key); unchanged for a plugin not registered here."""
+    table: dict[str, Any] = ATTACKS if kind == "attack" else DEFENSES
+    floats = _float_parameters(table.get(name))
+    return {
+        key: float(value) if key in floats and isinstance(value, int) and not isinstance(value, bool) else value
+        for key, value in params.items()
+    }
+
+
+@functools.cache
+def _float_parameters(cls: type[Plugin] | None) -> frozenset[str]:
+    if cls is None:
+        return frozenset()
+    return frozenset(f.name for f in parameters(cls) if type_name(f.type) in ("float", "float | None"))
+
+
 def parameters(cls: type[Plugin]) -> list[dataclasses.Field[Any]]:
     """The typed parameters of a plugin class (its dataclass fields)."""
     if not dataclasses.is_dataclass(cls):

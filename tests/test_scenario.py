@@ -66,6 +66,18 @@ def test_a_whole_number_given_for_a_float_field_is_the_same_run(tmp_path):
     assert [type(whole.to_dict()[k]) for k in ("lr", "weight_decay", "byzantine_fraction")] == [float] * 3
 
 
+def test_a_whole_number_given_for_a_plugins_float_parameter_is_the_same_run():
+    from robustbench_dice.store import scenario_key
+
+    whole = Scenario(attack="gaussian", attack_params={"std": 1}, defense="krum", defense_params={"f": 2})
+    same = Scenario(attack="gaussian", attack_params={"std": 1.0}, defense="krum", defense_params={"f": 2})
+    assert scenario_key(whole) == scenario_key(same)
+    assert type(whole.attack_params["std"]) is float and type(whole.defense_params["f"]) is int  # f is an int
+    assert Scenario(defense="krum", defense_params={"f": "auto"}).defense_params == {"f": "auto"}
+    # a plugin not registered here: its parameters are kept as given (the run fails later, naming the plugin)
+    assert type(Scenario(attack="not_loaded_here", attack_params={"level": 1}).attack_params["level"]) is int
+
+
 def test_toml_roundtrip_and_errors(tmp_path):
     good = tmp_path / "s.toml"
     good.write_text('dataset = "digits"\nnodes = 8\nhidden = [32, 16]\n[attack_params]\nscale = -2.0\n')
