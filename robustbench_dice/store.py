@@ -33,8 +33,12 @@ def scenario_key(scenario: Scenario) -> str:
     """Hash of the canonical scenario (every field, plugin parameters included), the results version and, for
     plugins that are not built in, the code of their files (:func:`~.registry.plugin_code`; built-in plugins' code
     is covered by the results version, so runs of built-ins only keep their keys)."""
-    content: dict[str, Any] = {"scenario": scenario.to_dict(), "results_version": RESULTS_VERSION}
-    if code := plugin_code(scenario):
+    return _key(scenario.to_dict(), plugin_code(scenario))
+
+
+def _key(scenario_data: dict[str, Any], code: dict[str, str]) -> str:
+    content: dict[str, Any] = {"scenario": scenario_data, "results_version": RESULTS_VERSION}
+    if code:
         content["plugin_code"] = code
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
@@ -71,8 +75,9 @@ def missing_record(scenario: Scenario) -> Record:
 
 
 def _record_head(scenario: Scenario, status: str) -> dict[str, Any]:
-    data: dict[str, Any] = {"key": scenario_key(scenario), "status": status, "scenario": scenario.to_dict()}
-    if code := plugin_code(scenario):
+    scenario_data, code = scenario.to_dict(), plugin_code(scenario)
+    data: dict[str, Any] = {"key": _key(scenario_data, code), "status": status, "scenario": scenario_data}
+    if code:
         data["plugin_code"] = code  # what the key covers besides the scenario, readable
     return data
 
@@ -179,7 +184,8 @@ class ResultStore:
         return [self._read(key, s) or missing_record(s) for key, s in sorted(wanted.items())]
 
     def prune(self, dry_run: bool = False) -> list[Path]:
-        """Delete stale records (another results version or plugin code), unparseable ones, and their logs; return the paths.
+        """Delete stale records (another results version or plugin code), unparseable ones, and their logs;
+        return the paths.
 
         Records of this version are kept, so the tables do not change; so are logs of runs still in flight,
         which have no record yet, and records naming plugins this process has not loaded (counted in
