@@ -122,15 +122,37 @@ def _auc_text(value: float | None, reason: str | None) -> str:
     return f"{value:.3f}" if value is not None else f"n/a ({reason})"
 
 
-def _recorded_threads(config: str | None) -> int | None:
-    """The torch thread count a JSON record or result was made with (suite runs: 1), else None."""
+def _recorded(config: str | None) -> dict[str, Any] | None:
+    """The JSON object of a ``--config`` that is a stored record or a ``simulate --json`` result, else None."""
     import json
     from pathlib import Path
 
     if config is None or Path(config).suffix.lower() != ".json":
         return None
     data = json.loads(Path(config).read_text())  # parsed already by Scenario.from_file: valid JSON
-    if not isinstance(data, dict):
+    return data if isinstance(data, dict) else None
+
+
+def _note_changed_plugin_code(data: dict[str, Any] | None, scenario: Scenario) -> None:
+    """A stored record re-run where a plugin file it was made with has changed since: say which."""
+    from .registry import plugin_code
+
+    recorded = (data or {}).get("plugin_code")
+    if not isinstance(recorded, dict):
+        return
+    now = plugin_code(scenario)
+    changed = sorted(plugin for plugin, digest in recorded.items() if now.get(plugin) != digest)
+    if changed:
+        print(
+            f"note: the file of {', '.join(changed)} is not the one this record was made with (or is not loaded):"
+            " the numbers may differ from the record's",
+            file=sys.stderr,
+        )
+
+
+def _recorded_threads(data: dict[str, Any] | None) -> int | None:
+    """The torch thread count a JSON record or result was made with (suite runs: 1), else None."""
+    if data is None:
         return None
     result = data.get("result", data)
     timings = result.get("timings") if isinstance(result, dict) else None
@@ -160,8 +182,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             " (set --byzantine or --byzantine-fraction)",
             file=sys.stderr,
         )
+    recorded = _recorded(args.config)
+    _note_changed_plugin_code(recorded, scenario)
     previous = torch.get_num_threads()
-    threads = args.threads if args.threads is not None else (_recorded_threads(args.config) or previous)
+    threads = args.threads if args.threads is not None else (_recorded_threads(recorded) or previous)
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)

@@ -623,6 +623,11 @@ def test_runs_of_an_edited_plugin_file_are_recomputed_and_their_old_records_prun
     capsys.readouterr()
     assert main(command) == 0
     assert re.search(r"computed 2, already stored 0, skipped 1, failed 0 of 3", capsys.readouterr().out)
+    recomputed = sorted({p.name for p in store.glob("*.json")} - set(old))
+    assert main(["simulate", "--config", str(store / old[0]), "--plugins", str(plugins), "--quiet"]) == 0
+    assert "note: the file of attack scaled_model is not the one this record was made with" in capsys.readouterr().err
+    assert main(["simulate", "--config", str(store / recomputed[0]), "--plugins", str(plugins), "--quiet"]) == 0
+    assert "is not the one this record" not in capsys.readouterr().err
     assert main(["prune", "--store", str(store), "--plugins", str(plugins)]) == 0
     assert "removed 3 record(s)" in capsys.readouterr().out
     assert not set(old) & {p.name for p in store.glob("*.json")} and len(list(store.glob("*.json"))) == 3
