@@ -32,7 +32,7 @@ from typing import Any
 
 from .errors import ConfigError, did_you_mean
 from .plugins import AUTO
-from .registry import ATTACKS, DEFENSES, build_attack, build_defense, load_builtin_plugins
+from .registry import ATTACKS, DEFENSES, build_attack, build_defense, canonical_parameters, load_builtin_plugins
 from .scenario import Scenario
 
 GRID_KEYS = ("datasets", "models", "nodes", "byzantine", "partitions", "topologies", "attacks", "defenses", "seeds")
@@ -118,7 +118,24 @@ class Suite:
             build_attack(spec.name, spec.params)
         for spec in self.defenses:
             build_defense(spec.name, spec.params)
+        self._check_no_repeats()
         self.scenarios()
+
+    def _check_no_repeats(self) -> None:
+        """A value listed twice on one axis would make every run of its cells twice, and count them twice."""
+        for key in GRID_KEYS:
+            values = getattr(self, key)
+            # plugins as their runs see them: std = 1 and std = 1.0 are one run
+            comparable = [
+                (v.name, canonical_parameters(key[:-1], v.name, v.params)) if isinstance(v, PluginSpec) else v
+                for v in values
+            ]
+            for i, value in enumerate(comparable):
+                if value in comparable[:i]:
+                    shown = values[i].label if isinstance(values[i], PluginSpec) else repr(values[i])
+                    raise ConfigError(
+                        f"suite key {key!r} lists {shown} twice: its runs would be made, and counted, twice"
+                    )
 
 
 def _plugin_specs(values: list[Any], what: str) -> tuple[PluginSpec, ...]:
