@@ -662,14 +662,20 @@ LARGE_SUITE = 5000  # runs; reading this many records takes more than a second o
 def _note_not_run(store: ResultStore, scenarios: dict[str, Any]) -> int:
     """Say how many of a suite's runs (by key) the store lacks (the tables mark them "not run yet"); return how many
     it has."""
-    stored = sum(store.path(key).is_file() for key in scenarios)
+    from .registry import plugin_code
+
+    missing = [s for key, s in scenarios.items() if not store.path(key).is_file()]
+    stored = len(scenarios) - len(missing)
     if stored >= LARGE_SUITE:  # reading them takes a while: say so rather than sit silent
         print(f"reading {stored:,} stored runs from {store.root}/ for the tables ...", flush=True)
-    if stored < len(scenarios):
+    if missing:
+        # an edit to a plugin file of the user's makes its runs new ones: the likely reason right after one
+        edited = any(plugin_code(s) for s in missing)
         print(
-            f"note: {len(scenarios) - stored} of the suite's {len(scenarios)} runs are not in the store yet; the"
+            f"note: {len(missing)} of the suite's {len(scenarios)} runs are not in the store yet; the"
             " tables mark their cells, and the worst cases and rankings that need them, 'not run yet' (running the"
-            " suite without --only computes them)"
+            " suite without --only computes them"
+            + ("; runs of your own plugins are new runs after an edit to their files)" if edited else ")")
         )
     return stored
 

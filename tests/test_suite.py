@@ -621,6 +621,11 @@ def test_runs_of_an_edited_plugin_file_are_recomputed_and_their_old_records_prun
         attack.read_text().replace("return self.scale * view.half", "return 0.5 * self.scale * view.half")
     )
     capsys.readouterr()
+    tables = ["tables", "--suite", command[2], "--store", str(store), "--plugins", str(plugins)]
+    assert main([*tables, "--out", str(tmp_path / "t")]) == 2  # none of the suite's runs is stored for this code
+    out = capsys.readouterr().out
+    assert "3 of the suite's 3 runs are not in the store yet" in out
+    assert "runs of your own plugins are new runs after an edit to their files" in out
     assert main(command) == 0
     assert re.search(r"computed 2, already stored 0, skipped 1, failed 0 of 3", capsys.readouterr().out)
     recomputed = sorted({p.name for p in store.glob("*.json")} - set(old))
