@@ -9,6 +9,9 @@
 - ``cascade_decay``: mean |influence| against hop distance, per topology.
 - ``cascade_centrality``: a source's mean |influence| against its out-degree, on
   the topologies whose degrees differ.
+- These three also for each experiment folder inside the influence folder, with
+  its name appended: ``influence_alignment_one_sample`` (one data point removed),
+  ``influence_alignment_mnist``, ...
 - ``roc_curves_<topology>``: ROC curves of the edge-level suspicion scores
   (label: the sender is Byzantine), one panel per attack, defenses overlaid,
   scores pooled over seeds.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
+import json
 import statistics
 import time
 from collections import defaultdict
@@ -162,10 +166,24 @@ def detection_heatmaps(records: list[dict[str, Any]], out: Path) -> list[Path]:
     return written
 
 
-def influence_alignment(influence_dir: Path, out: Path) -> list[Path]:
+def influence_folders(influence_dir: Path) -> list[tuple[Path, str]]:
+    """``(folder, file-name suffix)``: ``influence_dir`` itself (no suffix), then each folder in it that an
+    influence experiment wrote (the paper suite's ``one_sample/``, ``mnist/``, ...), suffixed with its name."""
+    subfolders = (
+        sorted(p for p in influence_dir.glob("*/") if any(p.glob("*.config.json"))) if influence_dir.is_dir() else []
+    )
+    return [(influence_dir, ""), *((p, f"_{p.name}") for p in subfolders)]
+
+
+REMOVED = {"batch": "the source's batch is removed", "sample": "one sample of the source's batch is removed"}
+
+
+def influence_alignment(influence_dir: Path, out: Path, suffix: str = "") -> list[Path]:
     path = influence_dir / "alignment.csv.gz"
     if not path.is_file():
         return []
+    stamp = influence_dir / "alignment.config.json"
+    removal = json.loads(stamp.read_text()).get("removal", "batch") if stamp.is_file() else "batch"
     plt = _pyplot()
     with gzip.open(path, "rt") as f:
         rows = list(csv.DictReader(f))
@@ -182,17 +200,18 @@ def influence_alignment(influence_dir: Path, out: Path) -> list[Path]:
         ax.plot(lim, lim, color="black", linewidth=0.8, linestyle="--", label="y = x")
         ax.set_title(f"r = {r} hop{'s' if r > 1 else ''}")
         ax.set_xlabel("ground truth")
+        ax.ticklabel_format(style="sci", scilimits=(-2, 4))  # 2e-3, not 0.002: long labels overlap
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("DICE estimate")
     axes[0][0].legend(markerscale=4, fontsize=8)
     fig.suptitle(
-        f"DICE estimate vs ground truth (test-loss change when the source's batch is removed;"
-        f" per receiver, lr {default_lr}, all topologies)"
+        f"DICE estimate vs ground truth (test-loss change when {REMOVED[removal]};"
+        f" per receiver, {rows[0]['dataset']}, lr {default_lr}, all topologies)"
     )
-    return _save(fig, out, "influence_alignment")
+    return _save(fig, out, f"influence_alignment{suffix}")
 
 
-def cascade_decay(influence_dir: Path, out: Path) -> list[Path]:
+def cascade_decay(influence_dir: Path, out: Path, suffix: str = "") -> list[Path]:
     path = influence_dir / "cascade_decay.csv"
     if not path.is_file():
         return []
@@ -214,10 +233,10 @@ def cascade_decay(influence_dir: Path, out: Path) -> list[Path]:
     ax.set_title(f"Influence cascade {r_max} rounds after the step (ground truth)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, out, "cascade_decay")
+    return _save(fig, out, f"cascade_decay{suffix}")
 
 
-def cascade_centrality(influence_dir: Path, out: Path) -> list[Path]:
+def cascade_centrality(influence_dir: Path, out: Path, suffix: str = "") -> list[Path]:
     """The paper's topological importance: each source's mean |influence| against its out-degree, one panel per
     topology whose degrees differ (on regular graphs there is nothing to plot), Spearman's rho in the title."""
     from scipy.stats import spearmanr
@@ -247,7 +266,7 @@ def cascade_centrality(influence_dir: Path, out: Path) -> list[Path]:
         " mean over the probe rounds)",
         fontsize=9,
     )
-    return _save(fig, out, "cascade_centrality")
+    return _save(fig, out, f"cascade_centrality{suffix}")
 
 
 def roc_curves(records: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -585,15 +604,18 @@ def write_figures(
     def ok() -> list[dict[str, Any]]:
         return [r.data for r in stored() if r.status == "ok"]
 
+    def each_influence_folder(draw: Callable[[Path, Path, str], list[Path]]) -> list[Path]:
+        return [path for folder, suffix in influence_folders(influence_dir) for path in draw(folder, out, suffix)]
+
     drawers: dict[str, Callable[[], list[Path]]] = {
         "accuracy_curves": lambda: accuracy_curves(ok(), out),
         "detection_auc": lambda: detection_heatmaps(ok(), out),
         "roc_curves": lambda: roc_curves(ok(), out),
         "influence_curves": lambda: influence_curves(ok(), out),
         "topology_influence": lambda: topology_influence(ok(), out),
-        "influence_alignment": lambda: influence_alignment(influence_dir, out),
-        "cascade_decay": lambda: cascade_decay(influence_dir, out),
-        "cascade_centrality": lambda: cascade_centrality(influence_dir, out),
+        "influence_alignment": lambda: each_influence_folder(influence_alignment),
+        "cascade_decay": lambda: each_influence_folder(cascade_decay),
+        "cascade_centrality": lambda: each_influence_folder(cascade_centrality),
         "robustness": lambda: robustness_curves(stored(), out),
         "detection_summary": lambda: detection_summary_heatmaps(stored(), out, suite),
     }

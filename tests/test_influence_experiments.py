@@ -263,3 +263,24 @@ def test_influence_experiments_run_on_a_plugin_model_and_say_how_to_reproduce_th
         dice = [r for r in csv.DictReader(f) if r["estimator"] == "dice"]
     assert {r["model"] for r in dice} == {"small_convnet"} and all(float(r["pearson"]) > 0.5 for r in dice), dice
     assert f"--plugins {examples}`" in (tmp_path / "alignment_summary.md").read_text()
+
+
+def test_figures_draw_each_influence_experiment_folder_with_its_name(tmp_path):
+    """The paper suite writes experiments into folders inside the influence folder (one_sample/, mnist/): each
+    gets its figures, named after it; a folder no experiment wrote is passed over."""
+    influence = tmp_path / "influence"
+    assert main(["influence", "alignment", "--quick", "--out", str(influence)]) == 0
+    assert (
+        main(["influence", "alignment", "--quick", "--removal", "sample", "--out", str(influence / "one_sample")]) == 0
+    )
+    assert "without one sample of the source's batch" in (influence / "one_sample" / "alignment_summary.md").read_text()
+    (influence / "notes").mkdir()
+    out = tmp_path / "figures"
+    common = ["--store", str(tmp_path / "no-store"), "--influence", str(influence), "--out", str(out)]
+    assert main(["figures", "--kind", "influence_alignment", *common]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "influence_alignment.pdf",
+        "influence_alignment.png",
+        "influence_alignment_one_sample.pdf",
+        "influence_alignment_one_sample.png",
+    ]
