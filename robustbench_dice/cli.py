@@ -600,6 +600,15 @@ def cmd_figures(args: argparse.Namespace) -> int:
     store = ResultStore(args.store, create=False)
     if not store.root.is_dir():
         print(f"note: no result store at {args.store}/; only the figures of {args.influence}/")
+    else:
+        for name, keyed in scenarios_of.items():
+            missing = sum(not store.path(key).is_file() for key in keyed or ())
+            if missing:  # e.g. `figures` after `run` alone: the paper suite's curves would be left out unsaid
+                print(
+                    f"note: {missing} of the {len(keyed or ())} runs of suite {name!r} are not in {args.store}/; the"
+                    f" figures drawn from them are partial or left out (`robustbench-dice run --suite {name}` computes"
+                    " them)"
+                )
     out = _figures_folder(args.suite, args.out)
     if any(len(keyed) >= LARGE_SUITE for keyed in chosen):
         print(f"reading the runs of {', '.join(names)} from {args.store}/ for the figures ...", flush=True)

@@ -515,7 +515,12 @@ def test_figures_draw_the_committed_suites_by_default_and_other_runs_on_request(
         assert main(["figures", *common, "--out", str(out), *extra]) == 0
         return sorted(p.name for p in out.glob("accuracy_curves_*.png"))
 
+    capsys.readouterr()
     assert drawn() == []  # the tiny suite is neither quick nor paper: it stays out of the committed figures
+    out = capsys.readouterr().out
+    assert "note: 192 of the 192 runs of suite 'quick' are not in" in out
+    assert "note: 144 of the 144 runs of suite 'paper' are not in" in out
+    assert "(`robustbench-dice run --suite paper` computes them)" in out
     every = drawn("--suite", "all")
     assert every == drawn("--suite", str(tmp_path / "tiny.toml"))
     assert every == [
