@@ -383,6 +383,19 @@ def canonical_parameters(kind: str, name: str, params: dict[str, Any]) -> dict[s
     }
 
 
+def non_default_parameters(kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """:func:`canonical_parameters` without those at their default: what makes a run with them differ from one
+    with the plugin's defaults (``{std = 1.0}`` is the plain ``gaussian``)."""
+    table: dict[str, Any] = ATTACKS if kind == "attack" else DEFENSES
+    cls = table.get(name)
+    defaults = {f.name: f.default for f in parameters(cls)} if cls is not None else {}
+    return {
+        key: value
+        for key, value in canonical_parameters(kind, name, params).items()
+        if key not in defaults or value != defaults[key] or type(value) is not type(defaults[key])
+    }
+
+
 @functools.cache
 def _float_parameters(cls: type[Plugin] | None) -> frozenset[str]:
     if cls is None:

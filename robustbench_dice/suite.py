@@ -32,7 +32,7 @@ from typing import Any
 
 from .errors import ConfigError, did_you_mean
 from .plugins import AUTO
-from .registry import ATTACKS, DEFENSES, build_attack, build_defense, canonical_parameters, load_builtin_plugins
+from .registry import ATTACKS, DEFENSES, build_attack, build_defense, load_builtin_plugins, non_default_parameters
 from .scenario import Scenario
 
 GRID_KEYS = ("datasets", "models", "nodes", "byzantine", "partitions", "topologies", "attacks", "defenses", "seeds")
@@ -125,17 +125,20 @@ class Suite:
         """A value listed twice on one axis would make every run of its cells twice, and count them twice."""
         for key in GRID_KEYS:
             values = getattr(self, key)
-            # plugins as their runs see them: std = 1 and std = 1.0 are one run
+            # plugins as their runs see them: std = 1 and std = 1.0 are one run, and so are a plugin with its
+            # default parameters spelled out and the plugin alone
             comparable = [
-                (v.name, canonical_parameters(key[:-1], v.name, v.params)) if isinstance(v, PluginSpec) else v
+                (v.name, non_default_parameters(key[:-1], v.name, v.params)) if isinstance(v, PluginSpec) else v
                 for v in values
             ]
             for i, value in enumerate(comparable):
                 if value in comparable[:i]:
-                    shown = values[i].label if isinstance(values[i], PluginSpec) else repr(values[i])
-                    raise ConfigError(
-                        f"suite key {key!r} lists {shown} twice: its runs would be made, and counted, twice"
+                    first = values[comparable.index(value)]
+                    shown = [v.label if isinstance(v, PluginSpec) else repr(v) for v in (first, values[i])]
+                    listed = (
+                        f"{shown[0]} twice" if shown[0] == shown[1] else f"{shown[0]} and {shown[1]}, the same runs"
                     )
+                    raise ConfigError(f"suite key {key!r} lists {listed}: they would be made, and counted, twice")
 
 
 def _plugin_specs(values: list[Any], what: str) -> tuple[PluginSpec, ...]:

@@ -720,12 +720,16 @@ def test_failing_run_is_stored_with_traceback_and_others_continue(tmp_path, monk
         ("[suite\n", "malformed TOML"),
         ("[suite.base]\ntopology = 'torus'\n", "sets 'topology', which the grid decides .* topologies = \\[...\\]"),
         ("[suite.base]\nseed = 3\n", "give it as seeds = "),
-        ("[suite]\nseeds = [0, 1, 0]\n", "suite key 'seeds' lists 0 twice: its runs would be made, and counted, twice"),
+        ("[suite]\nseeds = [0, 1, 0]\n", "suite key 'seeds' lists 0 twice: they would be made, and counted, twice"),
         ("[suite]\ntopologies = ['ring', 'ring']\n", "'topologies' lists 'ring' twice"),
         ("[suite]\nattacks = ['none', 'label_flip', 'none']\n", "'attacks' lists none twice"),
-        (  # std = 1 is the run std = 1.0 is
-            "[suite]\nattacks = [{ name = 'gaussian', params = { std = 1 } }, { name = 'gaussian', params = { std = 1.0 } }]\n",
-            "'attacks' lists gaussian\\(std=1.0\\) twice",
+        (  # std = 2 is the run std = 2.0 is
+            "[suite]\nattacks = [{ name = 'gaussian', params = { std = 2 } }, { name = 'gaussian', params = { std = 2.0 } }]\n",
+            "'attacks' lists gaussian\\(std=2\\) and gaussian\\(std=2.0\\), the same runs: they would be",
+        ),
+        (  # so is a plugin with its defaults spelled out
+            "[suite]\ndefenses = ['krum', 'median', { name = 'krum', params = { f = 1 } }]\n",
+            "'defenses' lists krum and krum\\(f=1\\), the same runs",
         ),
     ],
 )
