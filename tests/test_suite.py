@@ -12,7 +12,7 @@ from robustbench_dice.cli import main
 from robustbench_dice.errors import ConfigError
 from robustbench_dice.runner import pending, run_suite
 from robustbench_dice.store import ResultStore, scenario_key
-from robustbench_dice.suite import PluginSpec, load_suite, quick
+from robustbench_dice.suite import PluginSpec, full, load_suite, quick
 from robustbench_dice.tables import CELL_COLUMNS, _write_ranking, mean_and_spread, write_tables
 
 TINY = """
@@ -802,11 +802,32 @@ def test_quick_suite_slice_reproduces_the_committed_summary(tmp_path):
     _assert_rows_reproduced(suite, committed, tmp_path)
 
 
+def test_every_attack_and_defense_reproduces_its_committed_full_suite_rows(tmp_path):
+    """One cell of the full suite per plugin (digits, 2 Byzantine, complete graph, seed 0: no defense declines it):
+    every attack against plain gossip and every defense against label flipping, byte for byte. A change that moves
+    a plugin's numbers fails here until the committed full suite is regenerated with it (~12 s for 23 runs)."""
+    committed = (Path(__file__).parents[1] / "results" / "full" / "tables" / "summary.csv").read_text().splitlines()
+    cell = dataclasses.replace(
+        full(), datasets=("digits",), byzantine=(2,), partitions=("iid",), topologies=("complete",), seeds=(0,)
+    )
+    store = ResultStore(tmp_path / "store")
+    for suite in (
+        dataclasses.replace(cell, defenses=tuple(d for d in cell.defenses if d.name == "gossip")),
+        dataclasses.replace(cell, attacks=tuple(a for a in cell.attacks if a.name == "label_flip")),
+    ):
+        assert run_suite(suite, store, jobs=1, show_progress=False).skipped == 0
+    regenerated = (write_tables(store, tmp_path / "tables")[0]).read_text().splitlines()
+    assert len(regenerated) == 1 + len(cell.attacks) + len(cell.defenses) - 1
+    stale_rows = [row for row in regenerated[1:] if row not in committed]
+    stale = [f"{r['attack']} vs {r['defense']}" for r in csv.DictReader([regenerated[0], *stale_rows])]
+    assert not stale, (
+        f"{stale}: not the committed results/full/tables/summary.csv rows; regenerate them"
+        " (robustbench-dice run --suite full --only attack=... / defense=..., then tables --suite full), or bump"
+        " RESULTS_VERSION if the change moves every run"
+    )
+
+
 def test_full_suite_slice_reproduces_the_committed_summary(tmp_path):
-    from pathlib import Path
-
-    from robustbench_dice.suite import full
-
     committed = (Path(__file__).parents[1] / "results" / "full" / "tables" / "summary.csv").read_text().splitlines()
     suite = dataclasses.replace(
         full(),
