@@ -284,3 +284,23 @@ def test_figures_draw_each_influence_experiment_folder_with_its_name(tmp_path):
         "influence_alignment_one_sample.pdf",
         "influence_alignment_one_sample.png",
     ]
+
+
+@pytest.mark.parametrize("folder,removal", [("influence", "batch"), ("influence/one_sample", "sample")])
+def test_one_committed_alignment_setting_reproduces(folder, removal):
+    """The MLP on the one-peer graph at lr 0.1 (the setting the targets turn on), re-run: its summary rows are the
+    committed ones to the printed digits. A change that moves DICE's numbers fails here until the influence
+    results are regenerated (`robustbench-dice run --suite paper`)."""
+    from robustbench_dice.influence import SUMMARY_COLUMNS, _csv_text
+
+    config = AlignmentConfig(
+        models=("mlp",), topologies=("one_peer_exponential",), lrs=(0.1,), sweep_topologies=(), removal=removal
+    )
+    _, summary, _ = run_alignment(config, log=lambda line: None)
+    committed = (Path(__file__).parents[1] / "results" / folder / "alignment_summary.csv").read_text().splitlines()
+    rows = _csv_text(SUMMARY_COLUMNS, summary).splitlines()
+    assert rows[0] == committed[0] and len(rows) == 1 + 3 + 3 + 1  # dice, no_curvature: r = 1..3; second order: r = 1
+    missing = [row for row in rows[1:] if row not in committed]
+    assert not missing, (
+        f"{missing}: not in the committed {folder}/alignment_summary.csv; regenerate the influence results"
+    )
