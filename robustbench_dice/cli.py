@@ -602,7 +602,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
         print(f"note: no result store at {args.store}/; only the figures of {args.influence}/")
     else:
         for name, keyed in scenarios_of.items():
-            missing = sum(not store.path(key).is_file() for key in keyed or ())
+            missing = len(_not_stored(store, keyed)) if keyed is not None else 0
             if missing:  # e.g. `figures` after `run` alone: the paper suite's curves would be left out unsaid
                 print(
                     f"note: {missing} of the {len(keyed or ())} runs of suite {name!r} are not in {args.store}/; the"
@@ -668,12 +668,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
 LARGE_SUITE = 5000  # runs; reading this many records takes more than a second or two
 
 
+def _not_stored(store: ResultStore, scenarios: dict[str, Any]) -> list[Any]:
+    """The scenarios (by key) the store holds no record of."""
+    return [s for key, s in scenarios.items() if not store.path(key).is_file()]
+
+
 def _note_not_run(store: ResultStore, scenarios: dict[str, Any]) -> int:
     """Say how many of a suite's runs (by key) the store lacks (the tables mark them "not run yet"); return how many
     it has."""
     from .registry import plugin_code
 
-    missing = [s for key, s in scenarios.items() if not store.path(key).is_file()]
+    missing = _not_stored(store, scenarios)
     stored = len(scenarios) - len(missing)
     if stored >= LARGE_SUITE:  # reading them takes a while: say so rather than sit silent
         print(f"reading {stored:,} stored runs from {store.root}/ for the tables ...", flush=True)

@@ -249,10 +249,13 @@ def _counterfactual_step(model: Model, window: Window, sources: torch.Tensor, re
     return _step(model, window.theta[sources], x[sources, 1:], y[sources, 1:], window, loss)
 
 
-def _source_perturbation(window: Window, change: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-    """``(S, N, P)``: every node's state change at t+1 in source j's counterfactual world, ``-W^t[k, j] change_j``;
-    ``change (S, P)``: the factual minus the counterfactual ``Delta`` of each source (``Delta_j`` when its step is
-    skipped)."""
+def _source_perturbation(
+    model: Model, window: Window, delta: torch.Tensor, sources: torch.Tensor, removal: str, loss: str
+) -> torch.Tensor:
+    """``(S, N, P)``: every node's state change at t+1 in source j's counterfactual world, ``-W^t[k, j] change_j``,
+    where ``change_j`` is the factual ``Delta_j`` (row j of ``delta (N, P)``) minus the counterfactual one
+    (``Delta_j`` itself when the step is skipped)."""
+    change = delta[sources] - _counterfactual_step(model, window, sources, removal, loss)
     return -window.weights[0][:, sources].T.unsqueeze(-1) * change.unsqueeze(1)
 
 
@@ -279,8 +282,7 @@ def probe_curvature_term(
     states, deltas = _trajectory(model, window, 1, loss)
     out = []
     for chunk in _source_chunks(window, sources, sources_per_chunk):
-        change = deltas[0][chunk] - _counterfactual_step(model, window, chunk, removal, loss)
-        perturbation = _source_perturbation(window, change, chunk)
+        perturbation = _source_perturbation(model, window, deltas[0], chunk, removal, loss)
         curved = per_node_hvp(model, states[1], probe.x, probe.y, perturbation, probe_loss_kind or loss)
         out.append(0.5 * (perturbation * curved).sum(-1))
     return torch.cat(out)
@@ -315,8 +317,7 @@ def dice_estimate(
     ]
     chunks = []
     for chunk in _source_chunks(window, sources, sources_per_chunk):
-        change = deltas[0][chunk] - _counterfactual_step(model, window, chunk, removal, loss)
-        perturbation = _source_perturbation(window, change, chunk)
+        perturbation = _source_perturbation(model, window, deltas[0], chunk, removal, loss)
         out = []
         for r in range(1, horizon + 1):
             out.append(torch.einsum("np,snp->sn", test_grads[r - 1], perturbation))

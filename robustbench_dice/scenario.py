@@ -113,9 +113,8 @@ class Scenario:
         object.__setattr__(self, "attack_params", dict(self.attack_params))
         object.__setattr__(self, "defense_params", dict(self.defense_params))
         self._check_types()
-        from .registry import canonical_parameters, load_builtin_plugins
+        from .registry import canonical_parameters
 
-        load_builtin_plugins()
         object.__setattr__(self, "attack_params", canonical_parameters("attack", self.attack, self.attack_params))
         object.__setattr__(self, "defense_params", canonical_parameters("defense", self.defense, self.defense_params))
         self._check_values()
