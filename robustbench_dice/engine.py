@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from . import metrics
 from .cpu_kernels import active_instruction_set
 from .dice import proximal_influence
+from .errors import ConfigError
 from .functional import Samples, per_node_grad, per_node_grads
 from .mixing import MixingMatrix, Neighbourhood
 from .plugins import AUTO, Aggregation, Attack, AttackSetup, AttackView, CellInfo, Defense, DefenseView
@@ -218,10 +219,20 @@ class Simulation:
         ever_edge = torch.as_tensor(st.mixing.topology.union().adjacency.copy(), device=dev)
         eval_s, t_train = 0.0, time.perf_counter()
 
+        def require_validation() -> None:
+            # without this, an empty z' gives zero losses and gradients, and the defense silently judges nothing
+            if s.val_fraction == 0:
+                raise ConfigError(
+                    f"defense {s.defense!r} uses each node's validation set z', but val_fraction=0 holds none"
+                    " out; set val_fraction > 0 (default 0.2)"
+                )
+
         def val_loss(params: torch.Tensor) -> torch.Tensor:
+            require_validation()
             return validation_loss(st.model, st.data, params)
 
         def candidate_loss(candidates: torch.Tensor) -> torch.Tensor:
+            require_validation()
             return candidate_validation_loss(st.model, st.data, candidates)
 
         # the last validation gradient a defense asked for, with a copy of its parameters: when tracking, the engine
@@ -229,6 +240,7 @@ class Simulation:
         asked: list[tuple[torch.Tensor, torch.Tensor]] = []
 
         def val_grad(params: torch.Tensor) -> torch.Tensor:
+            require_validation()
             grad = validation_grad(st.model, st.data, params)
             if s.track_influence:
                 asked[:] = [(params.detach().clone(), grad)]

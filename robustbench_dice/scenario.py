@@ -172,6 +172,11 @@ class Scenario:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.track_influence and self.val_fraction == 0:
+            raise ConfigError(
+                "track_influence measures influence on each node's validation set z', but val_fraction=0 holds"
+                " none out; set val_fraction > 0 (default 0.2)"
+            )
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
 

@@ -233,16 +233,22 @@ def prepare(scenario: Scenario) -> RunSetup:
 
     rng = np.random.default_rng(seeds["partition"])
     min_samples = int(np.ceil(s.batch_size / (1.0 - s.val_fraction)))
-    parts = partition_indices(
-        dataset.y_train.numpy(),
-        s.nodes,
-        s.partition,
-        rng,
-        min_samples=min_samples,
-        dirichlet_alpha=s.dirichlet_alpha,
-        shards_per_node=s.shards_per_node,
-        samples_per_node=s.samples_per_node,
-    )
+    try:
+        parts = partition_indices(
+            dataset.y_train.numpy(),
+            s.nodes,
+            s.partition,
+            rng,
+            min_samples=min_samples,
+            dirichlet_alpha=s.dirichlet_alpha,
+            shards_per_node=s.shards_per_node,
+            samples_per_node=s.samples_per_node,
+        )
+    except ConfigError as exc:  # the partition's numbers alone do not say where its sample count comes from
+        raise ConfigError(
+            f"{exc}; a node needs ceil(batch_size / (1 - val_fraction)) = ceil({s.batch_size} / "
+            f"{1.0 - s.val_fraction:g}) = {min_samples} samples: one batch, plus its validation share"
+        ) from None
     splits = [split_validation(p, s.val_fraction, rng) for p in parts]
     train_rows = [t for t, _ in splits]
     smallest = min(r.size for r in train_rows)

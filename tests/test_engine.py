@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from robustbench_dice import RunResult, Scenario, Simulation, simulate
+from robustbench_dice import ConfigError, RunResult, Scenario, Simulation, simulate
 from robustbench_dice.plugins import Aggregation, Defense, DefenseView
 from robustbench_dice.reference import run_reference
 from robustbench_dice.setup import prepare, sample_positions
@@ -229,3 +229,14 @@ def test_detection_streak_skips_rounds_of_a_time_varying_graph_without_byzantine
     assert round_(4, True) == 4
     assert round_(5, False) == 4  # nor does it break one
     assert round_(6, False) is None
+
+
+@pytest.mark.parametrize("defense", ["dice_prune", "ubar"])
+def test_a_defense_reading_the_validation_set_fails_without_one(defense):
+    # with val_fraction=0 the validation loss and gradient are zero, and these defenses judged nothing, silently
+    scenario = _small(defense=defense, byzantine=2, attack="label_flip", val_fraction=0.0)
+    with pytest.raises(
+        ConfigError, match=f"defense '{defense}' uses each node's validation set z', but val_fraction=0"
+    ):
+        simulate(scenario)
+    simulate(_small(defense="median", byzantine=2, attack="label_flip", val_fraction=0.0))  # one that does not read it

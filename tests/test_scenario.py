@@ -28,6 +28,7 @@ from robustbench_dice.setup import prepare
         (dict(rounds=2.5), "rounds must be an integer, got 2.5"),
         (dict(lr="fast"), "lr must be a number, got 'fast'"),
         (dict(device="tpu"), "unknown device 'tpu'"),
+        (dict(track_influence=True, val_fraction=0.0), "val_fraction=0 holds none out"),
         (dict(hidden=(64, 0)), "hidden layer widths must be positive, got \\[64, 0\\]"),
     ],
 )
@@ -40,7 +41,7 @@ def test_bad_scenarios_name_the_value_and_the_valid_ones(changes, message):
     "changes,message",
     [
         (dict(batch_size=500), "batch_size=500 is larger than a node's training data|too few for 16 nodes"),
-        (dict(nodes=64, batch_size=32), "too few for 64 nodes|larger than a node's training data"),
+        (dict(nodes=64, batch_size=32), r"too few for 64 nodes.*ceil\(32 / 0.8\) = 40 samples"),
         (dict(topology="torus", nodes=13), "13 is not such a product"),
         (dict(topology="erdos_renyi", nodes=40, edge_probability=0.01), "disconnected in all"),
         (dict(dataset="mnist", data_root="/nonexistent/data"), "does not exist; get mnist with"),
