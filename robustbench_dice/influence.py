@@ -25,7 +25,7 @@ from .io import atomic_write_bytes
 from .models import PLUGIN_MODELS
 from .registry import defining_file
 from .scenario import Scenario
-from .setup import resolve_device
+from .setup import prepare, resolve_device
 from .topology import PLUGIN_TOPOLOGIES, build_topology
 
 
@@ -138,6 +138,11 @@ def _normalise_and_check(config: AlignmentConfig | CascadeConfig) -> None:
         )
     if isinstance(config, AlignmentConfig):
         check_choice("removal", config.removal, REMOVALS)
+        if config.removal == "sample" and config.batch_size < 2:
+            raise ConfigError(
+                f"removal='sample' needs batch_size >= 2 (the source's step without the sample must have data),"
+                f" got {config.batch_size}"
+            )
         settings = config.settings()
     else:
         settings = [(config.model, t, config.lr) for t in config.topologies]
@@ -272,6 +277,10 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
     summary: Rows = []
     by_round: Rows = []
     settings = config.settings()
+    # each model's data and partition built first, so that one the dataset cannot feed (a CNN on 1-D inputs) fails
+    # before the other models' minutes of training, not after
+    for model in dict.fromkeys(model for model, _, _ in settings):
+        prepare(_scenario(config, model, *settings[0][1:]))
     for index, (model, topology, lr) in enumerate(settings, 1):
         start = time.perf_counter()
         scenario = _scenario(config, model, topology, lr)

@@ -110,12 +110,21 @@ def test_default_experiments_regenerate_line_is_the_plain_command():
         (["--lrs", "0.1", "-0.5"], "lr must be > 0"),
         (["--nodes", "1"], "nodes must be an integer >= 2"),
         (["--device", "gpu"], "unknown device 'gpu'"),
+        (["--removal", "sample", "--batch-size", "1"], "removal='sample' needs batch_size >= 2"),
     ],
 )
 def test_bad_experiment_configurations_fail_before_any_training(flags, message, tmp_path, capsys):
     assert main(["influence", "alignment", *flags, "--out", str(tmp_path)]) == 2
     captured = capsys.readouterr()
     assert message in captured.err and "training run" not in captured.out
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_model_the_dataset_cannot_feed_fails_before_the_other_models_train(tmp_path, capsys):
+    flags = ["--quick", "--dataset", "mnist1d", "--models", "logreg", "cnn", "--out", str(tmp_path)]
+    assert main(["influence", "alignment", *flags]) == 2
+    captured = capsys.readouterr()
+    assert "model 'cnn' needs image inputs" in captured.err and "[1/" not in captured.out  # logreg never trained
     assert not any(tmp_path.iterdir())
 
 
