@@ -207,13 +207,29 @@ def attack_changes_only_byzantine_rows(kind: str, cls: type[Plugin]) -> str:
     return "messages have shape (|B|, P), honest rows and the view are untouched"
 
 
+def _view_tensors(view: DefenseView) -> dict[str, torch.Tensor]:
+    """The view's tensors a defense must only read: the engine and the influence tracking read them after it."""
+    nb = view.neighbours
+    tensors = {name: getattr(view, name) for name in ("messages", "reported_delta", "own", "theta")}
+    tensors |= {f"neighbours.{name}": getattr(nb, name) for name in ("index", "weight", "mask", "self_weight")}
+    tensors["weights"] = view.weights.to_dense() if view.weights.layout != torch.strided else view.weights
+    return tensors
+
+
 def _run_spying_defense(sim: Simulation) -> None:
     defense = sim.defense
     honest = torch.as_tensor(sim.setup.honest)
     original = defense.aggregate
 
     def spy(view: DefenseView) -> Any:
+        before = {name: tensor.clone() for name, tensor in _view_tensors(view).items()}
         out = original(view)
+        for name, tensor in _view_tensors(view).items():
+            assert torch.equal(tensor, before[name]), f"aggregate() modified view.{name} in place"
+        gathered = view.__dict__.pop("_neighbour_messages", None)  # the cache the defense was handed, if it asked
+        if gathered is not None:
+            intact = torch.equal(gathered, view.neighbour_messages())
+            assert intact, "aggregate() modified the tensor view.neighbour_messages() returns in place"
         n, p = view.own.shape
         assert tuple(out.theta.shape) == (n, p), f"theta has shape {tuple(out.theta.shape)}, expected {(n, p)}"
         assert torch.isfinite(out.theta[honest]).all(), "non-finite parameters for an honest node"
@@ -232,7 +248,7 @@ def defense_output_is_well_formed(kind: str, cls: type[Plugin]) -> str:
     assert kind == "defense"
     for sim in _runnable(kind, cls.name):
         _run_spying_defense(sim)
-    return "finite honest parameters, a finite score per in-neighbour (or none)"
+    return "finite honest parameters, a finite score per in-neighbour (or none), the view left as it came"
 
 
 def defense_never_sees_byzantine_set(kind: str, cls: type[Plugin]) -> str:

@@ -271,6 +271,29 @@ class LeakyDefense(Defense):
     def aggregate(self, view):
         self._rounds_seen += 1
         return Aggregation(theta=view.own * (1.0 - 1e-4 * self._rounds_seen))
+
+
+@register_defense
+@dataclass
+class ScalesItsOwnModel(Defense):
+    """Scales the node's own model in place, under the engine's feet (broken on purpose)."""
+
+    name = "scales_its_own_model"
+
+    def aggregate(self, view):
+        return Aggregation(theta=view.own.mul_(0.5))
+
+
+@register_defense
+@dataclass
+class ClipsTheGatheredMessages(Defense):
+    """Clips the tensor neighbour_messages() returns in place (broken on purpose)."""
+
+    name = "clips_the_gathered_messages"
+
+    def aggregate(self, view):
+        gathered = view.neighbour_messages().clamp_(-0.01, 0.01)
+        return Aggregation(theta=gathered.mean(dim=1))
 '''
 
 
@@ -284,6 +307,14 @@ def test_conformance_catches_broken_plugins(tmp_path, capsys):
     assert "FAIL  unseeded_defense: same_seed_same_result" in out
     assert "FAIL  leaky_defense: same_seed_same_result" in out
     assert "running the same Simulation twice gave different parameters (reset the plugin's state" in out
+    assert (
+        "FAIL  scales_its_own_model: defense_output_is_well_formed  (AssertionError: aggregate() modified view.own"
+        in out
+    )
+    assert (
+        "FAIL  clips_the_gathered_messages: defense_output_is_well_formed  (AssertionError: aggregate() modified the"
+        in out
+    )
     failed = {r.check for r in run_conformance(DEFENSES["nan_defense"]) if not r.passed}
     assert failed == {"defense_output_is_well_formed"}  # NaN models are reproducible NaN, not a seeding failure
 
