@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DatasetNotFoundError
 from .figures import FIGURE_KINDS, SUITE_FIGURES
-from .io import json_text
+from .io import check_writable_folder, json_text
 from .scenario import Scenario
 
 if TYPE_CHECKING:
@@ -367,7 +367,6 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> No
 
 
 def cmd_influence(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from .influence import DEFAULT_OUT, command_line
     from .paper import InfluenceJob
@@ -379,7 +378,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
         {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if getattr(args, f.name) is not None}
     )
     config = config_class(**values)
-    out = Path(args.out)
+    out = check_writable_folder(args.out, "output folder")  # before the training runs, not after them
     job = InfluenceJob(args.experiment, out, config)
     runs = len(config.settings()) if args.experiment == "alignment" else len(config.topologies)
     what = f"{runs} training run{'' if runs == 1 else 's'}"
@@ -512,6 +511,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in plan.missing:
             print(f"paper suite: leaving out {line}")
     store = ResultStore(args.store)
+    # the folders written after the runs, checked before them
+    tables = check_writable_folder(_tables_folder(args.suite, args.tables), "tables folder")
+    if plan is not None and not args.only:
+        for job in plan.influence:
+            check_writable_folder(job.out, "influence folder")
     where = {
         "local": f"{executor.jobs or default_jobs()} local job(s)",
         "dask": f"Dask scheduler {executor.address}",
@@ -539,7 +543,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(progress.failures) > FAILURES_SHOWN:
             print(f"  ... and {len(progress.failures) - FAILURES_SHOWN} more failed runs; their logs are beside these")
         failed += progress.failed
-    tables = _tables_folder(args.suite, args.tables)
     scenarios = _suite_scenarios(whole)  # the whole suite's tables, whatever --only ran
     _note_not_run(store, scenarios)
     written = write_tables(store, tables, scenarios)
@@ -609,7 +612,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
                     f" figures drawn from them are partial or left out (`robustbench-dice run --suite {name}` computes"
                     " them)"
                 )
-    out = _figures_folder(args.suite, args.out)
+    out = check_writable_folder(_figures_folder(args.suite, args.out), "figures folder")
     if any(len(keyed) >= LARGE_SUITE for keyed in chosen):
         print(f"reading the runs of {', '.join(names)} from {args.store}/ for the figures ...", flush=True)
     kinds = args.kind or FIGURE_KINDS
@@ -951,6 +954,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user named: a bug, so the traceback
+            raise
+        print(f"robustbench-dice: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         kept = (
             "; finished runs are in the store, and the same command resumes from them" if args.func is cmd_run else ""

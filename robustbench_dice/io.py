@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from .errors import ConfigError
 
 
 def _umask() -> int:
@@ -17,8 +21,13 @@ def _umask() -> int:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the file asked for, not the temporary one beside it
+        if isinstance(exc, FileExistsError):  # mkdir's word for a parent that is a file
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from exc
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
@@ -38,3 +47,34 @@ def json_text(obj: Any) -> str:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, json_text(obj).encode())
+
+
+def writable_folder(path: str | Path, what: str) -> Path:
+    """``path``, created if missing, after checking a file can be made in it; ConfigError naming ``what`` (e.g.
+    "result store") otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):  # uniquely named: workers share folders
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not writable: {exc}") from exc
+    return path
+
+
+def check_writable_folder(path: str | Path, what: str) -> Path:
+    """:func:`writable_folder` that leaves no trace: the folders it had to create are removed again. The commands
+    that write only after minutes of work check their output folders first with it, and a command that then fails
+    leaves no empty folder behind."""
+    path = Path(path)
+    created = []  # deepest first, the order they can be removed in
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    try:
+        return writable_folder(path, what)
+    finally:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .io import atomic_write_json
+from .io import atomic_write_json, writable_folder
 from .registry import plugin_code, unregistered_plugins
 from .result import RunResult
 from .scenario import Scenario
@@ -113,13 +112,7 @@ class ResultStore:
         self.unjudged_records = 0
         if not create:
             return
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            # a uniquely named probe: concurrent workers open the same store at the same time
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-test-"):
-                pass
-        except OSError as exc:
-            raise ConfigError(f"result store {str(self.root)!r} is not writable: {exc}") from exc
+        writable_folder(self.root, "result store")
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.json"

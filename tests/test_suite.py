@@ -749,6 +749,24 @@ def test_unwritable_store_and_unknown_suite(tmp_path):
         load_suite("quik")
 
 
+def test_output_folders_that_cannot_be_written_fail_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(TINY)
+    store = tmp_path / "store"
+    assert main(["run", "--suite", str(suite), "--store", str(store), "--tables", str(blocker / "t"), "--quiet"]) == 2
+    assert "tables folder" in capsys.readouterr().err and not list(store.glob("*.json"))  # nothing was run
+    assert main(["influence", "cascade", "--quick", "--out", str(blocker / "x")]) == 2
+    captured = capsys.readouterr()
+    assert "output folder" in captured.err and "is not writable" in captured.err and "cascade on" not in captured.out
+    assert main(["figures", "--store", str(store), "--out", str(blocker / "f")]) == 2
+    assert "figures folder" in capsys.readouterr().err
+    # a file path: the error names it, not the temporary file written beside it, and says what is wrong
+    assert main(["simulate", "--rounds", "1", "--quiet", "--json", str(blocker / "r.json")]) == 2
+    assert capsys.readouterr().err.strip() == f"robustbench-dice: error: {blocker / 'r.json'}: Not a directory"
+
+
 def test_run_command_end_to_end(tmp_path, capsys):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)
