@@ -212,6 +212,11 @@ class Scenario:
             raise ConfigError(f"malformed TOML in {str(path)!r}: {exc}") from exc
         if "scenario" in data and isinstance(data["scenario"], dict):
             data = data["scenario"]
+        if "suite" in data and isinstance(data["suite"], dict):
+            raise ConfigError(
+                f"{str(path)!r} is a suite file (a [suite] table), not a scenario: run it with"
+                f" `robustbench-dice run --suite {path}`"
+            )
         return cls.from_dict(data)
 
     def unused_fields(self) -> list[str]:

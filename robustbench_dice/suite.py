@@ -201,6 +201,12 @@ def load_suite(name_or_path: str) -> Suite:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed TOML in {str(path)!r}: {exc}") from exc
+    scenario_keys = {*Scenario.field_names(), "scenario"}
+    if "suite" not in data and set(data) - set(SUITE_KEYS) and set(data) <= scenario_keys:
+        raise ConfigError(
+            f"{str(path)!r} is a scenario file (its keys are Scenario fields), not a suite: run it with"
+            f" `robustbench-dice simulate --config {path}`; a suite's grid is a [suite] table (docs/suites.md)"
+        )
     return suite_from_dict(data.get("suite", data), path.stem)
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from robustbench_dice import Scenario
@@ -97,6 +99,9 @@ def test_toml_roundtrip_and_errors(tmp_path):
         Scenario.from_toml(typo)
     with pytest.raises(ConfigError, match="does not exist"):
         Scenario.from_toml(tmp_path / "missing.toml")
+    suite = Path(__file__).parents[1] / "docs" / "example-suite.toml"
+    with pytest.raises(ConfigError, match="is a suite file .* run it with `robustbench-dice run --suite "):
+        Scenario.from_toml(suite)
 
 
 def test_a_stored_record_or_result_json_re_runs_to_the_same_numbers(tmp_path, capsys):

@@ -740,6 +740,15 @@ def test_bad_suite_files(tmp_path, text, message):
         load_suite(str(path))
 
 
+def test_a_scenario_file_given_as_a_suite_says_which_command_runs_it(tmp_path):
+    scenario = Path(__file__).parents[1] / "docs" / "example-scenario.toml"
+    with pytest.raises(ConfigError, match="is a scenario file .* `robustbench-dice simulate --config "):
+        load_suite(str(scenario))
+    top_level = tmp_path / "top.toml"  # a suite may leave out the [suite] header; nodes is a key of both
+    top_level.write_text("nodes = [8]\nseeds = [0]\n")
+    assert load_suite(str(top_level)).nodes == (8,)
+
+
 def test_unwritable_store_and_unknown_suite(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
