@@ -647,6 +647,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if runs:
             shown = "; ".join(run_label(run) for run in runs[:3])
             print(f"only in {side}: {shown}{' ...' if len(runs) > 3 else ''}")
+    if result.compared == 0:
+        print("note: the two share no run: summaries of different suites (compare a suite with a re-run of itself)")
     return 0 if result.same else 1
 
 

@@ -89,3 +89,10 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
         compare_summaries(other, COMMITTED)
     assert main(["compare", str(COMMITTED), str(COMMITTED), "--tolerance", "-1"]) == 2
     assert "tolerance must be >= 0, got -1.0" in capsys.readouterr().err
+
+
+def test_summaries_of_different_suites_are_said_to_share_no_run(capsys):
+    full = COMMITTED.parents[1] / "full" / "tables" / "summary.csv"
+    assert main(["compare", str(COMMITTED), str(full)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("compared 0 runs") and "note: the two share no run: summaries of different suites" in out
