@@ -340,13 +340,8 @@ QUICK_INFLUENCE: dict[str, dict[str, Any]] = {  # --quick: seconds, for smoke te
         topologies=("ring",), lrs=(0.1, 1.0), sweep_topologies=("ring",), rounds=40, probe_rounds=3, nodes=8
     ),
     "cascade": dict(topologies=("ring", "star"), rounds=40, probe_rounds=3, nodes=8, horizon=3),
+    "poisoning": dict(topologies=("ring",), rounds=40, probe_rounds=3, nodes=8, byzantine=2),
 }
-
-
-def _influence_config_class(kind: str) -> type:
-    from .influence import AlignmentConfig, CascadeConfig
-
-    return AlignmentConfig if kind == "alignment" else CascadeConfig
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
@@ -367,30 +362,27 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> No
 
 
 def cmd_influence(args: argparse.Namespace) -> int:
-
-    from .influence import DEFAULT_OUT, command_line
-    from .paper import InfluenceJob
+    from .influence import AlignmentConfig, command_line
+    from .paper import EXPERIMENTS, InfluenceJob
 
     _load_user_plugins(args)
-    config_class = _influence_config_class(args.experiment)
+    experiment = EXPERIMENTS[args.experiment]
+    config_class = experiment.config
     values = dict(QUICK_INFLUENCE[args.experiment]) if args.quick else {}
     values.update(
         {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if getattr(args, f.name) is not None}
     )
     config = config_class(**values)
-    out = check_writable_folder(args.out, "output folder")  # before the training runs, not after them
+    # before the training runs, not after them
+    out = check_writable_folder(args.out or config_class.default_out, "output folder")
     job = InfluenceJob(args.experiment, out, config)
-    runs = len(config.settings()) if args.experiment == "alignment" else len(config.topologies)
+    runs = len(config.settings()) if isinstance(config, AlignmentConfig) else len(config.topologies)
     what = f"{runs} training run{'' if runs == 1 else 's'}"
     print(f"influence {args.experiment}: {what}, writing to {out}/ ({command_line(args.experiment, config, out)})")
     job.run(log=print)
-    outputs = (
-        "alignment.csv.gz, alignment_summary.csv, alignment_by_round.csv and alignment_summary.md"
-        if args.experiment == "alignment"
-        else "cascade_decay.csv, cascade_centrality.csv and cascade_summary.md"
-    )
-    print(f"{args.experiment} written to {out}/: {outputs}")
-    if out == DEFAULT_OUT and config != config_class():
+    *first, last = sorted(experiment.outputs)
+    print(f"{args.experiment} written to {out}/: {', '.join(first)} and {last}")
+    if out == config_class.default_out and config != config_class():
         print(
             f"note: {out}/ now holds a configuration other than the committed one (the paper suite's);"
             " `robustbench-dice run --suite paper` recomputes the committed one, and `--out DIR` keeps them apart"
@@ -923,18 +915,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugins_flag(chk)  # e.g. the folder of the dataset a model is checked on
     chk.set_defaults(func=cmd_check)
 
-    inf = sub.add_parser("influence", help="DICE experiments: estimate vs ground truth, cascade decay")
-    experiments = inf.add_subparsers(dest="experiment", required=True, metavar="{alignment,cascade}")
-    for kind, summary in (
-        ("alignment", "DICE estimate vs counterfactual ground truth over many (source, round) probes, r = 1..horizon"),
-        ("cascade", "influence against hop distance and against the source's degree and centrality"),
-    ):
-        exp = experiments.add_parser(kind, help=summary, description=summary)
-        exp.add_argument("--out", default="results/influence", help="output folder (default: results/influence)")
+    from .paper import EXPERIMENTS
+
+    inf = sub.add_parser("influence", help="DICE experiments: estimate vs ground truth, cascade decay, data poisoning")
+    experiments = inf.add_subparsers(dest="experiment", required=True, metavar="{" + ",".join(EXPERIMENTS) + "}")
+    for kind, experiment in EXPERIMENTS.items():
+        exp = experiments.add_parser(kind, help=experiment.summary, description=experiment.summary)
+        exp.add_argument("--out", default=None, help=f"output folder (default: {experiment.config.default_out})")
         exp.add_argument(
             "--quick", action="store_true", help="a small configuration (seconds) for smoke tests; flags override it"
         )
-        _add_config_flags(exp, _influence_config_class(kind))
+        _add_config_flags(exp, experiment.config)
         _add_plugins_flag(exp)  # a dataset, model or topology of your own
         exp.set_defaults(func=cmd_influence)
 

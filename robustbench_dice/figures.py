@@ -12,6 +12,9 @@
 - These three also for each experiment folder inside the influence folder, with
   its name appended: ``influence_alignment_one_sample`` (one data point removed),
   ``influence_alignment_mnist``, ...
+- ``poisoning_influence``: under label flipping (``influence poisoning``),
+  each source's influence on the honest nodes over training, the poisoned
+  sources in red, one panel per topology.
 - ``roc_curves_<topology>``: ROC curves of the edge-level suspicion scores
   (label: the sender is Byzantine), one panel per attack, defenses overlaid,
   scores pooled over seeds.
@@ -267,6 +270,52 @@ def cascade_centrality(influence_dir: Path, out: Path, suffix: str = "") -> list
         fontsize=9,
     )
     return _save(fig, out, f"cascade_centrality{suffix}")
+
+
+def poisoning_influence(influence_dir: Path, out: Path, suffix: str = "") -> list[Path]:
+    """Each source's influence on the honest nodes over training under data poisoning, Byzantine sources in red, one
+    panel per topology, the estimate's detection AUC in the title. Drawn from the folder of ``influence poisoning``;
+    named ``poisoning_influence`` there (its folder is called poisoning already), suffixed elsewhere."""
+    path = influence_dir / "poisoning.csv.gz"
+    if not path.is_file():
+        return []
+    from sklearn.metrics import roc_auc_score
+
+    with gzip.open(path, "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    r_max = max(int(x["r"]) for x in rows)
+    rows = [x for x in rows if int(x["r"]) == r_max]
+    topologies = list(dict.fromkeys(x["topology"] for x in rows))
+    plt = _pyplot()
+    fig, axes = _panel_row(plt, len(topologies), 3.0, 3.0)
+    for ax, topology in zip(axes[0], topologies, strict=True):
+        mine = [x for x in rows if x["topology"] == topology]
+        by_source: dict[int, list[dict[str, str]]] = defaultdict(list)
+        for x in mine:
+            by_source[int(x["source"])].append(x)
+        for source_rows in by_source.values():
+            poisoned = source_rows[0]["byzantine"] == "1"
+            style = dict(color="tab:red", alpha=0.9, zorder=3) if poisoned else dict(color="0.55", alpha=0.6)
+            rounds = [int(x["round"]) for x in source_rows]
+            ax.plot(rounds, [float(x["ground_truth"]) for x in source_rows], lw=1, **style)
+            ax.plot(rounds, [float(x["estimate"]) for x in source_rows], ls="none", marker="x", ms=3, **style)
+        auc = roc_auc_score([int(x["byzantine"]) for x in mine], [-float(x["estimate"]) for x in mine])
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.set_title(f"{topology} (AUC {auc:.3f})", fontsize=9)
+        ax.set_xlabel("probe round t")
+        ax.grid(alpha=0.3)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    axes[0][0].set_ylabel(f"influence on the honest nodes, r = {r_max}")
+    axes[0][0].plot([], [], color="tab:red", label=f"{rows[0]['attack']} source")
+    axes[0][0].plot([], [], color="0.55", label="clean source")
+    axes[0][0].plot([], [], color="black", ls="none", marker="x", ms=3, label="DICE estimate (lines: ground truth)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(
+        f"Influence of each source's batch at t on the honest nodes' test loss {r_max} rounds later"
+        f" ({rows[0]['dataset']}/{rows[0]['model']}); AUC: the estimate detecting the poisoned sources",
+        fontsize=9,
+    )
+    return _save(fig, out, "poisoning_influence" + ("" if influence_dir.name == "poisoning" else suffix))
 
 
 def roc_curves(records: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -573,6 +622,7 @@ FIGURE_KINDS = (
     "influence_alignment",
     "cascade_decay",
     "cascade_centrality",
+    "poisoning_influence",
     "robustness",
     "detection_summary",
 )
@@ -616,6 +666,7 @@ def write_figures(
         "influence_alignment": lambda: each_influence_folder(influence_alignment),
         "cascade_decay": lambda: each_influence_folder(cascade_decay),
         "cascade_centrality": lambda: each_influence_folder(cascade_centrality),
+        "poisoning_influence": lambda: each_influence_folder(poisoning_influence),
         "robustness": lambda: robustness_curves(stored(), out),
         "detection_summary": lambda: detection_summary_heatmaps(stored(), out, suite),
     }

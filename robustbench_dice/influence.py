@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, TypeAlias
 
 import networkx as nx
 import numpy as np
@@ -23,18 +24,36 @@ from .engine import RoundRecord, Simulation
 from .errors import ConfigError, check_choice
 from .io import atomic_write_bytes
 from .models import PLUGIN_MODELS
-from .registry import defining_file
+from .plugins import Attack
+from .registry import ATTACKS, defining_file
 from .scenario import Scenario
 from .setup import prepare, resolve_device
 from .topology import PLUGIN_TOPOLOGIES, build_topology
+
+if TYPE_CHECKING:
+    from .poisoning import PoisoningConfig
+
+    ExperimentConfig: TypeAlias = "AlignmentConfig | CascadeConfig | PoisoningConfig"
+
+
+def poisons_data_only(attack: str) -> bool:
+    """Whether ``attack``'s Byzantine nodes send their honest SGD step, on data the attack may have changed in its
+    ``setup`` (label flipping): it keeps :class:`Attack`'s ``messages`` and ``reported_delta``, so a run under it is
+    still gossip SGD, which DICE windows replay."""
+    cls = ATTACKS[attack]
+    return cls.messages is Attack.messages and cls.reported_delta is Attack.reported_delta
 
 
 def record_windows(scenario: Scenario, rounds: list[int], horizon: int) -> tuple[Simulation, list[Window]]:
     """Train ``scenario`` once and keep, for each round t in ``rounds``, the inputs of rounds t .. t+horizon-1."""
     if scenario.momentum != 0.0:
         raise ConfigError("DICE windows need plain SGD (momentum=0): the estimate linearises an SGD step")
-    if scenario.attack != "none" or scenario.defense != "gossip":
-        raise ConfigError("DICE windows are recorded on clean gossip training (attack 'none', defense 'gossip')")
+    if scenario.defense != "gossip" or not poisons_data_only(scenario.attack):
+        raise ConfigError(
+            "DICE windows are recorded on gossip training (defense 'gossip') in which every node takes SGD steps:"
+            f" clean, or under an attack that only poisons data (label_flip); got attack {scenario.attack!r},"
+            f" defense {scenario.defense!r}"
+        )
     last = max(rounds) + horizon
     if last > scenario.rounds:
         raise ConfigError(f"probe round {max(rounds)} + horizon {horizon} exceeds rounds={scenario.rounds}")
@@ -76,12 +95,14 @@ def probe_from_test_set(sim: Simulation, size: int | None = None) -> Probe:
 # -- experiments ---------------------------------------------------------------------------------------------------
 
 Log = Callable[[str], None]
+DEFAULT_OUT = Path("results/influence")
 
 
 @dataclass
 class AlignmentConfig:
     """The alignment experiment: estimate vs ground truth over many (source, round) probes."""
 
+    default_out: ClassVar[Path] = DEFAULT_OUT  # where `influence` writes it without --out
     dataset: str = field(default="digits", metadata={"help": "dataset of every run"})
     models: tuple[str, ...] = field(default=("logreg", "mlp"), metadata={"help": "models compared"})
     topologies: tuple[str, ...] = field(
@@ -118,7 +139,7 @@ class AlignmentConfig:
         return first + [(m, t, lr) for lr in self.lrs[1:] for m in self.models for t in self.sweep_topologies]
 
 
-def _normalise_and_check(config: AlignmentConfig | CascadeConfig) -> None:
+def _normalise_and_check(config: ExperimentConfig) -> None:
     """Lists (from JSON or the command line) become tuples; every run the experiment will make is built and
     checked now, so that a bad name fails before minutes of training rather than after."""
     for f in fields(config):
@@ -202,7 +223,7 @@ def measure_windows(
     return sim, hop_distances(sim), {k: np.stack(v) for k, v in out.items()}
 
 
-def _scenario(config: AlignmentConfig | CascadeConfig, model: str, topology: str, lr: float) -> Scenario:
+def _scenario(config: ExperimentConfig, model: str, topology: str, lr: float) -> Scenario:
     """A DICE experiment run: plain SGD (momentum 0) in float64, evaluated once at the end."""
     return Scenario(
         dataset=config.dataset,
@@ -352,6 +373,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
 class CascadeConfig:
     """The cascade experiment: influence against hop distance and against the source's topological importance."""
 
+    default_out: ClassVar[Path] = DEFAULT_OUT  # where `influence` writes it without --out
     dataset: str = field(default="digits", metadata={"help": "dataset of every run"})
     model: str = field(default="mlp", metadata={"help": "model"})
     topologies: tuple[str, ...] = field(
@@ -372,13 +394,10 @@ class CascadeConfig:
         _normalise_and_check(self)
 
 
-DEFAULT_OUT = Path("results/influence")
-
-
-def command_line(kind: str, config: AlignmentConfig | CascadeConfig, out: str | Path = DEFAULT_OUT) -> str:
+def command_line(kind: str, config: ExperimentConfig, out: str | Path = DEFAULT_OUT) -> str:
     """The ``robustbench-dice influence`` command that reproduces ``config`` into ``out``: only the flags that
     differ from the defaults, so the default experiment reads ``robustbench-dice influence alignment``."""
-    default = AlignmentConfig() if kind == "alignment" else CascadeConfig()
+    default = type(config)()
     parts = ["robustbench-dice", "influence", kind]
     for f in fields(config):
         value = getattr(config, f.name)
@@ -386,14 +405,14 @@ def command_line(kind: str, config: AlignmentConfig | CascadeConfig, out: str | 
             continue
         parts.append("--" + f.name.replace("_", "-"))
         parts += [str(v) for v in value] if isinstance(value, tuple) else [str(value)]
-    if Path(out) != DEFAULT_OUT:
+    if Path(out) != config.default_out:
         parts += ["--out", str(out)]
     for folder in _plugin_folders(config):
         parts += ["--plugins", folder]
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _plugin_folders(config: AlignmentConfig | CascadeConfig) -> list[str]:
+def _plugin_folders(config: ExperimentConfig) -> list[str]:
     """The folders of the dataset, model and topology plugins ``config`` names, which the command that reproduces
     it must load (relative to the working directory where they lie under it)."""
     models = config.models if isinstance(config, AlignmentConfig) else (config.model,)

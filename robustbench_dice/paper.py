@@ -1,6 +1,6 @@
 """The ``paper`` suite: the DICE paper's experiments, on the embedded data and on MNIST / CIFAR-10 when on disk.
 
-Three parts:
+Four parts:
 
 - **anomaly detection**: decentralized training with proximal influence
   tracked (``track_influence``), no defense (``gossip``: the influence every
@@ -13,6 +13,8 @@ Three parts:
   ground truth, r = 1..3, learning-rate sweep, no-curvature ablation).
 - **cascade**: ``influence cascade`` (influence against hop distance and
   against the source's centrality).
+- **poisoning**: ``influence poisoning`` (the r-hop influence of label-flipping
+  sources against that of clean ones, and how well it detects them).
 
 The embedded datasets are digits (every part) and MNIST-1D (anomaly
 detection). MNIST (MLP) and CIFAR-10 (CNN for detection, MLP for the
@@ -28,7 +30,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DatasetNotFoundError
 from .influence import (
@@ -43,8 +45,12 @@ from .influence import (
     write_cascade,
 )
 from .io import atomic_write_json
+from .poisoning import POISONING_COLUMNS, POISONING_SUMMARY_COLUMNS, PoisoningConfig, write_poisoning
 from .store import RESULTS_VERSION
 from .suite import PluginSpec, Suite
+
+if TYPE_CHECKING:
+    from .influence import ExperimentConfig
 
 ATTACKS = ("none", "label_flip", "gradient_scale", "free_ride")
 DEFENSES = ("gossip", "dice_prune")
@@ -53,13 +59,53 @@ EMBEDDED = {"digits": "mlp", "mnist1d": "mlp"}
 ON_DISK = {"mnist": "mlp", "cifar10": "cnn"}  # dataset -> model of the detection runs
 
 
+@dataclass(frozen=True)
+class Experiment:
+    """One kind of ``robustbench-dice influence`` experiment."""
+
+    summary: str  # its help line
+    config: type[ExperimentConfig]
+    write: Callable[..., object]  # write(out, config, log=...) computes and writes every output
+    columns: tuple[str, ...]  # of its CSV outputs, in the stamp: a change of format makes the outputs stale
+    outputs: tuple[str, ...]  # the files it writes; the first marks it done
+
+
+EXPERIMENTS = {
+    "alignment": Experiment(
+        "DICE estimate vs counterfactual ground truth over many (source, round) probes, r = 1..horizon",
+        AlignmentConfig,
+        write_alignment,
+        (*ALIGNMENT_COLUMNS, *SUMMARY_COLUMNS, *BY_ROUND_COLUMNS),
+        ("alignment_summary.csv", "alignment.csv.gz", "alignment_by_round.csv", "alignment_summary.md"),
+    ),
+    "cascade": Experiment(
+        "influence against hop distance and against the source's degree and centrality",
+        CascadeConfig,
+        write_cascade,
+        (*DECAY_COLUMNS, *CENTRALITY_COLUMNS),
+        ("cascade_decay.csv", "cascade_centrality.csv", "cascade_summary.md"),
+    ),
+    "poisoning": Experiment(
+        "influence of data-poisoned sources vs clean ones on the honest nodes, and its detection AUC, r = 1..horizon",
+        PoisoningConfig,
+        write_poisoning,
+        (*POISONING_COLUMNS, *POISONING_SUMMARY_COLUMNS),
+        ("poisoning_summary.csv", "poisoning.csv.gz", "poisoning_summary.md"),
+    ),
+}
+
+
 @dataclass
 class InfluenceJob:
     """One influence experiment: where it writes and with what configuration."""
 
-    kind: str  # alignment | cascade
+    kind: str  # a key of EXPERIMENTS
     out: Path
-    config: AlignmentConfig | CascadeConfig
+    config: ExperimentConfig
+
+    @property
+    def experiment(self) -> Experiment:
+        return EXPERIMENTS[self.kind]
 
     @property
     def stamp(self) -> Path:
@@ -67,16 +113,12 @@ class InfluenceJob:
 
     def stamp_content(self) -> dict[str, Any]:
         """The configuration, the results version (bumped by code changes that move numbers) and the output columns."""
-        if self.kind == "alignment":
-            columns = [*ALIGNMENT_COLUMNS, *SUMMARY_COLUMNS, *BY_ROUND_COLUMNS]
-        else:
-            columns = [*DECAY_COLUMNS, *CENTRALITY_COLUMNS]
+        columns = list(self.experiment.columns)
         return {**asdict(self.config), "results_version": RESULTS_VERSION, "columns": columns}
 
     def up_to_date(self) -> bool:
         """True when the outputs exist and were made with this exact configuration and results version."""
-        expected = self.out / ("alignment_summary.csv" if self.kind == "alignment" else "cascade_decay.csv")
-        if not (expected.is_file() and self.stamp.is_file()):
+        if not ((self.out / self.experiment.outputs[0]).is_file() and self.stamp.is_file()):
             return False
         try:
             return json.loads(self.stamp.read_text()) == json.loads(json.dumps(self.stamp_content()))
@@ -84,12 +126,8 @@ class InfluenceJob:
             return False
 
     def run(self, log: Callable[[str], None] = print) -> None:
-        if self.kind == "alignment":
-            assert isinstance(self.config, AlignmentConfig)
-            write_alignment(self.out, self.config, log=log)
-        else:
-            assert isinstance(self.config, CascadeConfig)
-            write_cascade(self.out, self.config, log=log)
+        assert isinstance(self.config, self.experiment.config)
+        self.experiment.write(self.out, self.config, log=log)
         atomic_write_json(self.stamp, self.stamp_content())
 
 
@@ -141,6 +179,7 @@ def paper_plan(data_root: str | None, influence_root: str | Path = "results/infl
         InfluenceJob("cascade", root, CascadeConfig()),
         # the paper defines influence for one data point z_j^t; the default removes the source's whole batch
         InfluenceJob("alignment", root / "one_sample", AlignmentConfig(removal="sample")),
+        InfluenceJob("poisoning", root / "poisoning", PoisoningConfig()),
     ]
     for dataset, model in ON_DISK.items():
         reason = dataset_missing(dataset, data_root)

@@ -13,8 +13,9 @@ from robustbench_dice.dice import (
     unroll,
 )
 from robustbench_dice.functional import per_node_hvp
-from robustbench_dice.influence import probe_from_test_set, record_windows
+from robustbench_dice.influence import poisons_data_only, probe_from_test_set, record_windows
 from robustbench_dice.models import build_model
+from robustbench_dice.setup import prepare
 
 HORIZON = 3
 
@@ -95,11 +96,36 @@ def _estimate_equals_jvp_of_unrolled_training(model, topology, removal="batch"):
             torch.testing.assert_close(estimate[r - 1, i], reference, rtol=1e-4, atol=1e-12)
 
 
-def test_replayed_window_matches_the_engine_trajectory():
-    scenario = Scenario(nodes=6, rounds=8, batch_size=8, momentum=0.0, dtype="float64", topology="torus", eval_every=8)
+@pytest.mark.parametrize("attack", ["none", "label_flip"])
+def test_replayed_window_matches_the_engine_trajectory(attack):
+    # under label flipping the Byzantine nodes still take SGD steps (on flipped labels), so windows replay the run
+    byzantine = 0 if attack == "none" else 2
+    scenario = Scenario(
+        nodes=6,
+        rounds=8,
+        batch_size=8,
+        momentum=0.0,
+        dtype="float64",
+        topology="torus",
+        eval_every=8,
+        attack=attack,
+        byzantine=byzantine,
+    )
     sim, (window,) = record_windows(scenario, [5], 3)
     states = unroll(sim.setup.model, window, 3)
     torch.testing.assert_close(states[-1], sim.final_theta, rtol=1e-12, atol=1e-12)
+    if attack == "label_flip":  # the Byzantine rows' recorded labels are the flipped ones: C - 1 - y
+        flipped = sim.setup.data.train_labels[sim.setup.byzantine]
+        assert not torch.equal(flipped, prepare(scenario).data.train_labels[sim.setup.byzantine])
+
+
+@pytest.mark.parametrize("attack", ["sign_flip", "alie", "free_ride"])
+def test_windows_refuse_attacks_that_rewrite_messages(attack):
+    from robustbench_dice.errors import ConfigError
+
+    assert poisons_data_only("label_flip") and poisons_data_only("none") and not poisons_data_only(attack)
+    with pytest.raises(ConfigError, match=f"only poisons data \\(label_flip\\); got attack '{attack}'"):
+        record_windows(Scenario(momentum=0.0, rounds=5, attack=attack, byzantine=2), [1], 2)
 
 
 @pytest.mark.parametrize("removal", ["batch", "sample"])

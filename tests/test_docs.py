@@ -117,6 +117,15 @@ def test_readme_and_dice_doc_quote_the_committed_alignment(folder, readme_marker
         assert r3_flat == pearson[(model, topology, "no_curvature")][2]
 
 
+def test_readme_quotes_the_committed_poisoning_aucs():
+    summary = _rows_of_table_after(RESULTS / "influence" / "poisoning" / "poisoning_summary.md", "| topology | r |")
+    auc = {(row[0], row[1]): row[3] for row in summary}  # (topology, r) -> AUC of the estimate
+    quoted = _rows_of_table_after(README, "| r | ring | torus | exponential | Erdos-Renyi |")
+    assert [row[0] for row in quoted] == ["1", "2", "3"]
+    for r, *cells in quoted:
+        assert cells == [auc[(t, r)] for t in ("ring", "torus", "exponential", "erdos_renyi")]
+
+
 def test_citation_file_names_the_packaged_version_and_license():
     import tomllib
 

@@ -39,6 +39,7 @@ def test_plan_without_data_root_lists_what_is_missing_and_how_to_get_it(tmp_path
         ("alignment", tmp_path),
         ("cascade", tmp_path),
         ("alignment", tmp_path / "one_sample"),
+        ("poisoning", tmp_path / "poisoning"),
     }
     assert [job.config.removal for job in plan.influence if job.kind == "alignment"] == ["batch", "sample"]
     assert len(plan.missing) == 2 and "robustbench-dice download mnist" in plan.missing[0]
@@ -58,7 +59,12 @@ def test_plan_includes_mnist_when_it_is_on_disk(tmp_path):
     mnist = [s for s in plan.suites if s.name == "paper-mnist"]
     assert mnist and mnist[0].base["data_root"] == str(tmp_path) and mnist[0].models == ("mlp",)
     influence = tmp_path / "influence"
-    assert {job.out for job in plan.influence} == {influence, influence / "one_sample", influence / "mnist"}
+    assert {job.out for job in plan.influence} == {
+        influence,
+        influence / "one_sample",
+        influence / "poisoning",
+        influence / "mnist",
+    }
     mnist_alignment = next(j for j in plan.influence if j.kind == "alignment" and j.out.name == "mnist")
     assert mnist_alignment.config.dataset == "mnist" and mnist_alignment.config.data_root == str(tmp_path)
     assert len(plan.missing) == 1 and plan.missing[0].startswith("cifar10")
