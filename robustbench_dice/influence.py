@@ -25,7 +25,7 @@ from .errors import ConfigError, check_choice
 from .io import atomic_write_bytes
 from .models import PLUGIN_MODELS
 from .plugins import Attack
-from .registry import ATTACKS, defining_file
+from .registry import defining_file, plugin_class
 from .scenario import Scenario
 from .setup import prepare, resolve_device
 from .topology import PLUGIN_TOPOLOGIES, build_topology
@@ -40,8 +40,8 @@ def poisons_data_only(attack: str) -> bool:
     """Whether ``attack``'s Byzantine nodes send their honest SGD step, on data the attack may have changed in its
     ``setup`` (label flipping): it keeps :class:`Attack`'s ``messages`` and ``reported_delta``, so a run under it is
     still gossip SGD, which DICE windows replay."""
-    cls = ATTACKS[attack]
-    return cls.messages is Attack.messages and cls.reported_delta is Attack.reported_delta
+    cls = plugin_class("attack", attack)
+    return cls is not None and cls.messages is Attack.messages and cls.reported_delta is Attack.reported_delta
 
 
 def record_windows(scenario: Scenario, rounds: list[int], horizon: int) -> tuple[Simulation, list[Window]]:
@@ -51,7 +51,7 @@ def record_windows(scenario: Scenario, rounds: list[int], horizon: int) -> tuple
     if scenario.defense != "gossip" or not poisons_data_only(scenario.attack):
         raise ConfigError(
             "DICE windows are recorded on gossip training (defense 'gossip') in which every node takes SGD steps:"
-            f" clean, or under an attack that only poisons data (label_flip); got attack {scenario.attack!r},"
+            f" clean, or under an attack that only poisons data (e.g. label_flip); got attack {scenario.attack!r},"
             f" defense {scenario.defense!r}"
         )
     last = max(rounds) + horizon

@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
 from .influence import (
     DEFAULT_OUT,
     Log,
@@ -69,7 +69,8 @@ class PoisoningConfig:
     def __post_init__(self) -> None:
         _normalise_and_check(self)
         load_builtin_plugins()
-        if self.attack not in ATTACKS or not poisons_data_only(self.attack):
+        check_choice("attack", self.attack, ATTACKS)
+        if not poisons_data_only(self.attack):
             poisoning = sorted(name for name in ATTACKS if name != "none" and poisons_data_only(name))
             raise ConfigError(
                 f"attack {self.attack!r} is not a data-poisoning attack (one whose Byzantine nodes send honest SGD"

@@ -372,7 +372,7 @@ def unregistered_plugins(scenario: Any) -> list[str]:
     ]
 
 
-def _plugin_class(kind: str, name: str) -> Any:
+def plugin_class(kind: str, name: str) -> Any:
     """The attack or defense class registered as ``name`` (built-ins loaded first), or None."""
     load_builtin_plugins()
     table: dict[str, Any] = ATTACKS if kind == "attack" else DEFENSES
@@ -382,7 +382,7 @@ def _plugin_class(kind: str, name: str) -> Any:
 def canonical_parameters(kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` of the attack or defense ``name`` with a whole number given for a ``float`` parameter made a float
     (``std = 1`` and ``std = 1.0`` are one run, with one store key); unchanged for a plugin not registered here."""
-    floats = _float_parameters(_plugin_class(kind, name))
+    floats = _float_parameters(plugin_class(kind, name))
     return {
         key: float(value) if key in floats and isinstance(value, int) and not isinstance(value, bool) else value
         for key, value in params.items()
@@ -392,7 +392,7 @@ def canonical_parameters(kind: str, name: str, params: dict[str, Any]) -> dict[s
 def non_default_parameters(kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
     """:func:`canonical_parameters` without those at their default: what makes a run with them differ from one
     with the plugin's defaults (``{std = 1.0}`` is the plain ``gaussian``)."""
-    cls = _plugin_class(kind, name)
+    cls = plugin_class(kind, name)
     defaults = {f.name: f.default for f in parameters(cls)} if cls is not None else {}
     return {
         key: value

@@ -124,7 +124,7 @@ def test_windows_refuse_attacks_that_rewrite_messages(attack):
     from robustbench_dice.errors import ConfigError
 
     assert poisons_data_only("label_flip") and poisons_data_only("none") and not poisons_data_only(attack)
-    with pytest.raises(ConfigError, match=f"only poisons data \\(label_flip\\); got attack '{attack}'"):
+    with pytest.raises(ConfigError, match=f"only poisons data \\(e.g. label_flip\\); got attack '{attack}'"):
         record_windows(Scenario(momentum=0.0, rounds=5, attack=attack, byzantine=2), [1], 2)
 
 

@@ -357,7 +357,7 @@ def test_poisoning_experiment_finds_the_label_flippers_and_writes_its_outputs(tm
     [
         (["--attack", "sign_flip"], "attack 'sign_flip' is not a data-poisoning attack .*; valid: label_flip"),
         (["--byzantine", "0"], "byzantine must be in \\[1, nodes=8\\), got 0"),
-        (["--attack", "labelflip"], "attack 'labelflip' is not a data-poisoning attack"),
+        (["--attack", "labelflip"], "unknown attack 'labelflip' \\(did you mean 'label_flip'\\?\\)"),
     ],
 )
 def test_poisoning_refuses_what_it_cannot_measure(flags, message, tmp_path, capsys):
