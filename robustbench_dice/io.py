@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes (a reader sees the old file or the new one, never half of one), and the check that an
+output folder can be written, made before the work that fills it."""
 
 from __future__ import annotations
 
