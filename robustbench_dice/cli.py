@@ -8,14 +8,13 @@ import dataclasses
 import functools
 import sys
 import time
-import tomllib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DatasetNotFoundError
 from .figures import FIGURE_KINDS, SUITE_FIGURES
 from .io import check_writable_folder, json_text
-from .scenario import Scenario
+from .scenario import Scenario, parse_param_pairs
 
 if TYPE_CHECKING:
     from .store import ResultStore
@@ -24,24 +23,6 @@ _LIST_FIELDS = {"hidden"}
 _TABLE_FIELDS = {"attack_params", "defense_params"}
 FIGURE_SUITES = ("quick", "paper")  # whose runs `figures` draws by default: those behind results/figures
 FAILURES_SHOWN = 5  # failed runs listed with their error after a suite; the rest are counted
-
-
-def _parse_literal(text: str) -> Any:
-    """A TOML literal (number, bool, string, array); bare words are strings. Never eval."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _param_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = _parse_literal(value.strip())
-    return out
 
 
 def _add_scenario_flags(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +58,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         if value is None:
             continue
         if f.name in _TABLE_FIELDS:
-            value = {**base.get(f.name, {}), **_param_pairs(value, "--" + f.name[:-1].replace("_", "-"))}
+            value = {**base.get(f.name, {}), **parse_param_pairs(value, "--" + f.name[:-1].replace("_", "-"))}
         base[f.name] = value
     return Scenario.from_dict(base)
 

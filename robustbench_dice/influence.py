@@ -139,6 +139,9 @@ class AlignmentConfig:
         return first + [(m, t, lr) for lr in self.lrs[1:] for m in self.models for t in self.sweep_topologies]
 
 
+MAY_BE_EMPTY = ("sweep_topologies", "attack_params")  # the tuple fields whose empty value means something: none
+
+
 def _normalise_and_check(config: ExperimentConfig) -> None:
     """Lists (from JSON or the command line) become tuples; every run the experiment will make is built and
     checked now, so that a bad name fails before minutes of training rather than after."""
@@ -146,7 +149,7 @@ def _normalise_and_check(config: ExperimentConfig) -> None:
         value = getattr(config, f.name)
         if isinstance(value, list):
             setattr(config, f.name, tuple(value))
-        if isinstance(getattr(config, f.name), tuple) and not getattr(config, f.name) and f.name != "sweep_topologies":
+        if isinstance(getattr(config, f.name), tuple) and not getattr(config, f.name) and f.name not in MAY_BE_EMPTY:
             raise ConfigError(f"{f.name} must name at least one value")
     for name in ("nodes", "rounds", "probe_rounds", "horizon"):
         value = getattr(config, name)

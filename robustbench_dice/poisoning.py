@@ -35,8 +35,8 @@ from .influence import (
     write_csv_gz,
 )
 from .io import atomic_write_bytes
-from .registry import ATTACKS, load_builtin_plugins
-from .scenario import Scenario
+from .registry import ATTACKS, build_attack, load_builtin_plugins
+from .scenario import Scenario, parse_param_pairs
 
 Rows = list[dict[str, object]]
 
@@ -54,6 +54,9 @@ class PoisoningConfig:
     attack: str = field(
         default="label_flip",
         metadata={"help": "a data-poisoning attack: its Byzantine nodes send honest SGD steps on data it changed"},
+    )
+    attack_params: tuple[str, ...] = field(
+        default=(), metadata={"help": "the attack's parameters as KEY=VALUE, e.g. fraction=0.3 (default: its own)"}
     )
     byzantine: int = field(default=3, metadata={"help": "Byzantine (poisoned) nodes, placed at random by the seed"})
     nodes: int = field(default=16, metadata={"help": "nodes per run (every node is a source)"})
@@ -78,9 +81,18 @@ class PoisoningConfig:
             )
         if not 1 <= self.byzantine < self.nodes:
             raise ConfigError(f"byzantine must be in [1, nodes={self.nodes}), got {self.byzantine}")
+        build_attack(self.attack, self.parameters())  # a parameter the attack lacks, or a bad value, fails now
+
+    def parameters(self) -> dict[str, object]:
+        return parse_param_pairs(self.attack_params, "--attack-params")
+
+    def attack_label(self) -> str:
+        """The attack with the parameters given, e.g. ``label_flip(fraction=0.3)``."""
+        return f"{self.attack}({', '.join(self.attack_params)})" if self.attack_params else self.attack
 
     def scenario(self, topology: str) -> Scenario:
-        return replace(_scenario(self, self.model, topology, self.lr), attack=self.attack, byzantine=self.byzantine)
+        clean = _scenario(self, self.model, topology, self.lr)
+        return replace(clean, attack=self.attack, attack_params=self.parameters(), byzantine=self.byzantine)
 
 
 POISONING_COLUMNS = (
@@ -179,7 +191,7 @@ def poisoning_markdown(summary: Rows, config: PoisoningConfig, out: Path) -> str
         "# DICE under data poisoning: do poisoned sources have low influence?",
         "",
         f"{config.dataset}/{config.model}, {config.nodes} nodes of which {config.byzantine} Byzantine under"
-        f" {config.attack!r} (placed at random, seed {config.seed}), plain SGD, lr {config.lr}, batch"
+        f" {config.attack_label()} (placed at random, seed {config.seed}), plain SGD, lr {config.lr}, batch"
         f" {config.batch_size}, {config.rounds} rounds, {config.probe_rounds} probe rounds x {config.nodes} sources."
         " Influence of a source: mean over the honest receivers of the probe-loss rise when its batch at t is"
         " removed (GT_r), or its DICE estimate. AUC: Byzantine sources vs honest ones, scored by the negated"

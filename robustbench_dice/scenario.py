@@ -14,6 +14,7 @@ import functools
 import json
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -287,3 +288,22 @@ def _fields() -> tuple[dataclasses.Field[Any], ...]:
 def _annotations() -> tuple[tuple[str, str], ...]:
     """``(name, annotation text)`` of every field, for the type checks of every scenario built or read."""
     return tuple((f.name, str(f.type)) for f in _fields())
+
+
+def _parse_literal(text: str) -> Any:
+    """A TOML literal (number, bool, string, array); bare words are strings. Never eval."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_param_pairs(pairs: Iterable[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``--attack-param`` and the like) as a parameter dict; ConfigError naming ``flag``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = _parse_literal(value.strip())
+    return out

@@ -358,8 +358,23 @@ def test_poisoning_experiment_finds_the_label_flippers_and_writes_its_outputs(tm
         (["--attack", "sign_flip"], "attack 'sign_flip' is not a data-poisoning attack .*; valid: label_flip"),
         (["--byzantine", "0"], "byzantine must be in \\[1, nodes=8\\), got 0"),
         (["--attack", "labelflip"], "unknown attack 'labelflip' \\(did you mean 'label_flip'\\?\\)"),
+        (["--attack-params", "fractio=0.3"], "attack 'label_flip' has no parameter 'fractio'"),
+        (["--attack-params", "fraction=3"], "fraction must be in \\(0, 1\\], got 3"),
     ],
 )
 def test_poisoning_refuses_what_it_cannot_measure(flags, message, tmp_path, capsys):
     assert main(["influence", "poisoning", "--quick", *flags, "--out", str(tmp_path)]) == 2
     assert re.search(message, capsys.readouterr().err) and not any(tmp_path.iterdir())
+
+
+def test_poisoning_takes_the_attacks_parameters_and_its_regenerate_line_keeps_them():
+    from robustbench_dice.influence import command_line
+    from robustbench_dice.poisoning import PoisoningConfig
+
+    config = PoisoningConfig(attack_params=["fraction=0.3", "rule=shift"])  # a list, as JSON gives it
+    assert config.attack_params == ("fraction=0.3", "rule=shift")
+    assert config.scenario("ring").attack_params == {"fraction": 0.3, "rule": "shift"}
+    assert config.attack_label() == "label_flip(fraction=0.3, rule=shift)"
+    line = command_line("poisoning", config, PoisoningConfig.default_out)
+    assert line == "robustbench-dice influence poisoning --attack-params fraction=0.3 rule=shift"
+    assert PoisoningConfig().scenario("ring").attack_params == {}  # the attack's own defaults
