@@ -37,6 +37,7 @@ from .influence import (
 from .io import atomic_write_bytes
 from .registry import ATTACKS, build_attack, load_builtin_plugins
 from .scenario import Scenario, parse_param_pairs
+from .suite import PluginSpec
 
 Rows = list[dict[str, object]]
 
@@ -87,8 +88,8 @@ class PoisoningConfig:
         return parse_param_pairs(self.attack_params, "--attack-params")
 
     def attack_label(self) -> str:
-        """The attack with the parameters given, e.g. ``label_flip(fraction=0.3)``."""
-        return f"{self.attack}({', '.join(self.attack_params)})" if self.attack_params else self.attack
+        """The attack with the parameters given, as the suites' tables label it, e.g. ``label_flip(fraction=0.3)``."""
+        return PluginSpec(self.attack, self.parameters()).label
 
     def scenario(self, topology: str) -> Scenario:
         clean = _scenario(self, self.model, topology, self.lr)
