@@ -212,6 +212,13 @@ class Scenario:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"malformed TOML in {str(path)!r}: {exc}") from exc
         if "scenario" in data and isinstance(data["scenario"], dict):
+            outside = [key for key in data if key != "scenario"]
+            if outside:  # nothing would read them: `rounds = 5` above [scenario] would run the default 200 rounds
+                raise ConfigError(
+                    f"{str(path)!r} has {outside[0]!r} outside its [scenario] table, where nothing reads it:"
+                    " put every field under [scenario] (and its parameters under [scenario.attack_params], ...),"
+                    " or leave the [scenario] header out"
+                )
             data = data["scenario"]
         if "suite" in data and isinstance(data["suite"], dict):
             raise ConfigError(

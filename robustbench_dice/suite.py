@@ -207,7 +207,22 @@ def load_suite(name_or_path: str) -> Suite:
             f"{str(path)!r} is a scenario file (its keys are Scenario fields), not a suite: run it with"
             f" `robustbench-dice simulate --config {path}`; a suite's grid is a [suite] table (docs/suites.md)"
         )
-    return suite_from_dict(data.get("suite", data), path.stem)
+    if "suite" not in data:
+        return suite_from_dict(data, path.stem)
+    outside = [key for key in data if key != "suite"]
+    if outside:  # tomllib keeps them, and nothing would read them: a [base] meant as [suite.base] would be ignored
+        key = outside[0]
+        if key in SUITE_KEYS:
+            hint = f"; did you mean [suite.{key}]?"
+        elif key in Scenario.field_names():
+            hint = "; a scenario field for every cell goes under [suite.base]"
+        else:
+            hint = ""
+        raise ConfigError(
+            f"{str(path)!r} has {key!r} outside its [suite] table, where nothing reads it{hint}"
+            " (every suite key goes under [suite], docs/suites.md)"
+        )
+    return suite_from_dict(data["suite"], path.stem)
 
 
 def quick() -> Suite:

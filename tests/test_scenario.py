@@ -89,6 +89,11 @@ def test_toml_roundtrip_and_errors(tmp_path):
     nested = tmp_path / "n.toml"
     nested.write_text("[scenario]\nnodes = 6\n")
     assert Scenario.from_toml(nested).nodes == 6
+    # beside [scenario], a table or field would be read by nothing: the run would silently use the defaults
+    for beside in ("[scenario]\nnodes = 6\n[attack_params]\nscale = 2.0\n", "rounds = 5\n[scenario]\nnodes = 6\n"):
+        nested.write_text(beside)
+        with pytest.raises(ConfigError, match="outside its \\[scenario\\] table, where nothing reads it"):
+            Scenario.from_toml(nested)
     bad = tmp_path / "bad.toml"
     bad.write_text("nodes = = 3\n")
     with pytest.raises(ConfigError, match="malformed TOML"):

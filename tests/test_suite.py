@@ -718,6 +718,16 @@ def test_failing_run_is_stored_with_traceback_and_others_continue(tmp_path, monk
         ("[suite]\nnodes = 16\n", "'nodes' must be a non-empty list"),
         ("[suite]\nnodes = [1]\n", "nodes must be >= 2"),
         ("[suite\n", "malformed TOML"),
+        # tables beside [suite] would be ignored: a [base] meant as [suite.base] ran every cell at the defaults
+        (
+            "[suite]\nseeds = [0]\n[base]\nrounds = 5\n",
+            "has 'base' outside its \\[suite\\] table.* \\[suite.base\\]\\?",
+        ),
+        ("rounds = 5\n[suite]\nseeds = [0]\n", "has 'rounds' outside .* goes under \\[suite.base\\]"),
+        (
+            "[suite]\nseeds = [0]\n[grid]\nattacks = ['none']\n",
+            "has 'grid' outside its \\[suite\\] table, where nothing",
+        ),
         ("[suite.base]\ntopology = 'torus'\n", "sets 'topology', which the grid decides .* topologies = \\[...\\]"),
         ("[suite.base]\nseed = 3\n", "give it as seeds = "),
         ("[suite]\nseeds = [0, 1, 0]\n", "suite key 'seeds' lists 0 twice: they would be made, and counted, twice"),
