@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ _NORMALISATION = {  # per-channel mean, std of the training images in [0, 1]
     "fashion-mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
+_IMAGE_SHAPE = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (channels, h, w)
 DIGITS_TEST_FRACTION = 0.2
 
 
@@ -209,10 +211,10 @@ def _load_torchvision(name: str, data_root: str | None) -> Dataset:
     try:
         train = cls(str(root), train=True, download=False)
         test = cls(str(root), train=False, download=False)
-    except RuntimeError as exc:
-        raise DatasetNotFoundError(
-            f"{name} not found (or corrupted) under {str(root)!r}: {exc}. Get it with: {how_to_get(name, data_root)}"
-        ) from exc
+    # a missing file is a RuntimeError; a damaged one whatever its parser hits first (a failed assert on an IDX
+    # header, a bad int literal, a truncated buffer): all mean the same to the user
+    except Exception as exc:
+        raise DatasetNotFoundError(_unreadable(name, data_root, cls, str(exc) or type(exc).__name__)) from exc
     mean, std = _NORMALISATION[name]
 
     def to_tensor(data: object, targets: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,7 +226,27 @@ def _load_torchvision(name: str, data_root: str | None) -> Dataset:
 
     x_tr, y_tr = to_tensor(train.data, train.targets)
     x_te, y_te = to_tensor(test.data, test.targets)
-    return Dataset(name, x_tr, y_tr, x_te, y_te, num_classes=10)
+    # files that parse can still disagree (images of another size, fewer labels than images)
+    try:
+        for split, x in (("train", x_tr), ("test", x_te)):
+            if x.shape[1:] != _IMAGE_SHAPE[name]:
+                raise ConfigError(f"{split} images of shape {tuple(x.shape[1:])}, expected {_IMAGE_SHAPE[name]}")
+        return check_dataset(name, Dataset(name, x_tr, y_tr, x_te, y_te, num_classes=10))
+    except ConfigError as exc:
+        raise DatasetNotFoundError(_unreadable(name, data_root, cls, str(exc))) from exc
+
+
+def _unreadable(name: str, data_root: str, cls: type, reason: str) -> str:
+    """What to do about a torchvision dataset that is missing from ``data_root`` or does not read."""
+    folder = Path(data_root) / getattr(cls, "base_folder", cls.__name__)  # CIFAR10.base_folder; MNIST: class name
+    if not folder.exists():
+        return f"{name} not found under {data_root!r} (no {folder.name}/ there). Get it with: {how_to_get(name, data_root)}"
+    reason = re.sub(r"\s*You can use download=True to download it\.?", "", reason).rstrip(".")  # torchvision's advice
+    # the download skips files that exist (torchvision checks no checksum of MNIST's), so damaged ones must go first
+    return (
+        f"{name} under {data_root!r} is incomplete or corrupted: {reason}. Delete {str(folder)!r} and get it"
+        f" again with: {how_to_get(name, data_root)}"
+    )
 
 
 def download(name: str, data_root: str) -> None:

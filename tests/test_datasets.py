@@ -29,17 +29,43 @@ def _write_idx(path, array, magic):
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
+def _write_mnist(raw, images=None, labels=None, cut=0, magic=2051):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("t10k", 5)):
+        _write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, images or (n, 28, 28)), magic)
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", np.arange(labels or n) % 10, 2049)
+        if cut:
+            path = raw / f"{split}-images-idx3-ubyte"
+            path.write_bytes(path.read_bytes()[:-cut])
+
+
 @pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
 def test_mnist_family_reads_real_idx_files(tmp_path, name, folder):
     raw = tmp_path / folder / "raw"
     raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 12), ("t10k", 5)):
-        _write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), 2051)
-        _write_idx(raw / f"{split}-labels-idx1-ubyte", np.arange(n) % 10, 2049)
+    _write_mnist(raw)
     ds = load_dataset(name, str(tmp_path))
     assert ds.x_train.shape == (12, 1, 28, 28) and ds.x_test.shape == (5, 1, 28, 28)
     assert ds.y_train.tolist() == [i % 10 for i in range(12)]
+
+
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        ({"cut": 100}, "is invalid for input of size"),  # truncated download
+        ({"magic": 1234}, "AssertionError"),  # torchvision asserts on the header, with no message
+        ({"labels": 7}, "y_train must be int64 of shape \\(12,\\)"),  # fewer labels than images
+        ({"images": (12, 20, 20)}, "train images of shape \\(1, 20, 20\\), expected \\(1, 28, 28\\)"),
+    ],
+)
+def test_damaged_mnist_files_say_which_folder_to_delete(tmp_path, damage, reason):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    _write_mnist(raw, **damage)
+    folder = str(tmp_path / "MNIST")
+    # the download skips files that exist, so the way out is to delete them first
+    with pytest.raises(DatasetNotFoundError, match=f"incomplete or corrupted: .*{reason}.*Delete '{folder}' and get"):
+        load_dataset("mnist", str(tmp_path))
 
 
 def test_cifar10_reads_real_python_batches(tmp_path, monkeypatch):
@@ -65,7 +91,12 @@ def test_missing_datasets_say_how_to_get_them(tmp_path):
         load_dataset("mnist")
     with pytest.raises(DatasetNotFoundError, match="does not exist; get mnist with: robustbench-dice download mnist"):
         load_dataset("mnist", str(tmp_path / "nowhere"))
-    with pytest.raises(DatasetNotFoundError, match="cifar10 not found .*robustbench-dice download cifar10"):
+    with pytest.raises(DatasetNotFoundError, match="cifar10 not found under .* \\(no cifar-10-batches-py/ there\\)"):
+        load_dataset("cifar10", str(tmp_path))
+    (tmp_path / "cifar-10-batches-py").mkdir()  # a download cut short; torchvision's advice (download=True) is left out
+    with pytest.raises(
+        DatasetNotFoundError, match="^cifar10 under .* corrupted: Dataset not found or corrupted. Delete"
+    ):
         load_dataset("cifar10", str(tmp_path))
     with pytest.raises(ConfigError, match="valid: cifar10, digits"):
         load_dataset("svhn")
