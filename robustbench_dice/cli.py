@@ -9,6 +9,7 @@ import functools
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DatasetNotFoundError
@@ -574,6 +575,14 @@ def cmd_figures(args: argparse.Namespace) -> int:
     # the named suites' runs together; None (a suite named 'all'): every record
     pooled = {k: s for keyed in chosen for k, s in keyed.items()} if len(chosen) == len(scenarios_of) else None
     store = ResultStore(args.store, create=False)
+    has_influence = Path(args.influence).is_dir()
+    if not store.root.is_dir() and not has_influence:  # e.g. run away from the checkout: every figure would be empty
+        raise ConfigError(
+            f"nothing to draw: no result store at {args.store}/ and no influence results at {args.influence}/"
+            " (`robustbench-dice run` fills the store; --store and --influence point elsewhere)"
+        )
+    if not has_influence:
+        print(f"note: no influence results at {args.influence}/; the DICE figures are left out")
     if not store.root.is_dir():
         print(f"note: no result store at {args.store}/; only the figures of {args.influence}/")
     else:

@@ -500,7 +500,14 @@ def test_commands_that_read_the_store_do_not_create_it(tmp_path, capsys):
     assert not (tmp_path / "t").exists()
     assert main(["prune", "--store", str(missing)]) == 0
     influence = tmp_path / "no-influence"
-    assert main(["figures", "--store", str(missing), "--influence", str(influence), "--out", str(tmp_path / "f")]) == 0
+    figures = ["figures", "--store", str(missing), "--influence", str(influence), "--out", str(tmp_path / "f")]
+    assert main(figures) == 2  # neither: every figure would be empty (`figures` run away from the checkout)
+    assert f"nothing to draw: no result store at {missing}/ and no influence results at {influence}/" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "f").exists()
+    influence.mkdir()
+    assert main(figures) == 0
     assert f"note: no result store at {missing}/" in capsys.readouterr().out
     assert not missing.exists()
 
