@@ -41,6 +41,7 @@ other B - 1; then ``Delta_j`` below reads ``Delta_j - Delta_j^{-z}``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -130,8 +131,14 @@ REMOVALS = ("batch", "sample")  # what a counterfactual world removes from its s
 
 
 def _check(
-    window: Window, horizon: int, sources: torch.Tensor, sources_per_chunk: int | None = None, removal: str = "batch"
-) -> None:
+    window: Window,
+    horizon: int,
+    sources: torch.Tensor | Sequence[int],
+    probe: Probe | None = None,
+    sources_per_chunk: int | None = None,
+    removal: str = "batch",
+) -> torch.Tensor:
+    """The arguments checked, and ``sources`` as a 1-D index tensor on the window's device."""
     if removal not in REMOVALS:
         raise ValueError(f"removal must be one of {', '.join(REMOVALS)}, got {removal!r}")
     if removal == "sample" and window.batches[0][1].shape[1] < 2:
@@ -139,10 +146,24 @@ def _check(
     if not 1 <= horizon <= window.horizon:
         raise ValueError(f"horizon must be in [1, {window.horizon}] for this window, got {horizon}")
     n = window.theta.shape[0]
-    if sources.numel() == 0 or int(sources.min()) < 0 or int(sources.max()) >= n:
-        raise ValueError(f"sources must be node indices in [0, {n}), got {sources.tolist()}")
+    index = torch.as_tensor(sources, device=window.theta.device)
+    if index.ndim != 1 or index.dtype.is_floating_point or index.dtype.is_complex or index.dtype == torch.bool:
+        raise ValueError(
+            f"sources must be a 1-D sequence or tensor of node indices, got {index.dtype} of shape {tuple(index.shape)}"
+        )
+    if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= n:
+        raise ValueError(f"sources must be node indices in [0, {n}), got {index.tolist()}")
+    if probe is not None:
+        if probe.y.numel() == 0:
+            raise ValueError("the probe set z' is empty")
+        if probe.x.dtype != window.theta.dtype or probe.x.device != window.theta.device:
+            raise ValueError(
+                f"the probe set is {probe.x.dtype} on {probe.x.device} but the window {window.theta.dtype} on"
+                f" {window.theta.device}: build both from one simulation (influence.probe_from_test_set(sim))"
+            )
     if sources_per_chunk is not None and sources_per_chunk < 1:
         raise ValueError(f"sources_per_chunk must be >= 1 or None (automatic), got {sources_per_chunk}")
+    return index.long()
 
 
 # Sources are processed in chunks whose (sources, N, P) tensors stay under this size. It bounds memory (all
@@ -188,7 +209,7 @@ def probe_loss(model: Model, theta: torch.Tensor, probe: Probe, loss: str = "cro
 def dice_ground_truth(
     model: Model,
     window: Window,
-    sources: torch.Tensor,
+    sources: torch.Tensor | Sequence[int],
     probe: Probe,
     horizon: int,
     loss: str = "cross_entropy",
@@ -200,11 +221,11 @@ def dice_ground_truth(
 
     The counterfactual worlds of a chunk of sources (plus the factual one,
     computed by the same arithmetic) advance together as ``(chunk + 1) * N``
-    virtual nodes. ``removal``: what world s removes from source ``j_s`` at round t, its
+    virtual nodes. ``sources``: S node indices (a 1-D tensor or sequence). ``removal``: what world s removes from source ``j_s`` at round t, its
     whole batch or one sample (module docstring). ``sources_per_chunk``: default sized by :data:`CHUNK_BYTES`
     (:data:`CUDA_CHUNK_BYTES` on a GPU); the result does not depend on it beyond rounding.
     """
-    _check(window, horizon, sources, sources_per_chunk, removal)
+    sources = _check(window, horizon, sources, probe, sources_per_chunk, removal)
     chunks = _source_chunks(window, sources, sources_per_chunk)
     return torch.cat(
         [_ground_truth(model, window, c, probe, horizon, loss, probe_loss_kind, removal) for c in chunks], dim=1
@@ -262,7 +283,7 @@ def _source_perturbation(
 def probe_curvature_term(
     model: Model,
     window: Window,
-    sources: torch.Tensor,
+    sources: torch.Tensor | Sequence[int],
     probe: Probe,
     loss: str = "cross_entropy",
     probe_loss_kind: str | None = None,
@@ -278,7 +299,7 @@ def probe_curvature_term(
     remainder of the probe loss, and this is its leading term: a diagnostic of why first order falls short, not
     part of DICE.
     """
-    _check(window, 1, sources, sources_per_chunk, removal)
+    sources = _check(window, 1, sources, probe, sources_per_chunk, removal)
     states, deltas = _trajectory(model, window, 1, loss)
     out = []
     for chunk in _source_chunks(window, sources, sources_per_chunk):
@@ -291,7 +312,7 @@ def probe_curvature_term(
 def dice_estimate(
     model: Model,
     window: Window,
-    sources: torch.Tensor,
+    sources: torch.Tensor | Sequence[int],
     probe: Probe,
     horizon: int,
     loss: str = "cross_entropy",
@@ -310,7 +331,7 @@ def dice_estimate(
     :data:`CHUNK_BYTES`, :data:`CUDA_CHUNK_BYTES` on a GPU); the result does not depend on it beyond rounding.
     ``removal``: the counterfactual it estimates, as for :func:`dice_ground_truth`.
     """
-    _check(window, horizon, sources, sources_per_chunk, removal)
+    sources = _check(window, horizon, sources, probe, sources_per_chunk, removal)
     states, deltas = _trajectory(model, window, horizon, loss)
     test_grads = [  # (N, P) at t+1 .. t+horizon, shared by every chunk
         per_node_grad(model, states[r], probe.x, probe.y, loss=probe_loss_kind or loss) for r in range(1, horizon + 1)

@@ -10,6 +10,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeAlias
 
@@ -54,6 +55,11 @@ def record_windows(scenario: Scenario, rounds: list[int], horizon: int) -> tuple
             f" clean, or under an attack that only poisons data (e.g. label_flip); got attack {scenario.attack!r},"
             f" defense {scenario.defense!r}"
         )
+    # checked before training, which the windows are cut from afterwards
+    if isinstance(horizon, bool) or not isinstance(horizon, Integral) or horizon < 1:
+        raise ConfigError(f"horizon must be an integer >= 1 (rounds each window keeps), got {horizon!r}")
+    if not rounds or any(isinstance(t, bool) or not isinstance(t, Integral) or t < 0 for t in rounds):
+        raise ConfigError(f"rounds must be a non-empty list of probe rounds, integers >= 0; got {rounds!r}")
     last = max(rounds) + horizon
     if last > scenario.rounds:
         raise ConfigError(f"probe round {max(rounds)} + horizon {horizon} exceeds rounds={scenario.rounds}")
@@ -88,6 +94,10 @@ def probe_from_test_set(sim: Simulation, size: int | None = None) -> Probe:
     ds = sim.setup.dataset
     x, y = ds.x_test, ds.y_test
     if size is not None:
+        if isinstance(size, bool) or not isinstance(size, Integral) or not 1 <= size <= len(y):
+            raise ConfigError(
+                f"size must be an integer in [1, {len(y)}] (the test set's samples) or None, got {size!r}"
+            )
         x, y = x[:size], y[:size]
     return Probe(x.to(sim.setup.device, sim.setup.dtype), y.to(sim.setup.device))
 

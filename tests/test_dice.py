@@ -288,7 +288,32 @@ def test_bad_inputs():
     )
     with pytest.raises(ValueError, match="removal='sample' needs batches of at least 2 samples"):
         dice_ground_truth(sim.setup.model, single, torch.tensor([0]), probe, 1, removal="sample")
+    model = sim.setup.model
+    # a list is accepted as sources; floats, 2-D, a probe of another dtype or an empty one are errors, not tracebacks
+    torch.testing.assert_close(
+        dice_estimate(model, window, [0, 2], probe, 2), dice_estimate(model, window, torch.tensor([0, 2]), probe, 2)
+    )
+    with pytest.raises(ValueError, match="1-D sequence or tensor of node indices, got torch.float32 of shape \\(1,\\)"):
+        dice_estimate(model, window, torch.tensor([0.0]), probe, 1)
+    with pytest.raises(ValueError, match="got torch.int64 of shape \\(1, 2\\)"):
+        dice_ground_truth(model, window, torch.tensor([[0, 1]]), probe, 1)
+    other = Probe(probe.x.float(), probe.y)
+    with pytest.raises(ValueError, match="probe set is torch.float32 on cpu but the window torch.float64 on cpu"):
+        probe_curvature_term(model, window, [0], other)
+    with pytest.raises(ValueError, match="the probe set z' is empty"):
+        dice_estimate(model, window, [0], Probe(probe.x[:0], probe.y[:0]), 1)
     from robustbench_dice.errors import ConfigError
 
+    with pytest.raises(ConfigError, match="size must be an integer in \\[1, "):
+        probe_from_test_set(sim, 0)
     with pytest.raises(ConfigError, match="momentum=0"):
         record_windows(Scenario(momentum=0.9, rounds=5), [1], 2)
+    # checked before training: a bad round or horizon used to fail with a KeyError / IndexError after it
+    plain = Scenario(momentum=0.0, rounds=5)
+    for rounds, horizon, message in (
+        ([-1], 2, "rounds must be a non-empty list"),
+        ([], 2, "got \\[\\]"),
+        ([1], 0, "horizon must be an integer >= 1"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            record_windows(plain, rounds, horizon)
