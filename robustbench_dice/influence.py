@@ -141,7 +141,7 @@ class AlignmentConfig:
     )
 
     def __post_init__(self) -> None:
-        _normalise_and_check(self)
+        normalise_and_check(self)
 
     def settings(self) -> list[tuple[str, str, float]]:
         """(model, topology, lr): every model x topology at the first rate, then the sweep's rates on its graphs."""
@@ -152,7 +152,7 @@ class AlignmentConfig:
 MAY_BE_EMPTY = ("sweep_topologies", "attack_params")  # the tuple fields whose empty value means something: none
 
 
-def _normalise_and_check(config: ExperimentConfig) -> None:
+def normalise_and_check(config: ExperimentConfig) -> None:
     """Lists (from JSON or the command line) become tuples; every run the experiment will make is built and
     checked now, so that a bad name fails before minutes of training rather than after."""
     for f in fields(config):
@@ -181,12 +181,13 @@ def _normalise_and_check(config: ExperimentConfig) -> None:
     else:
         settings = [(config.model, t, config.lr) for t in config.topologies]
     for model, topology, lr in settings:
-        scenario = _scenario(config, model, topology, lr)
+        scenario = experiment_scenario(config, model, topology, lr)
         build_topology(topology, scenario.nodes, seed=scenario.seed)  # e.g. a torus on a prime node count
     resolve_device(config.device)  # 'cuda' on a machine without one
 
 
-def _probe_rounds(rounds: int, count: int, horizon: int) -> list[int]:
+def spread_probe_rounds(rounds: int, count: int, horizon: int) -> list[int]:
+    """Up to ``count`` distinct probe rounds evenly spaced over 1 .. rounds - horizon (each window must fit)."""
     last = rounds - horizon
     return sorted({int(round(x)) for x in np.linspace(1, last, count)})
 
@@ -236,7 +237,7 @@ def measure_windows(
     return sim, hop_distances(sim), {k: np.stack(v) for k, v in out.items()}
 
 
-def _scenario(config: ExperimentConfig, model: str, topology: str, lr: float) -> Scenario:
+def experiment_scenario(config: ExperimentConfig, model: str, topology: str, lr: float) -> Scenario:
     """A DICE experiment run: plain SGD (momentum 0) in float64, evaluated once at the end."""
     return Scenario(
         dataset=config.dataset,
@@ -255,7 +256,8 @@ def _scenario(config: ExperimentConfig, model: str, topology: str, lr: float) ->
     )
 
 
-def _correlations(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+def pearson_spearman(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Pearson and Spearman correlation of two 1-D arrays (scipy); NaN where either is constant or too short."""
     if estimate.size < 3 or np.std(estimate) == 0 or np.std(truth) == 0:
         return math.nan, math.nan
     return float(pearsonr(estimate, truth).statistic), float(spearmanr(estimate, truth).statistic)
@@ -314,11 +316,11 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
     # each model's data and partition built first, so that one the dataset cannot feed (a CNN on 1-D inputs) fails
     # before the other models' minutes of training, not after
     for model in dict.fromkeys(model for model, _, _ in settings):
-        prepare(_scenario(config, model, *settings[0][1:]))
+        prepare(experiment_scenario(config, model, *settings[0][1:]))
     for index, (model, topology, lr) in enumerate(settings, 1):
         start = time.perf_counter()
-        scenario = _scenario(config, model, topology, lr)
-        rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
+        scenario = experiment_scenario(config, model, topology, lr)
+        rounds = spread_probe_rounds(config.rounds, config.probe_rounds, config.horizon)
         sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ESTIMATORS, config.removal)
         setting = dict(zip(SETTING_COLUMNS, (config.dataset, model, topology, lr), strict=True))
         for w, t in enumerate(rounds):
@@ -344,9 +346,9 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
             for r in range(1, arrays[estimator].shape[1] + 1):
                 est, truth = arrays[estimator][:, r - 1], arrays["truth"][:, r - 1]  # (windows, S, N)
                 reach = (hops >= 0) & (hops <= r)
-                pear, spear = _correlations(est.mean(-1).ravel(), truth.mean(-1).ravel())
+                pear, spear = pearson_spearman(est.mean(-1).ravel(), truth.mean(-1).ravel())
                 mask = np.broadcast_to(reach, est.shape)
-                pear_k, spear_k = _correlations(est[mask], truth[mask])
+                pear_k, spear_k = pearson_spearman(est[mask], truth[mask])
                 summary.append(
                     dict(
                         **setting,
@@ -369,7 +371,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
                             r=r,
                             round=t,
                             sources=probe_est.size,
-                            pearson=_correlations(probe_est, probe_truth)[0],
+                            pearson=pearson_spearman(probe_est, probe_truth)[0],
                             mean_abs_ground_truth=float(np.abs(probe_truth).mean()),
                             mean_abs_error=float(np.abs(probe_truth - probe_est).mean()),
                         )
@@ -404,7 +406,7 @@ class CascadeConfig:
     device: str = field(default="cpu", metadata={"help": "where the runs compute: 'cpu', 'cuda' or 'auto'"})
 
     def __post_init__(self) -> None:
-        _normalise_and_check(self)
+        normalise_and_check(self)
 
 
 def command_line(kind: str, config: ExperimentConfig, out: str | Path = DEFAULT_OUT) -> str:
@@ -464,8 +466,8 @@ def run_cascade(config: CascadeConfig, log: Log = print) -> tuple[list[dict[str,
     centrality: list[dict[str, object]] = []
     for index, topology in enumerate(config.topologies, 1):
         start = time.perf_counter()
-        scenario = _scenario(config, config.model, topology, config.lr)
-        rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
+        scenario = experiment_scenario(config, config.model, topology, config.lr)
+        rounds = spread_probe_rounds(config.rounds, config.probe_rounds, config.horizon)
         sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ("dice",))
         est, truth = arrays["dice"], arrays["truth"]
         for r in range(1, config.horizon + 1):
@@ -523,7 +525,8 @@ def write_csv_gz(path: Path, columns: Iterable[str], rows: list[dict[str, object
     atomic_write_bytes(path, gzip.compress(_csv_text(columns, rows).encode(), mtime=0))
 
 
-def _fmt(value: object) -> str:
+def format_value(value: object) -> str:
+    """A table cell: 4 decimals, 'n/a' for NaN."""
     return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}"
 
 
@@ -550,9 +553,9 @@ def alignment_markdown(
     for row in summary:
         keyed.setdefault((row["model"], row["topology"], row["lr"], row["estimator"]), {})[int(str(row["r"]))] = row
     for (model, topology, lr, estimator), by_r in keyed.items():
-        pear = [_fmt(by_r[r]["pearson"]) if r in by_r else "n/a" for r in rs]
-        spear = [_fmt(by_r[r]["spearman"]) if r in by_r else "n/a" for r in rs]
-        last = _fmt(by_r[rs[-1]]["pearson_per_receiver"]) if rs[-1] in by_r else "n/a"
+        pear = [format_value(by_r[r]["pearson"]) if r in by_r else "n/a" for r in rs]
+        spear = [format_value(by_r[r]["spearman"]) if r in by_r else "n/a" for r in rs]
+        last = format_value(by_r[rs[-1]]["pearson_per_receiver"]) if rs[-1] in by_r else "n/a"
         lines.append(
             f"| {model} | {topology} | {lr} | {estimator} | {by_r[min(by_r)]['probes']} | {' | '.join(pear)} |"
             f" {' | '.join(spear)} | {last} |"
@@ -585,7 +588,7 @@ def _by_round_markdown(by_round: Rows, config: AlignmentConfig) -> list[str]:
         for i in picked:
             row = rows[i]
             relative = float(str(row["mean_abs_error"])) / float(str(row["mean_abs_ground_truth"]))
-            parts.append(f"{_fmt(row['pearson'])} / {relative:.3f}")
+            parts.append(f"{format_value(row['pearson'])} / {relative:.3f}")
         lines.append(f"| {model} | {topology} | {' | '.join(parts)} |")
     return lines
 
@@ -627,7 +630,9 @@ def cascade_markdown(
         for key in ("degree", "eigenvector_centrality"):
             values = np.array([c[key] for c in rows], dtype=float)
             cells.append(
-                "n/a (all equal)" if np.ptp(values) < 1e-9 else _fmt(float(spearmanr(values, influence).statistic))
+                "n/a (all equal)"
+                if np.ptp(values) < 1e-9
+                else format_value(float(spearmanr(values, influence).statistic))
             )
         lines.append(f"| {topology} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"

@@ -23,14 +23,14 @@ from .errors import ConfigError, check_choice
 from .influence import (
     DEFAULT_OUT,
     Log,
-    _correlations,
-    _fmt,
-    _normalise_and_check,
-    _probe_rounds,
-    _scenario,
     command_line,
+    experiment_scenario,
+    format_value,
     measure_windows,
+    normalise_and_check,
+    pearson_spearman,
     poisons_data_only,
+    spread_probe_rounds,
     write_csv,
     write_csv_gz,
 )
@@ -71,7 +71,7 @@ class PoisoningConfig:
     device: str = field(default="cpu", metadata={"help": "where the runs compute: 'cpu', 'cuda' or 'auto'"})
 
     def __post_init__(self) -> None:
-        _normalise_and_check(self)
+        normalise_and_check(self)
         load_builtin_plugins()
         check_choice("attack", self.attack, ATTACKS)
         if not poisons_data_only(self.attack):
@@ -92,7 +92,7 @@ class PoisoningConfig:
         return PluginSpec(self.attack, self.parameters()).label
 
     def scenario(self, topology: str) -> Scenario:
-        clean = _scenario(self, self.model, topology, self.lr)
+        clean = experiment_scenario(self, self.model, topology, self.lr)
         return replace(clean, attack=self.attack, attack_params=self.parameters(), byzantine=self.byzantine)
 
 
@@ -139,7 +139,7 @@ def run_poisoning(config: PoisoningConfig, log: Log = print) -> tuple[Rows, Rows
     """
     rows: Rows = []
     summary: Rows = []
-    rounds = _probe_rounds(config.rounds, config.probe_rounds, config.horizon)
+    rounds = spread_probe_rounds(config.rounds, config.probe_rounds, config.horizon)
     for index, topology in enumerate(config.topologies, 1):
         start = time.perf_counter()
         sim, _, arrays = measure_windows(config.scenario(topology), rounds, config.horizon, ("dice",))
@@ -172,7 +172,7 @@ def run_poisoning(config: PoisoningConfig, log: Log = print) -> tuple[Rows, Rows
                     byzantine=config.byzantine,
                     r=r,
                     probes=est.size,
-                    pearson=_correlations(est.ravel(), gt.ravel())[0],
+                    pearson=pearson_spearman(est.ravel(), gt.ravel())[0],
                     auc_estimate=aucs[-1],
                     auc_ground_truth=_auc(labels, gt),
                     auc_estimate_summed=_auc(byzantine, est.sum(axis=0)),
@@ -205,8 +205,8 @@ def poisoning_markdown(summary: Rows, config: PoisoningConfig, out: Path) -> str
     ]
     for row in summary:
         lines.append(
-            f"| {row['topology']} | {row['r']} | {_fmt(row['pearson'])} | {_fmt(row['auc_estimate'])} |"
-            f" {_fmt(row['auc_ground_truth'])} | {_fmt(row['auc_estimate_summed'])} |"
+            f"| {row['topology']} | {row['r']} | {format_value(row['pearson'])} | {format_value(row['auc_estimate'])} |"
+            f" {format_value(row['auc_ground_truth'])} | {format_value(row['auc_estimate_summed'])} |"
             f" {row['mean_ground_truth_byzantine']:.2e} | {row['mean_ground_truth_honest']:.2e} |"
         )
     return "\n".join(lines) + "\n"
