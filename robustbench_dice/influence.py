@@ -170,6 +170,11 @@ def normalise_and_check(config: ExperimentConfig) -> None:
             f"horizon={config.horizon} leaves no probe round in rounds={config.rounds} (a probe at round t needs"
             " rounds t..t+horizon): use more rounds or a smaller horizon"
         )
+    if config.probe_rounds > config.rounds - config.horizon:  # else fewer probes than asked for, silently
+        raise ConfigError(
+            f"probe_rounds={config.probe_rounds} does not fit: rounds={config.rounds} with horizon={config.horizon}"
+            f" has {config.rounds - config.horizon} probe rounds (1..{config.rounds - config.horizon})"
+        )
     if isinstance(config, AlignmentConfig):
         check_choice("removal", config.removal, REMOVALS)
         if config.removal == "sample" and config.batch_size < 2:

@@ -60,7 +60,7 @@ def _check_pluggable(kind: str, name: str, catalogue: dict[str, str]) -> None:
         check_choice(kind, name, catalogue)
     except ConfigError as exc:
         raise ConfigError(
-            f"{exc}; {kind}s of your own register with @register_{kind} and load with --plugins DIR (docs/plugins.md)"
+            f"{exc}; {'topologies' if kind == 'topology' else kind + 's'} of your own register with @register_{kind} and load with --plugins DIR (docs/plugins.md)"
         ) from None
 
 

@@ -1,5 +1,7 @@
 """The paper suite's plan, its resumable influence parts, the CLI wiring, and the figures it feeds."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from test_datasets import _write_idx
@@ -75,7 +77,7 @@ def test_influence_parts_rerun_only_when_their_configuration_or_results_version_
     assert not job.up_to_date()
     job.run(log=lambda line: None)
     assert job.up_to_date() and (tmp_path / "cascade_decay.csv").is_file()
-    changed = paper.InfluenceJob("cascade", tmp_path, CascadeConfig(topologies=("star",), nodes=6, rounds=12))
+    changed = paper.InfluenceJob("cascade", tmp_path, dataclasses.replace(QUICK_CASCADE, topologies=("star",)))
     assert not changed.up_to_date()
     monkeypatch.setattr(paper, "RESULTS_VERSION", "older")  # files made by code that gave other numbers
     assert not job.up_to_date()
