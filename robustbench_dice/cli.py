@@ -267,46 +267,76 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .registry import functions_of_file, load_plugin_file
+
+    _load_user_plugins(args)
+    folder = Path(args.path)
+    if not folder.is_dir():
+        try:
+            classes = load_plugin_file(args.path)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's file: report what it raised
+            print(
+                f"robustbench-dice: error: {args.path} failed to import: {type(exc).__name__}: {exc}", file=sys.stderr
+            )
+            return 1
+        if not classes and not any(functions_of_file(args.path).values()):
+            raise ConfigError(f"{args.path} registers no plugin ({_HOW_TO_REGISTER})")
+        failed, skipped = _check_plugin_file(Path(args.path), classes, args)
+    else:  # every plugin file of a folder, as --plugins loads it (all of them before any is checked)
+        files = sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
+        if not files:
+            raise ConfigError(f"plugin folder {args.path!r} holds no .py file (files starting with '_' are skipped)")
+        failed = skipped = 0
+        loaded = []
+        for path in files:
+            try:
+                loaded.append((path, load_plugin_file(path)))
+            except Exception as exc:  # noqa: BLE001
+                print(f"FAIL  {path.name}: imports  ({type(exc).__name__}: {exc})")
+                failed += 1
+        for path, classes in loaded:
+            if not classes and not any(functions_of_file(path).values()):
+                print(f"note: {path.name} registers no plugin; nothing to check")
+                continue
+            print(f"{path.name}:")
+            file_failed, file_skipped = _check_plugin_file(path, classes, args)
+            failed, skipped = failed + file_failed, skipped + file_skipped
+    print(
+        f"{'all checks passed' if not failed else f'{failed} check(s) failed'}"
+        + (f", {skipped} skipped" * bool(skipped))
+    )
+    return 1 if failed else 0
+
+
+_HOW_TO_REGISTER = (
+    "decorate a class with @register_attack or @register_defense, a loader function with @register_dataset(NAME),"
+    " a module factory with @register_model(NAME), a graph builder with @register_topology(NAME)"
+)
+
+
+def _check_plugin_file(path: Path, classes: list[Any], args: argparse.Namespace) -> tuple[int, int]:
+    """Runs the conformance checks on what one loaded plugin file registers, printing each; (failed, skipped)."""
     from .conformance import (
         run_conformance,
         run_dataset_conformance,
         run_model_conformance,
         run_topology_conformance,
     )
-    from .registry import functions_of_file, load_plugin_file
+    from .registry import functions_of_file
 
-    _load_user_plugins(args)
-    try:
-        classes = load_plugin_file(args.path)
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the user's file: report what it raised
-        print(f"robustbench-dice: error: {args.path} failed to import: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    functions = functions_of_file(args.path)
-    if not classes and not any(functions.values()):
-        raise ConfigError(
-            f"{args.path} registers no plugin (decorate a class with @register_attack or @register_defense, a"
-            " loader function with @register_dataset(NAME), a module factory with @register_model(NAME), a graph"
-            " builder with @register_topology(NAME))"
-        )
+    functions = functions_of_file(path)
     # a model is checked on the file's own dataset where it registers one
     dataset = args.dataset or next(iter(functions["dataset"]), "digits")
-    failed = 0
     results = [r for cls in classes for r in run_conformance(cls)]
     results += [r for name in functions["dataset"] for r in run_dataset_conformance(name, args.data_root)]
     results += [r for name in functions["model"] for r in run_model_conformance(name, dataset, args.data_root)]
     results += [r for name in functions["topology"] for r in run_topology_conformance(name)]
     for r in results:
-        failed += not r.passed
         verdict = "SKIP" if r.skipped else "PASS" if r.passed else "FAIL"
         print(f"{verdict}  {r.plugin}: {r.check}" + (f"  ({r.detail})" if r.detail else ""))
-    skipped = sum(r.skipped for r in results)
-    print(
-        f"{'all checks passed' if not failed else f'{failed} check(s) failed'}"
-        + (f", {skipped} skipped" * bool(skipped))
-    )
-    return 1 if failed else 0
+    return sum(not r.passed for r in results), sum(r.skipped for r in results)
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -892,8 +922,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugins_flag(lst)
     lst.set_defaults(func=cmd_list)
 
-    chk = sub.add_parser("check", help="run the plugin conformance suite on the plugins one .py file registers")
-    chk.add_argument("path", help="a plugin file, e.g. my_attack.py")
+    chk = sub.add_parser(
+        "check", help="run the plugin conformance suite on the plugins one .py file (or a folder of them) registers"
+    )
+    chk.add_argument(
+        "path", help="a plugin file, e.g. my_attack.py, or a folder: each of its .py files, as --plugins loads them"
+    )
     chk.add_argument(
         "--data-root", default=None, help="the data_root given to dataset plugins (and to --dataset's loader)"
     )

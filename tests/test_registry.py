@@ -332,6 +332,26 @@ def test_check_command_errors(tmp_path, capsys):
     assert "is not a .py file" in capsys.readouterr().err
 
 
+def test_check_command_on_a_folder_checks_each_plugin_file(tmp_path, capsys):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    _write(folder / "good.py", GOOD_ATTACK.format(cls="FolderGood", name="folder_good"))
+    _write(folder / "helpers.py", "SCALE = 2\n")  # imported by plugins, registers nothing itself
+    _write(folder / "broken.py", "def (:\n")
+    _write(folder / "_private.py", "raise RuntimeError('skipped, as --plugins skips it')\n")
+    assert main(["check", str(folder)]) == 1  # the broken file fails; the others are still checked
+    out = capsys.readouterr().out
+    assert "FAIL  broken.py: imports  (SyntaxError" in out and "good.py:\nPASS  folder_good: builds_with_defaults" in out
+    assert "note: helpers.py registers no plugin" in out and "_private" not in out
+    assert out.rstrip().split("\n")[-1].startswith("1 check(s) failed")
+    (folder / "broken.py").unlink()
+    assert main(["check", str(folder)]) == 0
+    assert main(["check", str(tmp_path / "empty")]) == 2  # a folder that does not exist is a missing file
+    (tmp_path / "empty").mkdir()
+    assert main(["check", str(tmp_path / "empty")]) == 2
+    assert "holds no .py file" in capsys.readouterr().err
+
+
 def test_documented_example_plugins_pass_the_conformance_suite(capsys):
     from pathlib import Path
 
