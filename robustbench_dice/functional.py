@@ -162,6 +162,19 @@ def per_node_grad_autograd(
     return torch.cat([g.reshape(theta.shape[0], -1) for g in grads], dim=1)
 
 
+def logit_hvp(logits: torch.Tensor, tangents: torch.Tensor, loss: str = "cross_entropy") -> torch.Tensor:
+    """``(N, S, B, C)``: logit tangents ``(N, S, B, C)`` times the Hessian of each node's mean loss with respect
+    to its logits ``(N, B, C)``, the second derivative to :func:`logit_grad`'s first (no mask)."""
+    scale = 1.0 / logits.shape[1]
+    if loss == "squared":
+        return tangents * scale
+    if loss == "linear":
+        return torch.zeros_like(tangents)
+    p = torch.softmax(logits, dim=-1).unsqueeze(1)  # softmax's Jacobian: diag(p) - p p^T
+    pr = p * tangents
+    return (pr - p * pr.sum(-1, keepdim=True)) * scale
+
+
 def per_node_hvp(
     model: Model,
     theta: torch.Tensor,
@@ -172,10 +185,33 @@ def per_node_hvp(
 ) -> torch.Tensor:
     """Hessian-vector products ``H_k(theta_k; x_k, y_k) v_k`` for every node k and every tangent.
 
-    ``tangents`` is ``(..., N, P)`` (leading dimensions are batched with
-    ``torch.func.vmap``); the result has the same shape. Forward-over-reverse
-    (``jvp`` of ``grad``): never a dense Hessian.
+    ``tangents`` is ``(..., N, P)``; the result has the same shape. Never a dense Hessian: the model's
+    hand-written R-operator where it has one (:meth:`Model.hvp`: the dense models), else
+    :func:`per_node_hvp_autograd`; tests check the two agree.
     """
+    if not model.has_hvp:
+        return per_node_hvp_autograd(model, theta, x, y, tangents, loss)
+    flat = tangents.reshape(-1, *tangents.shape[-2:])
+    out = model.hvp(
+        theta.detach(),
+        x,
+        flat,
+        lambda logits: logit_grad(logits, y, None, loss),
+        lambda logits, r: logit_hvp(logits, r, loss),
+    )
+    return out.reshape(tangents.shape)
+
+
+def per_node_hvp_autograd(
+    model: Model,
+    theta: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    tangents: torch.Tensor,
+    loss: str = "cross_entropy",
+) -> torch.Tensor:
+    """:func:`per_node_hvp` by ``torch.func``: forward-over-reverse (``jvp`` of ``grad``), the leading
+    dimensions of ``tangents`` batched with ``vmap``."""
 
     def gradient(params: torch.Tensor) -> torch.Tensor:
         return torch.func.grad(lambda p: per_node_loss(model, p, x, y, loss=loss).sum())(params)

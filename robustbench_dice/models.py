@@ -18,6 +18,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,7 @@ class Model:
 
     name = "model"
     has_gradient = False  # whether :meth:`gradient` is implemented
+    has_hvp = False  # whether :meth:`hvp` is implemented
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int):
         self.input_shape = tuple(input_shape)
@@ -115,6 +117,23 @@ class Model:
         """
         raise NotImplementedError(f"model {self.name!r} has no hand-written backward pass")
 
+    def hvp(
+        self,
+        theta: torch.Tensor,
+        x: torch.Tensor,
+        tangents: torch.Tensor,
+        output_grad: Callable[[torch.Tensor], torch.Tensor],
+        output_hvp: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """Hand-written Hessian-vector products: ``(S, N, P)``, row ``[s, k]`` is ``H_k tangents[s, k]``.
+
+        ``H_k`` is the Hessian, at ``theta[k]``, of node k's loss whose derivative with respect to its logits
+        ``(N, B, C)`` is ``output_grad(logits)``; ``output_hvp(logits, r)`` maps logit tangents ``r (N, S, B, C)``
+        through that loss's Hessian with respect to the logits. ``tangents (S, N, P)``. Only models with
+        ``has_hvp`` implement it; callers use ``torch.func`` for the others.
+        """
+        raise NotImplementedError(f"model {self.name!r} has no hand-written Hessian-vector product")
+
 
 def _dense_specs(sizes: list[int]) -> tuple[ParamSpec, ...]:
     specs = []
@@ -169,6 +188,59 @@ def _dense_backward(
     return grads
 
 
+def _dense_hvp(
+    params: dict[str, torch.Tensor],
+    tangents: dict[str, torch.Tensor],
+    inputs: list[torch.Tensor],
+    grad_out: torch.Tensor,
+    hvp_out: Callable[[torch.Tensor], torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Pearlmutter's R-operator through :func:`_dense_stack`: the directional derivative of its backward pass.
+
+    ``params (N, *shape)``; ``tangents (S, N, *shape)``, the same names; ``inputs`` the layer inputs
+    ``(N, B, in)`` the forward recorded; ``grad_out (N, B, C)`` the loss's derivative at the logits and
+    ``hvp_out`` maps the logits' tangent ``(N, S, B, C)`` through the loss's Hessian. Returns, per name,
+    ``(N, S, *shape)``. Tangent activations are kept ``(N, S, B, d)`` so that each product with a node's own
+    weights or inputs is one batched multiply over the N nodes, the S tangents folded into a matrix side.
+    """
+    n, b = inputs[0].shape[:2]
+    s = next(iter(tangents.values())).shape[0]
+    tangent_inputs: list[torch.Tensor | None] = []
+    tangent_h: torch.Tensor | None = None  # R(h_i); the network's input has none
+    for i, h in enumerate(inputs):
+        w, v, c = params[f"w{i}"], tangents[f"w{i}"], tangents[f"b{i}"]
+        out, fan_in = w.shape[1:]
+        # R(z_i) = h_i V_i^T + c_i + R(h_i) W_i^T
+        rz = torch.bmm(h, v.permute(1, 3, 0, 2).reshape(n, fan_in, s * out)).view(n, b, s, out).transpose(1, 2)
+        rz = rz + c.transpose(0, 1).unsqueeze(2)
+        if tangent_h is not None:
+            rz = rz + torch.bmm(tangent_h.reshape(n, s * b, fan_in), w.transpose(1, 2)).view(n, s, b, out)
+        tangent_inputs.append(tangent_h)
+        if i + 1 < len(inputs):
+            tangent_h = rz * (inputs[i + 1] > 0).unsqueeze(1)  # ReLU: the next input is positive where z_i is
+    g, rg = grad_out, hvp_out(rz)
+    result: dict[str, torch.Tensor] = {}
+    for i in reversed(range(len(inputs))):
+        h, w, v = inputs[i], params[f"w{i}"], tangents[f"w{i}"]
+        out, fan_in = w.shape[1:]
+        # R(dW_i) = R(g_i)^T h_i + g_i^T R(h_i); R(db_i) = sum_b R(g_i)
+        rdw = torch.bmm(rg.transpose(2, 3).reshape(n, s * out, b), h).view(n, s, out, fan_in)
+        rh = tangent_inputs[i]
+        if rh is not None:
+            rdw = rdw + torch.bmm(g.transpose(1, 2), rh.transpose(1, 2).reshape(n, b, s * fan_in)).view(
+                n, out, s, fan_in
+            ).transpose(1, 2)
+        result[f"w{i}"], result[f"b{i}"] = rdw, rg.sum(2)
+        if i > 0:
+            # g_{i-1} = (g_i W_i) * 1[h_i > 0], so R(g_{i-1}) = (R(g_i) W_i + g_i V_i) * 1[h_i > 0]
+            from_v = torch.bmm(g, v.permute(1, 2, 0, 3).reshape(n, out, s * fan_in)).view(n, b, s, fan_in)
+            rg = (torch.bmm(rg.reshape(n, s * b, out), w).view(n, s, b, fan_in) + from_v.transpose(1, 2)) * (
+                h > 0
+            ).unsqueeze(1)
+            g = torch.ops.aten.threshold_backward(torch.bmm(g, w), h, 0.0)
+    return result
+
+
 def _dense_single(params: dict[str, torch.Tensor], h: torch.Tensor, n_layers: int) -> torch.Tensor:
     for i in range(n_layers):
         h = F.linear(h, params[f"w{i}"], params[f"b{i}"])
@@ -182,6 +254,7 @@ class MLP(Model):
 
     name = "mlp"
     has_gradient = True
+    has_hvp = True
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (64,)):
         super().__init__(input_shape, num_classes)
@@ -213,6 +286,26 @@ class MLP(Model):
         grads = _dense_backward(params, inputs, output_grad(logits), groups or (h.shape[-2],))
         n = theta.shape[0]
         return [torch.cat([g.reshape(n, -1) for g in group], dim=1) for group in grads]
+
+    def hvp(
+        self,
+        theta: torch.Tensor,
+        x: torch.Tensor,
+        tangents: torch.Tensor,
+        output_grad: Callable[[torch.Tensor], torch.Tensor],
+        output_hvp: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        # torch.func's forward-over-reverse re-traces the network per call and moves S x N x P tensors through
+        # generic batching rules; the R-operator by hand is a few batched products (benchmarks/influence.py)
+        params = self.unflatten(theta)
+        h = self._flatten(x)
+        if h.dim() == 2:  # inputs shared by every node, e.g. the probe set
+            h = h.expand(theta.shape[0], *h.shape)
+        inputs: list[torch.Tensor] = []
+        logits = _dense_stack(params, h, self.n_layers, inputs)
+        rows = _dense_hvp(params, self.unflatten(tangents), inputs, output_grad(logits), partial(output_hvp, logits))
+        s, n = tangents.shape[:2]
+        return torch.cat([rows[spec.name].transpose(0, 1).reshape(s, n, -1) for spec in self.specs], dim=-1)
 
 
 class LogisticRegression(MLP):

@@ -84,6 +84,31 @@ def test_hand_written_gradient_equals_autograd(name, hidden, shared, masked, los
         assert not fast[0].any()
 
 
+@pytest.mark.parametrize("name,hidden", DENSE)
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared", "linear"])
+def test_hand_written_hvp_equals_torch_func(name, hidden, shared, loss):
+    """The dense models' R-operator against forward-over-reverse autograd, batched tangents and one."""
+    from robustbench_dice.functional import per_node_hvp, per_node_hvp_autograd
+
+    model = build_model(name, (8, 8), 10, hidden=hidden or (64,))
+    assert model.has_hvp and not build_model("cnn", (1, 8, 8), 10).has_hvp
+    gen = torch.Generator().manual_seed(5)
+    theta = model.init(5, gen, same=False).double() * 3  # larger weights: more ReLUs switched off
+    x = torch.randn(7, 8, 8, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 10, (7,), generator=gen)
+    if not shared:
+        x, y = torch.randn(5, 7, 8, 8, generator=gen, dtype=torch.float64), torch.randint(0, 10, (5, 7), generator=gen)
+    for shape in ((3, 5, model.num_params), (5, model.num_params), (2, 2, 5, model.num_params)):
+        tangents = torch.randn(*shape, generator=gen, dtype=torch.float64)
+        fast = per_node_hvp(model, theta, x, y, tangents, loss)
+        exact = per_node_hvp_autograd(model, theta, x, y, tangents, loss)
+        assert fast.shape == shape
+        torch.testing.assert_close(fast, exact, rtol=1e-12, atol=1e-13)
+        if loss == "linear" and not hidden:  # linear in the parameters: no curvature at all
+            assert not fast.any()
+
+
 @pytest.mark.parametrize("name", ["logreg", "mlp", "cnn"])
 def test_gradients_of_several_sample_sets_in_one_pass_equal_separate_calls(name):
     from robustbench_dice.functional import Samples, per_node_grad, per_node_grads

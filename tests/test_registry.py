@@ -341,7 +341,9 @@ def test_check_command_on_a_folder_checks_each_plugin_file(tmp_path, capsys):
     _write(folder / "_private.py", "raise RuntimeError('skipped, as --plugins skips it')\n")
     assert main(["check", str(folder)]) == 1  # the broken file fails; the others are still checked
     out = capsys.readouterr().out
-    assert "FAIL  broken.py: imports  (SyntaxError" in out and "good.py:\nPASS  folder_good: builds_with_defaults" in out
+    assert (
+        "FAIL  broken.py: imports  (SyntaxError" in out and "good.py:\nPASS  folder_good: builds_with_defaults" in out
+    )
     assert "note: helpers.py registers no plugin" in out and "_private" not in out
     assert out.rstrip().split("\n")[-1].startswith("1 check(s) failed")
     (folder / "broken.py").unlink()
