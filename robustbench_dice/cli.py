@@ -520,6 +520,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if plan is not None and not args.only:
         for job in plan.influence:
             check_writable_folder(job.out, "influence folder")
+    if executor.kind == "local" and (executor.jobs or 0) > default_jobs():
+        # each worker is a process with its own torch (hundreds of MB) running one thread
+        print(
+            f"note: --jobs {executor.jobs} is more than the {default_jobs()} core(s) here; every run uses one thread,"
+            " so the extra jobs only share the cores (and each holds its own memory)"
+        )
     where = {
         "local": f"{executor.jobs or default_jobs()} local job(s)",
         "dask": f"Dask scheduler {executor.address}",

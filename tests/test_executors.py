@@ -237,3 +237,15 @@ def test_slurm_without_sbatch_says_how_to_proceed(small, tmp_path):
     store = tmp_path / "cli-store"
     code = main(["run", "--suite", str(tmp_path / "small.toml"), "--store", str(store), "--executor", "slurm"])
     assert code == 2 and not store.exists()  # refused before anything is written
+
+
+def test_more_jobs_than_cores_gets_a_note(small, reference_store, tmp_path, capsys, monkeypatch):
+    import robustbench_dice.executors as executors
+
+    monkeypatch.setattr(executors, "default_jobs", lambda: 2)
+    suite_file = tmp_path / "small.toml"  # every run already stored: no worker is started
+    command = ["run", "--suite", str(suite_file), "--store", str(reference_store.root), "--tables", str(tmp_path / "t")]
+    assert main([*command, "--jobs", "3", "--quiet"]) == 0
+    assert "note: --jobs 3 is more than the 2 core(s) here" in capsys.readouterr().out
+    assert main([*command, "--jobs", "2", "--quiet"]) == 0
+    assert "note: --jobs" not in capsys.readouterr().out
