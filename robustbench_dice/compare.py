@@ -82,7 +82,16 @@ def read_summary(path: str | Path) -> dict[tuple[str, ...], dict[str, str]]:
         missing = [c for c in (*IDENTITY, "status") if c not in (reader.fieldnames or ())]
         if missing:
             raise ConfigError(f"{str(path)!r} is not a robustbench-dice summary.csv (no column {missing[0]!r})")
-        rows = {tuple(row[c] for c in IDENTITY): row for row in reader}
+        rows = {}
+        for row in reader:
+            # a short row reads as None in its last columns, a long one keeps its extra fields under the key None
+            if None in row or None in row.values():
+                fields = len(reader.fieldnames or ()) - list(row.values()).count(None) + len(row.get(None) or ())
+                raise ConfigError(
+                    f"{str(path)!r} line {reader.line_num} has {fields} fields, its header"
+                    f" {len(reader.fieldnames or ())}: is the file complete?"
+                )
+            rows[tuple(row[c] for c in IDENTITY)] = row
     return rows
 
 

@@ -89,6 +89,16 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
         compare_summaries(other, COMMITTED)
     assert main(["compare", str(COMMITTED), str(COMMITTED), "--tolerance", "-1"]) == 2
     assert "tolerance must be >= 0, got -1.0" in capsys.readouterr().err
+    # a copy cut off mid-row (or with a row too long) read as a run with empty columns before
+    lines = COMMITTED.read_text().splitlines()
+    cut = tmp_path / "cut.csv"
+    cut.write_text("\n".join(lines[:3]) + "\n" + lines[3][:40] + "\n")
+    header = len(lines[0].split(","))
+    with pytest.raises(ConfigError, match=f"'{cut}' line 4 has \\d+ fields, its header {header}: is the file complete"):
+        compare_summaries(COMMITTED, cut)
+    cut.write_text("\n".join(lines[:3]) + ",1,2\n")
+    with pytest.raises(ConfigError, match=f"line 3 has {header + 2} fields, its header {header}"):
+        compare_summaries(COMMITTED, cut)
 
 
 def test_summaries_of_different_suites_are_said_to_share_no_run(capsys):
