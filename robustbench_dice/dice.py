@@ -222,7 +222,9 @@ def dice_ground_truth(
 
     The counterfactual worlds of a chunk of sources (plus the factual one,
     computed by the same arithmetic) advance together as ``(chunk + 1) * N``
-    virtual nodes. ``sources``: S node indices (a 1-D tensor or sequence). ``removal``: what world s removes from source ``j_s`` at round t, its
+    virtual nodes; in each world only the nodes its source has reached through
+    the mixing matrices' non-zeros are stepped and probed again, the others
+    keeping the factual state bit for bit (influence exactly 0). ``sources``: S node indices (a 1-D tensor or sequence). ``removal``: what world s removes from source ``j_s`` at round t, its
     whole batch or one sample (module docstring). ``sources_per_chunk``: default sized by :data:`CHUNK_BYTES`
     (:data:`CUDA_CHUNK_BYTES` on a GPU); the result does not depend on it beyond rounding.
     """
@@ -245,20 +247,30 @@ def _ground_truth(
 ) -> torch.Tensor:
     n, p = window.theta.shape
     worlds = sources.numel() + 1
+    kind = probe_loss_kind or loss
     theta = window.theta.expand(worlds, n, p)
+    # (S, N): the nodes whose state in world s can differ from the factual one, those the source reaches through
+    # the mixing matrices' non-zeros. Every other node's state is the factual one bit for bit (the same rows of the
+    # same products), so its step and probe loss are not recomputed and its influence is exactly 0.
+    differs = torch.zeros(worlds - 1, n, dtype=theta.dtype, device=theta.device)
     out = []
     for s in range(horizon):
         x, y = window.batches[s]
-        xs = x.unsqueeze(0).expand(worlds, *x.shape).reshape(worlds * n, *x.shape[1:])
-        ys = y.unsqueeze(0).expand(worlds, *y.shape).reshape(worlds * n, *y.shape[1:])
-        delta = _step(model, theta.reshape(worlds * n, p), xs, ys, window, loss).view(worlds, n, p)
-        if s == 0:
-            delta = delta.clone()
-            # world i replaces source i's step at round t by its counterfactual one
+        factual = _step(model, theta[-1], x, y, window, loss)
+        delta = factual.expand(worlds, n, p).clone()
+        world, node = differs.nonzero(as_tuple=True)
+        if world.numel():
+            delta[world, node] = _step(model, theta[world, node], x[node], y[node], window, loss)
+        if s == 0:  # world i replaces source i's step at round t by its counterfactual one
             delta[torch.arange(worlds - 1), sources] = _counterfactual_step(model, window, sources, removal, loss)
+            differs[torch.arange(worlds - 1), sources] = 1.0
         theta = torch.einsum("kl,wlp->wkp", window.weights[s], theta + delta)
-        losses = probe_loss(model, theta.reshape(worlds * n, p), probe, probe_loss_kind or loss).view(worlds, n)
-        out.append(losses[:-1] - losses[-1:])
+        differs = ((differs @ (window.weights[s] != 0).T.to(differs.dtype)) > 0).to(differs.dtype)
+        world, node = differs.nonzero(as_tuple=True)
+        factual_loss = probe_loss(model, theta[-1], probe, kind)
+        influence = torch.zeros(worlds - 1, n, dtype=theta.dtype, device=theta.device)
+        influence[world, node] = probe_loss(model, theta[world, node], probe, kind) - factual_loss[node]
+        out.append(influence)
     return torch.stack(out)
 
 

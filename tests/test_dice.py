@@ -223,6 +223,34 @@ def test_ground_truth_is_a_real_counterfactual():
     assert all(truth[0, 0, k] == 0 for k in range(6) if k not in ring_neighbours)  # one hop reaches neighbours only
 
 
+@pytest.mark.parametrize("topology", ["ring", "one_peer_exponential"])
+def test_ground_truth_of_every_source_equals_a_plain_re_run_per_source(topology):
+    """All sources and hops at once (only the nodes a source reaches are re-run) against one full re-run of the
+    whole window per source, every node stepping; unreached receivers are exactly 0."""
+    from robustbench_dice.functional import per_node_grad, per_node_loss
+
+    sim, (window,) = _windows("mlp", topology, weight_decay=1e-3)
+    model, probe = sim.setup.model, probe_from_test_set(sim, 40)
+    truth = dice_ground_truth(model, window, torch.arange(6), probe, HORIZON)
+    factual = unroll(model, window, HORIZON)
+    for source in range(6):
+        theta, reached = window.theta.clone(), {source}
+        for s in range(HORIZON):
+            x, y = window.batches[s]
+            half = theta - window.lr * (per_node_grad(model, theta, x, y) + window.weight_decay * theta)
+            if s == 0:
+                half[source] = theta[source]  # its batch at round t removed: no step
+            theta = window.weights[s] @ half
+            reached = {k for k in range(6) for j in reached if window.weights[s][k, j] != 0}
+            expected = per_node_loss(model, theta, probe.x, probe.y) - per_node_loss(
+                model, factual[s + 1], probe.x, probe.y
+            )
+            torch.testing.assert_close(truth[s, source], expected, rtol=1e-9, atol=1e-15)
+            assert all(truth[s, source, k] == 0 for k in range(6) if k not in reached)
+            if s == 0:  # one hop leaves receivers unreached on both graphs: the shortcut is exercised
+                assert len(reached) < 6
+
+
 def test_removing_one_sample_re_runs_the_source_on_the_rest_of_its_batch():
     from robustbench_dice.functional import per_node_grad, per_node_loss
 
