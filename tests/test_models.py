@@ -60,6 +60,17 @@ def test_bad_models():
 DENSE = [("logreg", ()), ("mlp", (64,)), ("mlp", (32, 16))]
 
 
+def _dense_case(model, shared, seed):
+    """Five nodes' float64 parameters and 7 samples each of 8x8 inputs (or 7 shared by all nodes)."""
+    gen = torch.Generator().manual_seed(seed)
+    theta = model.init(5, gen, same=False).double() * 3  # larger weights: more ReLUs switched off
+    x = torch.randn(7, 8, 8, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 10, (7,), generator=gen)
+    if not shared:
+        x, y = torch.randn(5, 7, 8, 8, generator=gen, dtype=torch.float64), torch.randint(0, 10, (5, 7), generator=gen)
+    return gen, theta, x, y
+
+
 @pytest.mark.parametrize("name,hidden", DENSE)
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
@@ -69,12 +80,7 @@ def test_hand_written_gradient_equals_autograd(name, hidden, shared, masked, los
 
     model = build_model(name, (8, 8), 10, hidden=hidden or (64,))
     assert model.has_gradient
-    gen = torch.Generator().manual_seed(3)
-    theta = model.init(5, gen, same=False).double() * 3  # larger weights: more ReLUs switched off
-    x = torch.randn(7, 8, 8, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 10, (7,), generator=gen)
-    if not shared:
-        x, y = torch.randn(5, 7, 8, 8, generator=gen, dtype=torch.float64), torch.randint(0, 10, (5, 7), generator=gen)
+    gen, theta, x, y = _dense_case(model, shared, seed=3)
     mask = (torch.rand(5, 7, generator=gen) > 0.4) if masked else None
     if masked:
         mask[0] = False  # a node with no valid sample has a zero gradient
@@ -93,12 +99,7 @@ def test_hand_written_hvp_equals_torch_func(name, hidden, shared, loss):
 
     model = build_model(name, (8, 8), 10, hidden=hidden or (64,))
     assert model.has_hvp and not build_model("cnn", (1, 8, 8), 10).has_hvp
-    gen = torch.Generator().manual_seed(5)
-    theta = model.init(5, gen, same=False).double() * 3  # larger weights: more ReLUs switched off
-    x = torch.randn(7, 8, 8, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 10, (7,), generator=gen)
-    if not shared:
-        x, y = torch.randn(5, 7, 8, 8, generator=gen, dtype=torch.float64), torch.randint(0, 10, (5, 7), generator=gen)
+    gen, theta, x, y = _dense_case(model, shared, seed=5)
     for shape in ((3, 5, model.num_params), (5, model.num_params), (2, 2, 5, model.num_params)):
         tangents = torch.randn(*shape, generator=gen, dtype=torch.float64)
         fast = per_node_hvp(model, theta, x, y, tangents, loss)
