@@ -270,8 +270,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .registry import functions_of_file, load_plugin_file
 
     _load_user_plugins(args)
-    folder = Path(args.path)
-    if not folder.is_dir():
+    target = Path(args.path)
+    if not target.is_dir():
         try:
             classes = load_plugin_file(args.path)
         except ConfigError:
@@ -283,9 +283,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 1
         if not classes and not any(functions_of_file(args.path).values()):
             raise ConfigError(f"{args.path} registers no plugin ({_HOW_TO_REGISTER})")
-        failed, skipped = _check_plugin_file(Path(args.path), classes, args)
+        failed, skipped = _check_plugin_file(target, classes, args)
     else:  # every plugin file of a folder, as --plugins loads it (all of them before any is checked)
-        files = sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
+        files = sorted(p for p in target.glob("*.py") if not p.name.startswith("_"))
         if not files:
             raise ConfigError(f"plugin folder {args.path!r} holds no .py file (files starting with '_' are skipped)")
         failed = skipped = 0

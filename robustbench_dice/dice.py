@@ -224,9 +224,13 @@ def dice_ground_truth(
     computed by the same arithmetic) advance together as ``(chunk + 1) * N``
     virtual nodes; in each world only the nodes its source has reached through
     the mixing matrices' non-zeros are stepped and probed again, the others
-    keeping the factual state bit for bit (influence exactly 0). ``sources``: S node indices (a 1-D tensor or sequence). ``removal``: what world s removes from source ``j_s`` at round t, its
-    whole batch or one sample (module docstring). ``sources_per_chunk``: default sized by :data:`CHUNK_BYTES`
-    (:data:`CUDA_CHUNK_BYTES` on a GPU); the result does not depend on it beyond rounding.
+    keeping the factual state bit for bit (influence exactly 0).
+
+    ``sources``: S node indices (a 1-D tensor or sequence). ``removal``: what
+    world s removes from source ``j_s`` at round t, its whole batch or one
+    sample (module docstring). ``sources_per_chunk``: default sized by
+    :data:`CHUNK_BYTES` (:data:`CUDA_CHUNK_BYTES` on a GPU); the result does not
+    depend on it beyond rounding.
     """
     sources = _check(window, horizon, sources, probe, sources_per_chunk, removal)
     chunks = _source_chunks(window, sources, sources_per_chunk)
