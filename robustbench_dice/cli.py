@@ -675,6 +675,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     _load_user_plugins(args)  # records of runs with your own plugins are judged only with them loaded
     store = ResultStore(args.store, create=False)
+    if not store.root.is_dir():  # a mistyped --store would otherwise read as a clean store
+        print(f"no result store at {args.store}/; nothing to prune")
+        return 0
     removed = store.prune(dry_run=args.dry_run)
     records = sum(path.suffix == ".json" for path in removed)
     verb = "would remove" if args.dry_run else "removed"

@@ -499,6 +499,7 @@ def test_commands_that_read_the_store_do_not_create_it(tmp_path, capsys):
     assert f"no stored runs of suite 'all' in {missing}/" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
     assert main(["prune", "--store", str(missing)]) == 0
+    assert f"no result store at {missing}/; nothing to prune" in capsys.readouterr().out
     influence = tmp_path / "no-influence"
     figures = ["figures", "--store", str(missing), "--influence", str(influence), "--out", str(tmp_path / "f")]
     assert main(figures) == 2  # neither: every figure would be empty (`figures` run away from the checkout)
