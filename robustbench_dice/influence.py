@@ -186,6 +186,11 @@ def normalise_and_check(config: ExperimentConfig) -> None:
     else:
         settings = [(config.model, t, config.lr) for t in config.topologies]
     for model, topology, lr in settings:
+        if topology == "file":  # the experiments have no adjacency_file field to pass it on
+            raise ConfigError(
+                "the influence experiments cannot run topology 'file' (no adjacency file can be given to them): wrap"
+                " your graph in a topology plugin, @register_topology, and load it with --plugins DIR (docs/plugins.md)"
+            )
         scenario = experiment_scenario(config, model, topology, lr)
         build_topology(topology, scenario.nodes, seed=scenario.seed)  # e.g. a torus on a prime node count
     resolve_device(config.device)  # 'cuda' on a machine without one

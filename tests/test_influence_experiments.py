@@ -109,6 +109,7 @@ def test_default_experiments_regenerate_line_is_the_plain_command():
         (["--topologies", "rnig"], "did you mean 'ring'"),
         (["--topologies", "torus", "--nodes", "7"], "7 is not such a product"),
         (["--rounds", "3", "--horizon", "3"], "leaves no probe round"),
+        (["--topologies", "ring", "file"], "cannot run topology 'file' (no adjacency file can be given to them)"),
         (["--rounds", "20", "--probe-rounds", "500"], "probe_rounds=500 does not fit: rounds=20 with horizon=3 has 17"),
         (["--lrs", "0.1", "-0.5"], "lr must be > 0"),
         (["--nodes", "1"], "nodes must be an integer >= 2"),
