@@ -156,6 +156,11 @@ class Simulation:
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, progress: ProgressCallback | None = None) -> Simulation:
+        if not isinstance(scenario, Scenario):  # a dict of fields is the likely mistake
+            raise TypeError(
+                f"expected a robustbench_dice.Scenario, got {type(scenario).__name__}; build one with"
+                " Scenario(**fields), Scenario.from_dict(...) or Scenario.from_file(path)"
+            )
         attack = build_attack(scenario.attack, scenario.attack_params)
         setup = prepare(scenario)
         defense = build_defense(

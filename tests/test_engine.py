@@ -240,3 +240,8 @@ def test_a_defense_reading_the_validation_set_fails_without_one(defense):
     ):
         simulate(scenario)
     simulate(_small(defense="median", byzantine=2, attack="label_flip", val_fraction=0.0))  # one that does not read it
+
+
+def test_a_dict_instead_of_a_scenario_is_a_clear_error():
+    with pytest.raises(TypeError, match="expected a robustbench_dice.Scenario, got dict; build one with Scenario"):
+        simulate({"nodes": 4})  # type: ignore[arg-type]
