@@ -257,17 +257,17 @@ def _ground_truth(
     # the mixing matrices' non-zeros. Every other node's state is the factual one bit for bit (the same rows of the
     # same products), so its step and probe loss are not recomputed and its influence is exactly 0.
     differs = torch.zeros(worlds - 1, n, dtype=theta.dtype, device=theta.device)
+    rows = torch.arange(worlds - 1, device=theta.device)
+    world, node = differs.nonzero(as_tuple=True)  # (world, node) pairs whose state differs: none at round t
     out = []
     for s in range(horizon):
         x, y = window.batches[s]
-        factual = _step(model, theta[-1], x, y, window, loss)
-        delta = factual.expand(worlds, n, p).clone()
-        world, node = differs.nonzero(as_tuple=True)
+        delta = _step(model, theta[-1], x, y, window, loss).expand(worlds, n, p).clone()
         if world.numel():
             delta[world, node] = _step(model, theta[world, node], x[node], y[node], window, loss)
         if s == 0:  # world i replaces source i's step at round t by its counterfactual one
-            delta[torch.arange(worlds - 1), sources] = _counterfactual_step(model, window, sources, removal, loss)
-            differs[torch.arange(worlds - 1), sources] = 1.0
+            delta[rows, sources] = _counterfactual_step(model, window, sources, removal, loss)
+            differs[rows, sources] = 1.0
         theta = torch.einsum("kl,wlp->wkp", window.weights[s], theta + delta)
         differs = ((differs @ (window.weights[s] != 0).T.to(differs.dtype)) > 0).to(differs.dtype)
         world, node = differs.nonzero(as_tuple=True)
