@@ -267,7 +267,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .registry import functions_of_file, load_plugin_file
+    from .registry import load_plugin_file
 
     _load_user_plugins(args)
     target = Path(args.path)
@@ -281,7 +281,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 f"robustbench-dice: error: {args.path} failed to import: {type(exc).__name__}: {exc}", file=sys.stderr
             )
             return 1
-        if not classes and not any(functions_of_file(args.path).values()):
+        if _registers_nothing(target, classes):
             raise ConfigError(f"{args.path} registers no plugin ({_HOW_TO_REGISTER})")
         failed, skipped = _check_plugin_file(target, classes, args)
     else:  # every plugin file of a folder, as --plugins loads it (all of them before any is checked)
@@ -297,7 +297,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"FAIL  {path.name}: imports  ({type(exc).__name__}: {exc})")
                 failed += 1
         for path, classes in loaded:
-            if not classes and not any(functions_of_file(path).values()):
+            if _registers_nothing(path, classes):
                 print(f"note: {path.name} registers no plugin; nothing to check")
                 continue
             print(f"{path.name}:")
@@ -314,6 +314,13 @@ _HOW_TO_REGISTER = (
     "decorate a class with @register_attack or @register_defense, a loader function with @register_dataset(NAME),"
     " a module factory with @register_model(NAME), a graph builder with @register_topology(NAME)"
 )
+
+
+def _registers_nothing(path: Path, classes: list[Any]) -> bool:
+    """Whether a loaded plugin file registered no attack or defense class and no dataset, model or topology."""
+    from .registry import functions_of_file
+
+    return not classes and not any(functions_of_file(path).values())
 
 
 def _check_plugin_file(path: Path, classes: list[Any], args: argparse.Namespace) -> tuple[int, int]:
