@@ -8,6 +8,10 @@ process, best of ``--repeats``:
   (round with ``track_influence``) / (plain round) - 1, in the engine's
   default float32. Target: <= 0.5. ``..._lowest_pair`` / ``..._highest_pair``:
   the range over the pairs, i.e. how much the machine's load moved it.
+- ``edge_products_speedup``: seconds of one round's proximal influence as the
+  dense ``N x N`` product / as the product on W's non-zeros only (CSR,
+  ``torch.sparse.sampled_addmm``), at this graph's W; ``edge_products_in_engine``:
+  whether the engine takes the latter here (the rule in ``robustbench_dice.dice``).
 - ``estimate_r{r}_rounds`` and ``ground_truth_r{r}_rounds``: seconds of
   ``dice_estimate`` / ``dice_ground_truth`` for every node as a source and
   horizon r, divided by the seconds of one plain training round, both in
@@ -24,13 +28,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import warnings
 from functools import partial
 
 import torch
 from common import add_device_argument, benchmark_scenario, best_of, device_name
 
 from robustbench_dice import Scenario, Simulation
-from robustbench_dice.dice import dice_estimate, dice_ground_truth
+from robustbench_dice.dice import dice_estimate, dice_ground_truth, proximal_influence
 from robustbench_dice.influence import probe_from_test_set, record_windows
 
 HORIZONS = (1, 2, 3)
@@ -66,8 +71,34 @@ def interleaved(n: int, rounds: int, repeats: int, device: str) -> dict[str, flo
     }
 
 
+def edge_products(n: int, repeats: int, device: str, calls: int = 100) -> dict[str, float]:
+    """Dense against edge-only proximal-influence products at the benchmark graph's W, and the engine's choice."""
+    sim = Simulation.from_scenario(scenario(n, 2, device=device))
+    mixing = sim.mixing_at(0)
+    dense = mixing.weights.to_dense() if mixing.weights.layout != torch.strided else mixing.weights
+    with warnings.catch_warnings():  # CSR is marked beta
+        warnings.simplefilter("ignore", UserWarning)
+        csr = dense.to_sparse_csr()
+    generator = torch.Generator().manual_seed(0)
+    test_grad, delta = torch.randn(2, n, sim.setup.model.num_params, generator=generator).to(dense)
+
+    def repeated(weights: torch.Tensor) -> None:
+        for _ in range(calls):
+            proximal_influence(test_grad, delta, weights)
+
+    return {
+        "edge_products_in_engine": mixing.influence_weights.layout == torch.sparse_csr,
+        "edge_products_speedup": best_of(repeats, partial(repeated, dense), device)
+        / best_of(repeats, partial(repeated, csr), device),
+    }
+
+
 def measure(n: int, rounds: int, repeats: int, overhead_only: bool = False, device: str = "cpu") -> dict[str, float]:
-    row: dict[str, float] = {"n_nodes": n, **interleaved(n, rounds, repeats, device)}
+    row: dict[str, float] = {
+        "n_nodes": n,
+        **interleaved(n, rounds, repeats, device),
+        **edge_products(n, repeats, device),
+    }
     if overhead_only:
         return row
     plain64 = seconds_per_round(n, rounds, repeats, dtype="float64", device=device)
@@ -116,7 +147,8 @@ def main() -> None:
             parts = [
                 f"N={n}",
                 f"prox overhead {100 * float(row['proximal_influence_overhead']):.0f}%"
-                f" (pairs {spread[0]:.0f}-{spread[1]:.0f}%)",
+                f" (pairs {spread[0]:.0f}-{spread[1]:.0f}%; dense / edge-only product time {row['edge_products_speedup']:.1f},"
+                f" edge-only {'used' if row['edge_products_in_engine'] else 'not used'} here)",
             ]
             parts += (
                 []

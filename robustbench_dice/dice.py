@@ -49,6 +49,27 @@ import torch
 from .functional import per_node_grad, per_node_hvp, per_node_loss
 from .models import Model
 
+# On the CPU, proximal influence's dot products are taken only on W's non-zeros (one sampled product, CSR) when W
+# has at least EDGE_PRODUCTS_MIN_NODES rows and at most EDGE_PRODUCTS_DENSITY non-zeros: measured there
+# (benchmarks/influence.py, ``edge_products_speedup``), this is 2.5-7x faster than the dense N x N product at
+# 64-128 nodes of degree <= N / 8, on par at density 1/4 and slower on denser or smaller graphs. A fixed rule, not
+# a timing, so a scenario gives the same numbers on every machine; on a GPU the dense product stays (unmeasured).
+EDGE_PRODUCTS_DENSITY = 0.25
+EDGE_PRODUCTS_MIN_NODES = 32
+
+
+def influence_weights(weights: torch.Tensor) -> torch.Tensor:
+    """``weights`` in the layout :func:`proximal_influence` is fastest with: CSR where the rule above says so.
+
+    ``weights (N, N)``, dense or CSR; a CSR input, or one the rule leaves dense, is returned as it is.
+    """
+    n = weights.shape[0]
+    if weights.layout != torch.strided or weights.device.type != "cpu" or n < EDGE_PRODUCTS_MIN_NODES:
+        return weights
+    if torch.count_nonzero(weights).item() > EDGE_PRODUCTS_DENSITY * n * n:
+        return weights
+    return _csr(weights)
+
 
 def proximal_influence(test_grad: torch.Tensor, delta: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``(N, N)`` dense matrix ``Prox[j, k] = -W_jk * test_grad_j . delta_k``, zero off W's non-zeros.

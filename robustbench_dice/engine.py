@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .cpu_kernels import active_instruction_set
-from .dice import proximal_influence
+from .dice import influence_weights, proximal_influence
 from .errors import ConfigError
 from .functional import Samples, per_node_grad, per_node_grads
 from .mixing import MixingMatrix, Neighbourhood
@@ -91,6 +91,7 @@ class _RoundMixing:
     weights: torch.Tensor
     neighbours: Neighbourhood
     receivers: torch.Tensor  # (N, D) row index of each neighbour slot
+    influence_weights: torch.Tensor  # W as proximal influence takes it: CSR where its edge-only products pay
 
 
 @dataclass(eq=False)
@@ -194,7 +195,8 @@ class Simulation:
             dtype = self.setup.dtype
             nb = m.neighbourhood(dev, dtype)
             receivers = torch.arange(m.n_nodes, device=dev).unsqueeze(1).expand_as(nb.index)
-            self._mixing_cache[key] = _RoundMixing(m, m.to_torch(dev, dtype), nb, receivers)
+            weights = m.to_torch(dev, dtype)
+            self._mixing_cache[key] = _RoundMixing(m, weights, nb, receivers, influence_weights(weights))
         return self._mixing_cache[key]
 
     def run(self) -> RunResult:
@@ -315,8 +317,7 @@ class Simulation:
                     lookahead = x, y, grad
                 else:
                     test_grad = validation_grad(st.model, st.data, theta)
-                # W is CSR where gossip is sparse (large sparse graphs); then only the edges' products are taken
-                influence.add_(proximal_influence(test_grad, reported, rm.weights))
+                influence.add_(proximal_influence(test_grad, reported, rm.influence_weights))
             if (t + 1) % s.eval_every == 0 or t + 1 == s.rounds:
                 synchronize(dev)
                 t_eval = time.perf_counter()

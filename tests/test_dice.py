@@ -4,10 +4,12 @@ import torch.nn.functional as F
 
 from robustbench_dice import Scenario
 from robustbench_dice.dice import (
+    EDGE_PRODUCTS_MIN_NODES,
     Probe,
     Window,
     dice_estimate,
     dice_ground_truth,
+    influence_weights,
     probe_curvature_term,
     proximal_influence,
     unroll,
@@ -285,6 +287,20 @@ def test_proximal_influence_equals_per_pair_formula():
             for k in range(n):
                 expected = -float(w[j, k]) * float(g[j] @ delta[k])
                 assert prox[j, k].item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state:UserWarning")
+def test_influence_weights_take_edge_products_only_on_large_sparse_graphs():
+    def ring(n: int) -> torch.Tensor:
+        eye = torch.eye(n)
+        return (eye + eye.roll(1, 0) + eye.roll(-1, 0)) / 3
+
+    assert influence_weights(ring(EDGE_PRODUCTS_MIN_NODES)).layout == torch.sparse_csr
+    assert influence_weights(ring(EDGE_PRODUCTS_MIN_NODES - 1)).layout == torch.strided  # too few rows
+    assert influence_weights(torch.full((64, 64), 1 / 64)).layout == torch.strided  # complete graph: too dense
+    csr = ring(64).to_sparse_csr()
+    assert influence_weights(csr) is csr
+    torch.testing.assert_close(influence_weights(ring(64)).to_dense(), ring(64), rtol=0, atol=0)
 
 
 def test_hvp_is_vectorised_over_tangents():

@@ -244,6 +244,29 @@ def test_tracked_influence_is_the_definition_and_does_not_change_training(
     torch.testing.assert_close(plain.final_theta, sim.final_theta, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state:UserWarning")
+def test_tracked_influence_on_a_large_sparse_graph_takes_edge_products_and_is_the_definition():
+    from robustbench_dice import Simulation
+    from robustbench_dice.dice import proximal_influence
+    from robustbench_dice.setup import validation_grad
+
+    # 40 nodes on a ring: W is dense for gossip (below 128 nodes) but sparse enough for edge-only products
+    scenario = Scenario(nodes=40, topology="ring", rounds=3, batch_size=16, dtype="float64", track_influence=True)
+    records = []
+    sim = Simulation.from_scenario(scenario)
+    sim.observer = records.append
+    result = sim.run()
+    mixing = sim.mixing_at(0)
+    assert mixing.weights.layout == torch.strided and mixing.influence_weights.layout == torch.sparse_csr
+    dense_total = sum(
+        proximal_influence(validation_grad(sim.setup.model, sim.setup.data, r.theta_next), r.delta, r.weights)
+        for r in records
+    )
+    assert len(result.proximal_influence) == 80  # 2 in-neighbours x 40 nodes
+    for j, k, value in result.proximal_influence:
+        assert value == pytest.approx(float(dense_total[j, k]), rel=1e-12, abs=1e-15)
+
+
 def test_cascade_centrality_figure_draws_the_irregular_topologies_with_their_spearman(tmp_path, monkeypatch):
     from scipy.stats import spearmanr
 
