@@ -67,7 +67,7 @@ def _unrolled_reference(model, window, source, probe, horizon, removal="batch"):
     return jvp
 
 
-@pytest.mark.parametrize("model", ["logreg", "mlp"])
+@pytest.mark.parametrize("model", ["logreg", "mlp", "cnn"])  # the CNN: torch.func's HVPs, no hand-written pass
 @pytest.mark.parametrize("topology", ["ring", "one_peer_exponential"])
 def test_estimate_equals_jvp_of_unrolled_training(model, topology):
     _estimate_equals_jvp_of_unrolled_training(model, topology)
