@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .code_digest import code_digest
 from .datasets import DATASETS, PLUGIN_DATASETS, positional_arity
 from .errors import ConfigError, check_choice, did_you_mean
 from .models import MODELS, PLUGIN_MODELS
@@ -162,23 +162,27 @@ def _register_function(kind: str, name: str, function: Any, arities: tuple[int, 
 
 
 def _note_code(kind: str, name: str, plugin: Any) -> None:
-    """Remember a hash of the file a plugin that is not built in was written in (none when it has no file)."""
+    """Remember a hash of the code of a plugin that is not built in: its file and the user's modules that file
+    uses (:mod:`.code_digest`); none when it has no file (defined interactively)."""
     defined = _defined(plugin)
-    if defined.__module__.startswith(BUILTIN_MODULE_PREFIX):
+    module = sys.modules.get(defined.__module__)
+    if defined.__module__.startswith(BUILTIN_MODULE_PREFIX) or module is None:
         return
     try:
-        source = Path(inspect.getfile(defined)).read_bytes()
-    except (TypeError, OSError):  # defined interactively: no file to fingerprint
+        digest = code_digest(module)
+    except OSError:  # a file gone since it was imported: nothing to fingerprint
         return
-    _CODE_DIGESTS[(kind, name)] = (plugin, hashlib.sha256(source).hexdigest()[:16])
+    if digest is not None:
+        _CODE_DIGESTS[(kind, name)] = (plugin, digest)
 
 
 def plugin_code(scenario: Scenario) -> dict[str, str]:
     """``"kind name"`` -> a hash of the file that defines each plugin ``scenario`` names that is not built in
     (a ``--plugins`` file or an installed package's module); empty for built-in plugins only.
 
-    Part of a run's store key, so a run with a plugin whose file changed is a new run. The file that defines
-    the plugin only: a change to a module it imports is not seen (``run --force --only`` recomputes those runs).
+    Part of a run's store key, so a run with a plugin whose code changed is a new run: the file that defines
+    the plugin and the user's modules it uses (:mod:`.code_digest` says which count). A change the hash cannot
+    see (a module imported inside a function, an installed library) needs ``run --force --only``.
     """
     load_builtin_plugins()  # an entry point's plugin must count whether or not something loaded it before
     out = {}
@@ -280,6 +284,16 @@ def _record(source: str, exc: BaseException) -> None:
     if isinstance(exc, PluginNameClash):
         raise exc  # a name clash stops the command; a broken file only skips that file
     line = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    folder = Path(source).parent
+    top = (missing or "").partition(".")[0]
+    if (
+        top
+        and source.endswith(".py")
+        and any(p.is_file() for p in (folder / f"{top}.py", folder / top / "__init__.py"))
+    ):
+        # plugin files are imported by path, so a module beside one is not importable by name on its own
+        line += f" (it is beside the plugin file: put its folder on the path, PYTHONPATH={folder})"
     LOAD_ERRORS.append(LoadError(source, line))
 
 

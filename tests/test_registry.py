@@ -665,3 +665,53 @@ def test_a_plugin_files_code_is_part_of_its_runs_store_keys(tmp_path):
     moved, _ = key_with(tmp_path / "c", original)
     assert edited != first and moved == first
     assert plugin_code(Scenario(attack="label_flip", defense="krum", dataset="digits", model="mlp")) == {}
+
+
+def test_a_helper_beside_a_plugin_file_that_is_not_importable_gets_a_hint(tmp_path):
+    plugin = GOOD_ATTACK.format(cls="ZerosHinted", name="zeros_hinted").replace(
+        "import torch\n", "import torch\nfrom _hinted_level import level_of\n"
+    )
+    _write(tmp_path / "zeros.py", plugin)
+    _write(tmp_path / "_hinted_level.py", "def level_of(x):\n    return x\n")
+    (failed,) = registry.load_plugin_folder(tmp_path)
+    assert "No module named '_hinted_level'" in failed.error and f"PYTHONPATH={tmp_path}" in failed.error
+    (tmp_path / "_hinted_level.py").unlink()  # a module that is nowhere: no hint
+    registry._user_folders.clear()
+    (failed,) = registry.load_plugin_folder(tmp_path)
+    assert failed.error.endswith("No module named '_hinted_level'")
+
+
+def test_a_helper_module_the_plugin_file_uses_is_part_of_the_key_too(tmp_path, monkeypatch):
+    """An edit to the user's module that a plugin file imports (directly, or through another) makes a new key;
+    installed libraries and robustbench_dice itself do not enter it; same code elsewhere, same key."""
+    import sys
+
+    from robustbench_dice import Scenario
+    from robustbench_dice.code_digest import user_code_files
+    from robustbench_dice.registry import plugin_code
+
+    scenario = Scenario(attack="zeros_helped", byzantine=2, defense="krum")
+    plugin = (
+        GOOD_ATTACK.format(cls="ZerosHelped", name="zeros_helped")
+        .replace("import torch\n", "import torch\nfrom _zeros_level import level_of\n")
+        .replace("self.level)", "level_of(self.level))")
+    )
+
+    def code_with(folder, level_text, scale_text="SCALE = 1.0\n"):
+        folder.mkdir()
+        _write(folder / "zeros.py", plugin)
+        _write(folder / "_zeros_level.py", f"from _zeros_scale import SCALE\n\n\ndef level_of(x):\n    {level_text}\n")
+        _write(folder / "_zeros_scale.py", scale_text)  # reached only through _zeros_level
+        for name in ("_zeros_level", "_zeros_scale"):  # as in a new process, which imports this folder's copies
+            sys.modules.pop(name, None)
+        ATTACKS.pop("zeros_helped", None)
+        monkeypatch.syspath_prepend(str(folder))
+        assert registry.load_plugin_folder(folder) == []
+        return plugin_code(scenario)["attack zeros_helped"]
+
+    first = code_with(tmp_path / "a", "return x * SCALE")
+    module = sys.modules[ATTACKS["zeros_helped"].__module__]
+    assert [p.name for p in user_code_files(module)] == ["zeros.py", "_zeros_level.py", "_zeros_scale.py"]
+    assert code_with(tmp_path / "b", "return x * SCALE") == first  # the same code in another folder
+    assert code_with(tmp_path / "c", "return 2 * x * SCALE") != first  # the helper changed
+    assert code_with(tmp_path / "d", "return x * SCALE", "SCALE = 2.0\n") != first  # the helper's helper changed
