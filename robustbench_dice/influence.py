@@ -218,15 +218,41 @@ ESTIMATORS = ("dice", "no_curvature", "probe_second_order")
 REMOVED = {"batch": "the source's batch", "sample": "one sample of the source's batch (the first)"}
 
 
+HEARTBEAT_SECONDS = 30.0  # a slow setting (a CNN, a large N) says how far it is at most this often
+
+
+def heartbeat(log: Log, label: str, every: float | None = None) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` for :func:`measure_windows` that logs ``label: probe round done/total`` only
+    once ``every`` seconds (default :data:`HEARTBEAT_SECONDS`) have passed since the start or its last line:
+    quick settings stay one line each."""
+    interval = HEARTBEAT_SECONDS if every is None else every
+    start = last = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if now - last >= interval and done < total:
+            log(f"  {label}: probe round {done}/{total} done ({now - start:.0f}s)")
+            last = now
+
+    return progress
+
+
 def measure_windows(
-    scenario: Scenario, rounds: list[int], horizon: int, estimators: tuple[str, ...], removal: str = "batch"
+    scenario: Scenario,
+    rounds: list[int],
+    horizon: int,
+    estimators: tuple[str, ...],
+    removal: str = "batch",
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Simulation, np.ndarray, dict[str, np.ndarray]]:
     """Train once, then for every probe round: each estimator (of :data:`ESTIMATORS`) and the ground truth.
 
     Returns the simulation, the ``(N, N)`` hop distances and arrays of shape ``(windows, horizon, S, N)`` with every
     node a source and the global test set as z'. ``probe_second_order`` (the r = 1 estimate plus the probe loss's
     second-order term, a diagnostic of the r = 1 gap) is defined at r = 1 only: its array is ``(windows, 1, S, N)``.
-    ``removal``: what each counterfactual removes from its source (:data:`~.dice.REMOVALS`).
+    ``removal``: what each counterfactual removes from its source (:data:`~.dice.REMOVALS`). ``progress(done,
+    total)`` is called after each probe round (e.g. :func:`heartbeat`).
     """
     sim, windows = record_windows(scenario, rounds, horizon)
     probe = probe_from_test_set(sim)
@@ -244,6 +270,8 @@ def measure_windows(
                 )
             out[name].append(estimate.cpu().numpy())
         out["truth"].append(dice_ground_truth(model, window, sources, probe, horizon, removal=removal).cpu().numpy())
+        if progress is not None:
+            progress(len(out["truth"]), len(windows))
     return sim, hop_distances(sim), {k: np.stack(v) for k, v in out.items()}
 
 
@@ -331,7 +359,9 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
         start = time.perf_counter()
         scenario = experiment_scenario(config, model, topology, lr)
         rounds = spread_probe_rounds(config.rounds, config.probe_rounds, config.horizon)
-        sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ESTIMATORS, config.removal)
+        label = f"[{index}/{len(settings)}] {model} {topology} lr={lr}"
+        progress = heartbeat(log, label)
+        sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ESTIMATORS, config.removal, progress)
         setting = dict(zip(SETTING_COLUMNS, (config.dataset, model, topology, lr), strict=True))
         for w, t in enumerate(rounds):
             for r in range(1, config.horizon + 1):
@@ -388,7 +418,7 @@ def run_alignment(config: AlignmentConfig, log: Log = print) -> tuple[Rows, Rows
                     )
         dice_pearson = [s["pearson"] for s in summary[first_row:] if s["estimator"] == "dice"]
         log(
-            f"[{index}/{len(settings)}] {model} {topology} lr={lr}: Pearson r=1..{config.horizon}"
+            f"{label}: Pearson r=1..{config.horizon}"
             f" {', '.join(f'{p:.4f}' for p in dice_pearson)} ({time.perf_counter() - start:.1f}s)"
         )
     return rows, summary, by_round
@@ -478,7 +508,9 @@ def run_cascade(config: CascadeConfig, log: Log = print) -> tuple[list[dict[str,
         start = time.perf_counter()
         scenario = experiment_scenario(config, config.model, topology, config.lr)
         rounds = spread_probe_rounds(config.rounds, config.probe_rounds, config.horizon)
-        sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ("dice",))
+        label = f"[{index}/{len(config.topologies)}] cascade on {topology}"
+        progress = heartbeat(log, label)
+        sim, hops, arrays = measure_windows(scenario, rounds, config.horizon, ("dice",), progress=progress)
         est, truth = arrays["dice"], arrays["truth"]
         for r in range(1, config.horizon + 1):
             for hop in range(0, r + 1):
@@ -513,7 +545,7 @@ def run_cascade(config: CascadeConfig, log: Log = print) -> tuple[list[dict[str,
                     mean_abs_influence=float(np.abs(total[:, j]).mean()),
                 )
             )
-        log(f"[{index}/{len(config.topologies)}] cascade on {topology} ({time.perf_counter() - start:.1f}s)")
+        log(f"{label} ({time.perf_counter() - start:.1f}s)")
     return decay, centrality
 
 

@@ -26,6 +26,7 @@ from .influence import (
     command_line,
     experiment_scenario,
     format_value,
+    heartbeat,
     measure_windows,
     normalise_and_check,
     pearson_spearman,
@@ -142,7 +143,11 @@ def run_poisoning(config: PoisoningConfig, log: Log = print) -> tuple[Rows, Rows
     rounds = spread_probe_rounds(config.rounds, config.probe_rounds, config.horizon)
     for index, topology in enumerate(config.topologies, 1):
         start = time.perf_counter()
-        sim, _, arrays = measure_windows(config.scenario(topology), rounds, config.horizon, ("dice",))
+        label = f"[{index}/{len(config.topologies)}] {topology}"
+        progress = heartbeat(log, label)
+        sim, _, arrays = measure_windows(
+            config.scenario(topology), rounds, config.horizon, ("dice",), progress=progress
+        )
         byzantine = np.zeros(config.nodes, dtype=bool)
         byzantine[sim.setup.byzantine] = True
         # (windows, horizon, sources): mean over the honest receivers
@@ -181,7 +186,7 @@ def run_poisoning(config: PoisoningConfig, log: Log = print) -> tuple[Rows, Rows
                 )
             )
         log(
-            f"[{index}/{len(config.topologies)}] {topology}: detection AUC of the estimate, r=1..{config.horizon}"
+            f"{label}: detection AUC of the estimate, r=1..{config.horizon}"
             f" {', '.join(f'{a:.4f}' for a in aucs)} ({time.perf_counter() - start:.1f}s)"
         )
     return rows, summary

@@ -16,6 +16,21 @@ from robustbench_dice.influence import ALIGNMENT_COLUMNS, AlignmentConfig, Casca
 QUICK = dict(topologies=("ring",), lrs=(0.1,), sweep_topologies=(), rounds=40, probe_rounds=4, nodes=8)
 
 
+def test_slow_settings_say_how_far_they_are(monkeypatch):
+    import robustbench_dice.influence as influence
+
+    lines: list[str] = []
+    influence.run_alignment(AlignmentConfig(**{**QUICK, "models": ("logreg",)}), log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("[1/1] logreg ring lr=0.1: Pearson")  # quick: one line
+    monkeypatch.setattr(influence, "HEARTBEAT_SECONDS", 0.0)  # every setting is "slow"
+    lines.clear()
+    influence.run_alignment(AlignmentConfig(**{**QUICK, "models": ("logreg",)}), log=lines.append)
+    assert [line.split(" (")[0] for line in lines[:-1]] == [
+        f"  [1/1] logreg ring lr=0.1: probe round {done}/4 done" for done in (1, 2, 3)
+    ]  # not after the last: the setting's own line follows
+    assert lines[-1].startswith("[1/1] logreg ring lr=0.1: Pearson")
+
+
 def test_alignment_is_high_at_the_default_learning_rate():
     _, summary, _ = run_alignment(AlignmentConfig(**QUICK), log=lambda _: None)
     dice = [s for s in summary if s["estimator"] == "dice"]
