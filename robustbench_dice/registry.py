@@ -182,7 +182,7 @@ def plugin_code(scenario: Scenario) -> dict[str, str]:
 
     Part of a run's store key, so a run with a plugin whose code changed is a new run: the file that defines
     the plugin and the user's modules it uses (:mod:`.code_digest` says which count). A change the hash cannot
-    see (a module imported inside a function, an installed library) needs ``run --force --only``.
+    see (a module first imported when a function runs, an installed library) needs ``run --force --only``.
     """
     load_builtin_plugins()  # an entry point's plugin must count whether or not something loaded it before
     out = {}
