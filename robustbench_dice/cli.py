@@ -35,6 +35,7 @@ def _add_scenario_flags(parser: argparse.ArgumentParser) -> None:
         if f.name in _TABLE_FIELDS:
             parser.add_argument(
                 flag[:-1],
+                flag,  # the plural too, as `influence poisoning --attack-params` spells it
                 dest=f.name,
                 action="append",
                 default=None,
@@ -363,6 +364,11 @@ QUICK_INFLUENCE: dict[str, dict[str, Any]] = {  # --quick: seconds, for smoke te
 }
 
 
+def _with_default(help_text: str, shown: object) -> str:
+    """``help_text`` with its default appended, unless it says what the default is itself."""
+    return help_text if "(default:" in help_text else f"{help_text} (default: {shown})"
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
     """One flag per field of an experiment's config dataclass; tuple fields take several values."""
     defaults = config_class()
@@ -376,7 +382,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> No
             type=kind,
             nargs=("*" if f.name == "sweep_topologies" else "+") if ann.startswith("tuple") else None,
             default=None,
-            help=f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"),
+            help=_with_default(f.metadata.get("help", ""), shown).replace("%", "%%"),
         )
 
 

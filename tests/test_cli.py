@@ -72,6 +72,19 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
     assert "expects KEY=VALUE" in capsys.readouterr().err
 
 
+def test_plugin_parameter_flags_take_the_singular_and_the_plural(tmp_path, capsys):
+    # `influence poisoning` spells it --attack-params; simulate takes that spelling too
+    for flag in ("--attack-param", "--attack-params"):
+        out = tmp_path / f"{flag}.json"
+        args = ["simulate", "--rounds", "1", "--attack", "label_flip", "--byzantine", "2", flag, "fraction=0.5"]
+        assert main([*args, "--json", str(out), "--quiet"]) == 0
+        assert json.loads(out.read_text())["scenario"]["attack_params"] == {"fraction": 0.5}
+    with pytest.raises(SystemExit):
+        main(["influence", "poisoning", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
+    assert help_text.count("(default: its own)") == 1 and "(default: )" not in help_text
+
+
 def _subcommand_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     paths = [prefix]
     for action in parser._actions:

@@ -126,7 +126,7 @@ def test_default_experiments_regenerate_line_is_the_plain_command():
         (["--rounds", "3", "--horizon", "3"], "leaves no probe round"),
         (["--topologies", "ring", "file"], "cannot run topology 'file' (no adjacency file can be given to them)"),
         (["--rounds", "20", "--probe-rounds", "500"], "probe_rounds=500 does not fit: rounds=20 with horizon=3 has 17"),
-        (["--lrs", "0.1", "-0.5"], "lr must be > 0"),
+        (["--lrs", "0.1", "-0.5"], "lr must be finite and > 0"),
         (["--nodes", "1"], "nodes must be an integer >= 2"),
         (["--device", "gpu"], "unknown device 'gpu'"),
         (["--removal", "sample", "--batch-size", "1"], "removal='sample' needs batch_size >= 2"),
