@@ -22,6 +22,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import math
 import pkgutil
 import re
 import sys
@@ -476,6 +477,10 @@ def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any], 
             elif value == AUTO:
                 hint = f" (only {bound!r} takes {AUTO!r})" if bound else f" (no parameter of {name!r} takes {AUTO!r})"
             raise ConfigError(f"{kind} {name!r} parameter {key!r} must be {expected}, got {value!r}{hint}")
+        elif kind == "defense" and isinstance(value, float) and math.isnan(value):
+            # every comparison with NaN is False: a NaN threshold or radius silently turns the rule off.
+            # An attack's NaN is left alone: sending NaN is a Byzantine behaviour worth benchmarking
+            raise ConfigError(f"defense {name!r} parameter {key!r} must be a number, got nan")
     try:
         return cls(**params)
     except (TypeError, ValueError) as exc:

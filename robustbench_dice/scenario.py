@@ -172,6 +172,11 @@ class Scenario:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.weight_decay < math.inf:
             raise ConfigError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
+        if not 0 < self.dirichlet_alpha < math.inf:
+            raise ConfigError(
+                f"dirichlet_alpha must be finite and > 0, got {self.dirichlet_alpha}"
+                " (its limit alpha -> inf is partition='iid')"
+            )
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.track_influence and self.val_fraction == 0:

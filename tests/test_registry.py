@@ -1,4 +1,5 @@
 import json
+import math
 import pickle
 import sys
 import textwrap
@@ -156,6 +157,9 @@ def test_bad_plugin_parameters_are_clear_errors():
         build_attack("label_flip", {"flip": 1})
     with pytest.raises(ConfigError, match="parameter 'f' must be int or 'auto', got 'two'"):
         build_defense("krum", {"f": "two"})
+    with pytest.raises(ConfigError, match="defense 'dice_prune' parameter 'threshold' must be a number, got nan"):
+        build_defense("dice_prune", {"threshold": float("nan")})
+    assert math.isnan(build_attack("same_value", {"value": float("nan")}).value)  # an attack may send NaN
     with pytest.raises(ConfigError, match="rule must be one of reverse, shift, random"):
         build_attack("label_flip", {"rule": "sideways"})
     with pytest.raises(

@@ -27,6 +27,8 @@ from robustbench_dice.setup import prepare
         (dict(lr=float("nan")), "lr must be finite and > 0, got nan"),
         (dict(weight_decay=float("nan")), "weight_decay must be finite and >= 0, got nan"),
         (dict(weight_decay=-0.1), "weight_decay must be finite and >= 0, got -0.1"),
+        (dict(dirichlet_alpha=float("inf")), "dirichlet_alpha must be finite and > 0, got inf .*partition='iid'"),
+        (dict(dirichlet_alpha=float("nan")), "dirichlet_alpha must be finite and > 0, got nan"),
         (dict(rounds=0), "rounds must be a positive integer, got 0"),
         (dict(batch_size=-2), "batch_size must be a positive integer, got -2"),
         (dict(eval_every=0), "eval_every must be a positive integer"),
