@@ -308,6 +308,39 @@ def _counterfactual_step(model: Model, window: Window, sources: torch.Tensor, re
     return _step(model, window.theta[sources], x[sources, 1:], y[sources, 1:], window, loss)
 
 
+# The estimate's Hessian-vector products are taken only on the (source, node) rows its perturbation has reached
+# when they are at most this share of all rows; each such row then has its own forward pass, where the dense call
+# shares one per node between every source.
+REACHED_ROWS_SHARE = 0.5
+
+
+def _minus_lr_hvp(
+    model: Model,
+    theta: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    tangents: torch.Tensor,
+    linearised: torch.Tensor,
+    lr: float,
+    loss: str,
+) -> torch.Tensor:
+    """``linearised - lr * per_node_hvp(model, theta, x, y, tangents)`` for ``(S, N, P)`` tensors; ``linearised``
+    may be ``tangents`` itself and is then overwritten.
+
+    Rows of ``tangents`` that the source has not reached through the mixing matrices are exactly zero, and so
+    are their products: when those are most rows, the products are taken on the reached rows only and the
+    others of ``linearised`` are left as they are (``x - lr * 0`` is ``x`` bit for bit).
+    """
+    reached = tangents.ne(0).any(-1)  # (S, N)
+    if reached.sum() > REACHED_ROWS_SHARE * reached.numel():
+        return linearised - lr * per_node_hvp(model, theta, x, y, tangents, loss)
+    source, node = reached.nonzero(as_tuple=True)
+    if node.numel():
+        rows = per_node_hvp(model, theta[node], x[node], y[node], tangents[source, node].unsqueeze(0), loss)
+        linearised[source, node] = linearised[source, node] - lr * rows.squeeze(0)
+    return linearised
+
+
 def _source_perturbation(
     model: Model, window: Window, delta: torch.Tensor, sources: torch.Tensor, removal: str, loss: str
 ) -> torch.Tensor:
@@ -383,9 +416,9 @@ def dice_estimate(
             if r == horizon:
                 break
             x, y = window.batches[r]
-            linearised = perturbation * (1.0 - window.lr * window.weight_decay)
+            linearised = perturbation * (1.0 - window.lr * window.weight_decay) if window.weight_decay else perturbation
             if curvature:
-                linearised = linearised - window.lr * per_node_hvp(model, states[r], x, y, perturbation, loss)
+                linearised = _minus_lr_hvp(model, states[r], x, y, perturbation, linearised, window.lr, loss)
             perturbation = torch.einsum("kl,slp->skp", window.weights[r], linearised)
         chunks.append(torch.stack(out))
     return torch.cat(chunks, dim=1)

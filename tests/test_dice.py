@@ -78,6 +78,20 @@ def test_estimate_of_removing_one_sample_equals_jvp_of_unrolled_training(model):
     _estimate_equals_jvp_of_unrolled_training(model, "one_peer_exponential", removal="sample")
 
 
+@pytest.mark.parametrize("model", ["mlp", "cnn"])  # the hand-written HVPs and torch.func's
+def test_estimate_is_the_same_with_products_on_reached_rows_only_or_on_every_row(model, monkeypatch):
+    import robustbench_dice.dice as dice
+
+    sim, (window,) = _windows(model, "ring")
+    probe = probe_from_test_set(sim, 50)
+    estimates = []
+    for share in (0.0, 1.0):  # every row's products / only the reached rows', at every step
+        monkeypatch.setattr(dice, "REACHED_ROWS_SHARE", share)
+        estimates.append(dice_estimate(sim.setup.model, window, torch.arange(6), probe, HORIZON))
+    torch.testing.assert_close(estimates[1], estimates[0], rtol=1e-12, atol=1e-18)
+    assert (estimates[0][0] == 0).sum() == 6 * 3  # r = 1 on the ring: 3 of each source's 6 receivers not reached
+
+
 def test_estimate_equals_jvp_of_unrolled_training_for_a_plugin_module_model(restore_registry):
     from pathlib import Path
 
