@@ -117,7 +117,8 @@ def _recorded(config: str | None) -> dict[str, Any] | None:
 
 
 def _note_changed_plugin_code(data: dict[str, Any] | None, scenario: Scenario) -> None:
-    """A stored record re-run where a plugin file it was made with has changed since: say which."""
+    """A stored record re-run where a plugin's code it was made with (its file, a helper module of the user's) has
+    changed since: say which."""
     from .registry import plugin_code
 
     recorded = (data or {}).get("plugin_code")
@@ -127,7 +128,8 @@ def _note_changed_plugin_code(data: dict[str, Any] | None, scenario: Scenario) -
     changed = sorted(plugin for plugin, digest in recorded.items() if now.get(plugin) != digest)
     if changed:
         print(
-            f"note: the file of {', '.join(changed)} is not the one this record was made with (or is not loaded):"
+            f"note: the code of {', '.join(changed)} (its file or a module of yours it imports) is not the one this"
+            " record was made with (or is not loaded):"
             " the numbers may differ from the record's",
             file=sys.stderr,
         )
@@ -728,7 +730,7 @@ def _note_not_run(store: ResultStore, scenarios: dict[str, Any]) -> int:
             f"note: {len(missing)} of the suite's {len(scenarios)} runs are not in the store yet; the"
             " tables mark their cells, and the worst cases and rankings that need them, 'not run yet' (running the"
             " suite without --only computes them"
-            + ("; runs of your own plugins are new runs after an edit to their files)" if edited else ")")
+            + ("; runs of your own plugins are new runs after an edit to their code)" if edited else ")")
         )
     return stored
 

@@ -638,12 +638,15 @@ def test_runs_of_an_edited_plugin_file_are_recomputed_and_their_old_records_prun
     assert main([*tables, "--out", str(tmp_path / "t")]) == 2  # none of the suite's runs is stored for this code
     out = capsys.readouterr().out
     assert "3 of the suite's 3 runs are not in the store yet" in out
-    assert "runs of your own plugins are new runs after an edit to their files" in out
+    assert "runs of your own plugins are new runs after an edit to their code" in out
     assert main(command) == 0
     assert re.search(r"computed 2, already stored 0, skipped 1, failed 0 of 3", capsys.readouterr().out)
     recomputed = sorted({p.name for p in store.glob("*.json")} - set(old))
     assert main(["simulate", "--config", str(store / old[0]), "--plugins", str(plugins), "--quiet"]) == 0
-    assert "note: the file of attack scaled_model is not the one this record was made with" in capsys.readouterr().err
+    assert (
+        "note: the code of attack scaled_model (its file or a module of yours it imports) is not the one this"
+        in capsys.readouterr().err
+    )
     assert main(["simulate", "--config", str(store / recomputed[0]), "--plugins", str(plugins), "--quiet"]) == 0
     assert "is not the one this record" not in capsys.readouterr().err
     assert main(["prune", "--store", str(store), "--plugins", str(plugins)]) == 0
