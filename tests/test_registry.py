@@ -671,6 +671,39 @@ def test_a_plugin_files_code_is_part_of_its_runs_store_keys(tmp_path):
     assert plugin_code(Scenario(attack="label_flip", defense="krum", dataset="digits", model="mlp")) == {}
 
 
+def test_an_installed_plugin_packages_own_modules_count_and_other_installed_packages_do_not(tmp_path, monkeypatch):
+    """A package of plugins (an entry point's, installed in site-packages): its own modules, reached by relative
+    imports, are its code; another installed package it imports is a library, whose upgrade the key does not see."""
+    import importlib
+    import sys
+
+    from robustbench_dice import code_digest
+
+    installed = (*code_digest._installation_folders(), tmp_path.resolve())  # tmp_path plays site-packages
+    monkeypatch.setattr(code_digest, "_installation_folders", lambda: installed)
+    package = tmp_path / "pkg_with_plugins"
+    package.mkdir()
+    _write(package / "__init__.py", "")
+    _write(package / "levels.py", "import lib_elsewhere\n\n\ndef level_of(x):\n    return lib_elsewhere.same(x)\n")
+    _write(tmp_path / "lib_elsewhere.py", "def same(x):\n    return x\n")
+    plugin = (
+        GOOD_ATTACK.format(cls="ZerosPackaged", name="zeros_packaged")
+        .replace("import torch\n", "import torch\nfrom .levels import level_of\n")
+        .replace("self.level)", "level_of(self.level))")
+    )
+    _write(package / "attack.py", plugin)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("pkg_with_plugins", "pkg_with_plugins.attack", "pkg_with_plugins.levels", "lib_elsewhere"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("pkg_with_plugins.attack")
+    assert [p.name for p in code_digest.user_code_files(module)] == ["attack.py", "levels.py"]
+    digest = code_digest.code_digest(module)
+    (tmp_path / "lib_elsewhere.py").write_text("def same(x):\n    return 1 * x\n")  # a library upgrade
+    assert code_digest.code_digest(module) == digest
+    (package / "levels.py").write_text("import lib_elsewhere\n\n\ndef level_of(x):\n    return 2 * x\n")
+    assert code_digest.code_digest(module) != digest
+
+
 def test_a_helper_beside_a_plugin_file_that_is_not_importable_gets_a_hint(tmp_path):
     plugin = GOOD_ATTACK.format(cls="ZerosHinted", name="zeros_hinted").replace(
         "import torch\n", "import torch\nfrom _hinted_level import level_of\n"
