@@ -77,13 +77,29 @@ def proximal_influence(test_grad: torch.Tensor, delta: torch.Tensor, weights: to
     ``test_grad (N, P)``: row j is ``grad L(theta_j^{t+1}; z'_j)``; ``delta (N, P)``: row k is
     ``Delta_k^t``; ``weights (N, N)``: ``W^t``. Dense ``weights``: one dense product (all N x N
     dot products); sparse CSR: only those on W's non-zeros (:func:`proximal_influence_on_edges`),
-    faster when W is sparse enough.
+    faster when W is sparse enough. Shapes or dtypes that do not fit are a ``ValueError`` naming them.
     """
+    _check_proximal_inputs(test_grad, delta, weights)
     if weights.layout == torch.strided:
         return -(test_grad @ delta.T) * weights
     csr = _csr(weights)
     out = torch.zeros(csr.shape, dtype=test_grad.dtype, device=test_grad.device)
     return out.index_put_(_csr_edges(csr), proximal_influence_on_edges(test_grad, delta, csr))
+
+
+def _check_proximal_inputs(test_grad: torch.Tensor, delta: torch.Tensor, weights: torch.Tensor) -> None:
+    # a 1-D test gradient would broadcast against W into an (N, N) matrix of the wrong quantity, silently
+    n = weights.shape[0] if weights.dim() == 2 else -1
+    if test_grad.dim() != 2 or test_grad.shape != delta.shape or tuple(weights.shape) != (n, n) or n != len(delta):
+        raise ValueError(
+            "proximal influence needs test_grad and delta of one shape (N, P) and weights (N, N); got"
+            f" test_grad {tuple(test_grad.shape)}, delta {tuple(delta.shape)}, weights {tuple(weights.shape)}"
+        )
+    if not test_grad.dtype == delta.dtype == weights.dtype:
+        raise ValueError(
+            f"proximal influence needs one dtype; got test_grad {test_grad.dtype}, delta {delta.dtype},"
+            f" weights {weights.dtype}"
+        )
 
 
 def proximal_influence_on_edges(test_grad: torch.Tensor, delta: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -317,6 +317,22 @@ def test_influence_weights_take_edge_products_only_on_large_sparse_graphs():
     torch.testing.assert_close(influence_weights(ring(64)).to_dense(), ring(64), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    "test_grad,delta,weights,message",
+    [
+        ((7,), (5, 7), (5, 5), "got test_grad \\(7,\\), delta \\(5, 7\\)"),  # would broadcast silently
+        ((5, 7), (5, 6), (5, 5), "one shape \\(N, P\\)"),
+        ((5, 7), (5, 7), (4, 4), "weights \\(4, 4\\)"),
+        ((5, 7), (5, 7), (5,), "weights \\(5,\\)"),
+    ],
+)
+def test_proximal_influence_names_inputs_that_do_not_fit(test_grad, delta, weights, message):
+    with pytest.raises(ValueError, match=message):
+        proximal_influence(torch.randn(test_grad), torch.randn(delta), torch.rand(weights))
+    with pytest.raises(ValueError, match="one dtype; got test_grad torch.float32, delta torch.float64"):
+        proximal_influence(torch.randn(5, 7), torch.randn(5, 7, dtype=torch.float64), torch.rand(5, 5))
+
+
 def test_hvp_is_vectorised_over_tangents():
     torch.manual_seed(0)
     model = build_model("mlp", (10,), 4, hidden=(6,))
