@@ -52,9 +52,20 @@ def _add_scenario_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
 
 
+def _config_from_stdin(args: argparse.Namespace) -> None:
+    """``--config -``: read standard input once (TOML, or JSON when it starts with ``{``) and keep its text."""
+    if args.config == "-":
+        text = sys.stdin.read()
+        args.config_text = (text, "json" if text.lstrip().startswith("{") else "toml")
+
+
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     """The TOML config (if any) with every flag given on the command line laid over it."""
-    base = Scenario.from_file(args.config).to_dict() if args.config else {}
+    if getattr(args, "config_text", None) is not None:
+        text, kind = args.config_text
+        base = Scenario.from_text(text, kind).to_dict()
+    else:
+        base = Scenario.from_file(args.config).to_dict() if args.config else {}
     for f in dataclasses.fields(Scenario):
         value = getattr(args, f.name, None)
         if value is None:
@@ -105,14 +116,18 @@ def _auc_text(value: float | None, reason: str | None) -> str:
     return f"{value:.3f}" if value is not None else f"n/a ({reason})"
 
 
-def _recorded(config: str | None) -> dict[str, Any] | None:
+def _recorded(args: argparse.Namespace) -> dict[str, Any] | None:
     """The JSON object of a ``--config`` that is a stored record or a ``simulate --json`` result, else None."""
     import json
     from pathlib import Path
 
-    if config is None or Path(config).suffix.lower() != ".json":
+    if getattr(args, "config_text", None) is not None:
+        text, kind = args.config_text
+        data = json.loads(text) if kind == "json" else None  # parsed already by Scenario.from_text: valid JSON
+    elif args.config is None or Path(args.config).suffix.lower() != ".json":
         return None
-    data = json.loads(Path(config).read_text())  # parsed already by Scenario.from_file: valid JSON
+    else:
+        data = json.loads(Path(args.config).read_text())  # parsed already by Scenario.from_file: valid JSON
     return data if isinstance(data, dict) else None
 
 
@@ -158,6 +173,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .engine import simulate
 
     _load_user_plugins(args)
+    _config_from_stdin(args)
     scenario = scenario_from_args(args)
     for unused in scenario.unused_fields():
         print(f"note: {unused} is ignored", file=sys.stderr)
@@ -167,7 +183,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             " (set --byzantine or --byzantine-fraction)",
             file=sys.stderr,
         )
-    recorded = _recorded(args.config)
+    recorded = _recorded(args)
     _note_changed_plugin_code(recorded, scenario)
     previous = torch.get_num_threads()
     threads = args.threads if args.threads is not None else (_recorded_threads(recorded) or previous)
@@ -815,7 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--config",
         help="scenario TOML file, or a JSON record from the result store or simulate --json (to re-run it);"
-        " flags override its values",
+        " '-' reads either from standard input; flags override its values",
     )
     sim.add_argument(
         "--json", metavar="OUT", help="write the RunResult as JSON to OUT ('-': to stdout, the summary to stderr)"

@@ -211,25 +211,32 @@ class Scenario:
     def from_toml(cls, path: str | Path) -> Scenario:
         """Read a scenario from TOML: top-level keys are fields; ``[attack_params]`` / ``[defense_params]`` tables."""
         path = Path(path)
+        return cls.from_text(_read_config(path, "TOML"), "toml", path)
+
+    @classmethod
+    def from_text(cls, text: str, kind: str, path: Path | None = None) -> Scenario:
+        """A scenario from the text of a config: ``kind`` 'toml' (as :meth:`from_toml`) or 'json' (as
+        :meth:`from_file`); ``path`` is the file it came from, for errors (None: standard input)."""
+        where = repr(str(path)) if path is not None else "standard input"
+        if kind == "json":
+            return cls._from_json(text, where)
         try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from exc
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"malformed TOML in {str(path)!r}: {exc}") from exc
+            raise ConfigError(f"malformed TOML in {where}: {exc}") from exc
         if "scenario" in data and isinstance(data["scenario"], dict):
             outside = [key for key in data if key != "scenario"]
             if outside:  # nothing would read them: `rounds = 5` above [scenario] would run the default 200 rounds
                 raise ConfigError(
-                    f"{str(path)!r} has {outside[0]!r} outside its [scenario] table, where nothing reads it:"
+                    f"{where} has {outside[0]!r} outside its [scenario] table, where nothing reads it:"
                     " put every field under [scenario] (and its parameters under [scenario.attack_params], ...),"
                     " or leave the [scenario] header out"
                 )
             data = data["scenario"]
         if "suite" in data and isinstance(data["suite"], dict):
             raise ConfigError(
-                f"{str(path)!r} is a suite file (a [suite] table), not a scenario: run it with"
-                f" `robustbench-dice run --suite {path}`"
+                f"{where} is a suite file (a [suite] table), not a scenario: run it with"
+                f" `robustbench-dice run --suite {path if path is not None else 'FILE'}`"
             )
         return cls.from_dict(data)
 
@@ -266,16 +273,18 @@ class Scenario:
         path = Path(path)
         if path.suffix.lower() != ".json":
             return cls.from_toml(path)
+        return cls._from_json(_read_config(path, "JSON"), repr(str(path)))
+
+    @classmethod
+    def _from_json(cls, text: str, where: str) -> Scenario:
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from exc
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"malformed JSON in {str(path)!r}: {exc}") from exc
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"malformed JSON in {where}: {exc}") from exc
         if isinstance(data, dict) and isinstance(data.get("scenario"), dict):
             data = data["scenario"]
         if not isinstance(data, dict):
-            raise ConfigError(f"{str(path)!r} holds no scenario (a JSON object of scenario fields)")
+            raise ConfigError(f"{where} holds no scenario (a JSON object of scenario fields)")
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -289,6 +298,16 @@ class Scenario:
 
     def replace(self, **changes: Any) -> Scenario:
         return self.from_dict({**self.to_dict(), **changes})
+
+
+def _read_config(path: Path, kind: str) -> str:
+    """The text of the config file ``path``; ConfigError when it is missing or not text."""
+    try:
+        return path.read_text()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"malformed {kind} in {str(path)!r}: {exc}") from exc
 
 
 @functools.cache

@@ -72,6 +72,26 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
     assert "expects KEY=VALUE" in capsys.readouterr().err
 
 
+def test_config_from_standard_input_toml_or_a_json_result(tmp_path, monkeypatch, capsys):
+    import io
+
+    first, again = tmp_path / "first.json", tmp_path / "again.json"
+    monkeypatch.setattr("sys.stdin", io.StringIO("rounds = 2\nnodes = 6\n[defense_params]\n"))
+    assert main(["simulate", "--config", "-", "--defense", "median", "--json", str(first), "--quiet"]) == 0
+    result = json.loads(first.read_text())
+    assert (result["scenario"]["rounds"], result["scenario"]["nodes"], result["scenario"]["defense"]) == (
+        2,
+        6,
+        "median",
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(first.read_text()))  # a result piped back in re-runs it
+    assert main(["simulate", "--config", "-", "--json", str(again), "--quiet"]) == 0
+    assert json.loads(again.read_text())["final_accuracy_mean"] == result["final_accuracy_mean"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("rounds = [\n"))
+    assert main(["simulate", "--config", "-"]) == 2
+    assert "malformed TOML in standard input" in capsys.readouterr().err
+
+
 def test_plugin_parameter_flags_take_the_singular_and_the_plural(tmp_path, capsys):
     # `influence poisoning` spells it --attack-params; simulate takes that spelling too
     for flag in ("--attack-param", "--attack-params"):
