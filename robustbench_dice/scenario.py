@@ -217,6 +217,7 @@ class Scenario:
     def from_text(cls, text: str, kind: str, path: Path | None = None) -> Scenario:
         """A scenario from the text of a config: ``kind`` 'toml' (as :meth:`from_toml`) or 'json' (as
         :meth:`from_file`); ``path`` is the file it came from, for errors (None: standard input)."""
+        check_choice("config kind", kind, ("toml", "json"))
         where = repr(str(path)) if path is not None else "standard input"
         if kind == "json":
             return cls._from_json(text, where)

@@ -210,3 +210,12 @@ def test_to_dict_is_asdict_with_hidden_as_a_list_and_shares_nothing():
     out["attack_params"]["z"] = 9.0
     out["hidden"].append(2)
     assert s.attack_params == {"z": 1.5} and s.hidden == (8, 4)
+
+
+def test_a_scenario_from_text_names_its_source_and_checks_its_kind():
+    assert Scenario.from_text("rounds = 3", "toml").rounds == 3
+    assert Scenario.from_text('{"scenario": {"rounds": 4}}', "json").rounds == 4
+    with pytest.raises(ConfigError, match="malformed JSON in standard input"):
+        Scenario.from_text("{", "json")
+    with pytest.raises(ConfigError, match="unknown config kind 'yaml'.*valid: json, toml"):
+        Scenario.from_text("rounds: 3", "yaml")
