@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import warnings
 from functools import partial
 
 import torch
@@ -75,10 +74,7 @@ def edge_products(n: int, repeats: int, device: str, calls: int = 100) -> dict[s
     """Dense against edge-only proximal-influence products at the benchmark graph's W, and the engine's choice."""
     sim = Simulation.from_scenario(scenario(n, 2, device=device))
     mixing = sim.mixing_at(0)
-    dense = mixing.weights.to_dense() if mixing.weights.layout != torch.strided else mixing.weights
-    with warnings.catch_warnings():  # CSR is marked beta
-        warnings.simplefilter("ignore", UserWarning)
-        csr = dense.to_sparse_csr()
+    dense, csr = (mixing.matrix.to_torch(sim.setup.device, sim.setup.dtype, sparse=sparse) for sparse in (False, True))
     generator = torch.Generator().manual_seed(0)
     test_grad, delta = torch.randn(2, n, sim.setup.model.num_params, generator=generator).to(dense)
 
