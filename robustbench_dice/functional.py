@@ -4,7 +4,9 @@ Every function takes the stacked parameters ``theta (N, P)`` and per-node
 data ``x (N, B, *input_shape)``, ``y (N, B)`` (optionally a ``mask (N, B)`` of
 valid samples) and treats row ``k`` as node ``k``'s model on node ``k``'s
 data. Because node losses are independent, the gradient of their sum is every
-node's own gradient, so one backward pass serves all nodes.
+node's own gradient, so one backward pass serves all nodes. Arguments that do
+not fit together (shapes, dtypes, devices, the loss name) are a ``ValueError``
+naming the misfit (:func:`check_node_inputs`) rather than one of torch's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,60 @@ LOSSES = ("cross_entropy", "squared", "linear")
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")  # Future- or DeprecationWarning
 
 
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
+
+
+def check_node_inputs(
+    model: Model,
+    theta: torch.Tensor | dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    loss: str = "cross_entropy",
+    tangents: torch.Tensor | None = None,
+) -> None:
+    """Raises ``ValueError`` naming the misfit when the arguments of a per-node primitive do not fit together.
+
+    Shapes, dtypes, devices and the loss name only: nothing here reads a
+    tensor's values, so it never waits for a GPU. Labels out of range are left
+    to torch's own error.
+    """
+    _check_loss(loss)
+    if isinstance(theta, dict):
+        return
+    if theta.dim() != 2 or theta.shape[1] != model.num_params:
+        raise ValueError(
+            f"theta must be (N, P) = (nodes, {model.num_params}) for this {type(model).__name__}, got {tuple(theta.shape)}"
+        )
+    n, dims = theta.shape[0], len(model.input_shape)
+    if not x.is_floating_point() or x.dtype != theta.dtype or x.device != theta.device:
+        raise ValueError(
+            f"x must have theta's dtype and device ({theta.dtype}, {theta.device}), got ({x.dtype}, {x.device})"
+        )
+    shared = x.dim() == dims + 1
+    if tuple(x.shape[x.dim() - dims :]) != model.input_shape or not (
+        shared or (x.dim() == dims + 2 and x.shape[0] == n)
+    ):
+        raise ValueError(
+            f"x must be (N, B, *input_shape) = ({n}, B, {', '.join(map(str, model.input_shape))}) or shared"
+            f" (B, *input_shape), got {tuple(x.shape)}"
+        )
+    samples = tuple(x.shape[:-dims] if dims else x.shape)
+    if y.dtype not in (torch.int64, torch.int32) or tuple(y.shape) not in (samples, samples[-1:]):
+        raise ValueError(f"y must be integer class labels of shape {samples}, got {y.dtype} {tuple(y.shape)}")
+    if mask is not None and tuple(mask.shape) != (n, samples[-1]):
+        raise ValueError(f"mask must be (N, B) = {(n, samples[-1])}, got {tuple(mask.shape)}")
+    if tangents is not None and (
+        tangents.dim() < 2 or tangents.shape[-2:] != theta.shape or tangents.dtype != theta.dtype
+    ):
+        raise ValueError(
+            f"tangents must be (..., N, P) = (..., {n}, {model.num_params}) of theta's dtype {theta.dtype},"
+            f" got {tangents.dtype} {tuple(tangents.shape)}"
+        )
+
+
 def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy") -> torch.Tensor:
     """``(N, B)`` loss of each sample from logits ``(N, B, C)`` and labels ``(N, B)`` (or shared ``(B,)``).
 
@@ -34,6 +90,7 @@ def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "cross_en
     in the parameters of a linear model. Together they make first-order
     influence estimates exact (used to test them).
     """
+    _check_loss(loss)
     n, b, c = logits.shape
     y = y.expand(n, b)
     if loss == "squared":
@@ -56,6 +113,18 @@ def per_node_loss(
     ``theta`` is the flat ``(N, P)`` tensor or its :meth:`Model.unflatten` dictionary; ``x`` is
     ``(N, B, *input_shape)`` or shared by all nodes ``(B, *input_shape)`` with ``y (B,)``.
     """
+    check_node_inputs(model, theta, x, y, mask, loss)
+    return _per_node_loss(model, theta, x, y, mask, loss)
+
+
+def _per_node_loss(
+    model: Model,
+    theta: torch.Tensor | dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor | None,
+    loss: str,
+) -> torch.Tensor:
     logits = model.apply(theta, x) if isinstance(theta, dict) else model.forward(theta, x)
     per_sample = per_sample_loss(logits, y, loss)
     if mask is None:
@@ -68,6 +137,7 @@ def logit_grad(
     logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None, loss: str = "cross_entropy"
 ) -> torch.Tensor:
     """``(N, B, C)`` derivative of :func:`per_node_loss` (each node's mean loss) with respect to its logits."""
+    _check_loss(loss)
     return _average_(_sample_logit_grad(logits, y, loss), mask)
 
 
@@ -105,9 +175,10 @@ def per_node_grad(
     (:meth:`Model.gradient`: the dense models), else :func:`per_node_grad_autograd`;
     tests check the two agree.
     """
+    check_node_inputs(model, theta, x, y, mask, loss)
     if model.has_gradient:
         return model.gradient(theta.detach(), x, lambda logits: logit_grad(logits, y, mask, loss))[0]
-    return per_node_grad_autograd(model, theta, x, y, mask, loss)
+    return _per_node_grad_autograd(model, theta, x, y, mask, loss)
 
 
 class Samples(NamedTuple):
@@ -128,6 +199,8 @@ def per_node_grads(
     sample's arithmetic is the same as in a separate call. Other models make
     separate calls.
     """
+    for part in parts:
+        check_node_inputs(model, theta, *part, loss=loss)
     sizes = [part.x.shape[1] for part in parts]
 
     def output_grad(logits: torch.Tensor) -> torch.Tensor:
@@ -137,7 +210,7 @@ def per_node_grads(
         return grad
 
     if not model.has_gradient or any(p.x.dim() != len(model.input_shape) + 2 for p in parts):
-        return [per_node_grad(model, theta, p.x, p.y, p.mask, loss) for p in parts]
+        return [per_node_grad(model, theta, *part, loss) for part in parts]
     return model.gradient(theta.detach(), torch.cat([p.x for p in parts], dim=1), output_grad, sizes)
 
 
@@ -155,9 +228,16 @@ def per_node_grad_autograd(
     concatenated: differentiating through slices of the flat ``theta`` would
     make autograd build a zero-filled ``(N, P)`` tensor per slice.
     """
+    check_node_inputs(model, theta, x, y, mask, loss)
+    return _per_node_grad_autograd(model, theta, x, y, mask, loss)
+
+
+def _per_node_grad_autograd(
+    model: Model, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, loss: str
+) -> torch.Tensor:
     with torch.enable_grad():
         leaves = {k: v.detach().requires_grad_(True) for k, v in model.unflatten(theta).items()}
-        total = per_node_loss(model, leaves, x, y, mask, loss).sum()
+        total = _per_node_loss(model, leaves, x, y, mask, loss).sum()
         grads = torch.autograd.grad(total, list(leaves.values()))
     return torch.cat([g.reshape(theta.shape[0], -1) for g in grads], dim=1)
 
@@ -165,6 +245,7 @@ def per_node_grad_autograd(
 def logit_hvp(logits: torch.Tensor, tangents: torch.Tensor, loss: str = "cross_entropy") -> torch.Tensor:
     """``(N, S, B, C)``: logit tangents ``(N, S, B, C)`` times the Hessian of each node's mean loss with respect
     to its logits ``(N, B, C)``, the second derivative to :func:`logit_grad`'s first (no mask)."""
+    _check_loss(loss)
     scale = 1.0 / logits.shape[1]
     if loss == "squared":
         return tangents * scale
@@ -189,8 +270,9 @@ def per_node_hvp(
     hand-written R-operator where it has one (:meth:`Model.hvp`: the dense models), else
     :func:`per_node_hvp_autograd`; tests check the two agree.
     """
+    check_node_inputs(model, theta, x, y, None, loss, tangents)
     if not model.has_hvp:
-        return per_node_hvp_autograd(model, theta, x, y, tangents, loss)
+        return _per_node_hvp_autograd(model, theta, x, y, tangents, loss)
     flat = tangents.reshape(-1, *tangents.shape[-2:])
     out = model.hvp(
         theta.detach(),
@@ -212,9 +294,15 @@ def per_node_hvp_autograd(
 ) -> torch.Tensor:
     """:func:`per_node_hvp` by ``torch.func``: forward-over-reverse (``jvp`` of ``grad``), the leading
     dimensions of ``tangents`` batched with ``vmap``."""
+    check_node_inputs(model, theta, x, y, None, loss, tangents)
+    return _per_node_hvp_autograd(model, theta, x, y, tangents, loss)
 
+
+def _per_node_hvp_autograd(
+    model: Model, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, tangents: torch.Tensor, loss: str
+) -> torch.Tensor:
     def gradient(params: torch.Tensor) -> torch.Tensor:
-        return torch.func.grad(lambda p: per_node_loss(model, p, x, y, loss=loss).sum())(params)
+        return torch.func.grad(lambda p: _per_node_loss(model, p, x, y, None, loss).sum())(params)
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         return torch.func.jvp(gradient, (theta,), (v,))[1]

@@ -124,3 +124,56 @@ def test_gradients_of_several_sample_sets_in_one_pass_equal_separate_calls(name)
     assert len(joint) == 2
     for got, part in zip(joint, [train, val], strict=True):
         torch.testing.assert_close(got, per_node_grad(model, theta, *part), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "cnn"])
+def test_per_node_primitives_name_misfitting_arguments(name):
+    """Each misfit was a silent wrong result or one of torch's own messages before; now a ValueError names it."""
+    from robustbench_dice import functional
+
+    model = build_model(name, (64,), 10)
+    gen = torch.Generator().manual_seed(0)
+    theta = model.init(4, gen, same=False)
+    x, y = torch.randn(4, 5, 64, generator=gen), torch.randint(0, 10, (4, 5), generator=gen)
+    tangents = torch.randn(2, 4, model.num_params, generator=gen)
+    calls = {
+        "grad": lambda t, x, y, **kw: functional.per_node_grad(model, t, x, y, **kw),
+        "grad_autograd": lambda t, x, y, **kw: functional.per_node_grad_autograd(model, t, x, y, **kw),
+        "loss": lambda t, x, y, **kw: functional.per_node_loss(model, t, x, y, **kw),
+        "grads": lambda t, x, y, **kw: functional.per_node_grads(
+            model, t, [functional.Samples(x, y, kw.pop("mask", None))], **kw
+        )[0],
+        "hvp": lambda t, x, y, **kw: functional.per_node_hvp(model, t, x, y, kw.pop("tangents", tangents), **kw),
+        "hvp_autograd": lambda t, x, y, **kw: functional.per_node_hvp_autograd(
+            model, t, x, y, kw.pop("tangents", tangents), **kw
+        ),
+    }
+    misfits = [
+        ((theta, x, y), {"loss": "hinge"}, "loss must be one of 'cross_entropy', 'squared', 'linear', got 'hinge'"),
+        ((theta[:, 1:], x, y), {}, rf"theta must be \(N, P\) = \(nodes, {model.num_params}\)"),
+        ((theta[0], x, y), {}, r"theta must be \(N, P\)"),
+        ((theta, x[:3], y[:3]), {}, r"x must be \(N, B, \*input_shape\) = \(4, B, 64\)"),
+        ((theta, x[..., :63], y), {}, r"got \(4, 5, 63\)"),
+        ((theta, x.double(), y), {}, "x must have theta's dtype"),
+        ((theta, x, y.float()), {}, r"y must be integer class labels of shape \(4, 5\)"),
+        ((theta, x, y[:, :4]), {}, r"y must be integer class labels of shape \(4, 5\), got torch.int64 \(4, 4\)"),
+    ]
+    for call_name, call in calls.items():
+        for args, kwargs, message in misfits:
+            with pytest.raises(ValueError, match=message):
+                call(*args, **kwargs)
+        if not call_name.startswith("hvp"):
+            with pytest.raises(ValueError, match=r"mask must be \(N, B\) = \(4, 5\), got \(4, 6\)"):
+                call(theta, x, y, mask=torch.ones(4, 6, dtype=torch.bool))
+        else:
+            for bad in (tangents[..., 1:], tangents.double(), tangents[0, 0]):
+                with pytest.raises(ValueError, match=r"tangents must be \(\.\.\., N, P\)"):
+                    call(theta, x, y, tangents=bad)
+    # shared samples (B, *input_shape) with labels (B,) stay accepted, and per-node labels with per-node samples
+    assert functional.per_node_loss(model, theta, x[0], y[0]).shape == (4,)
+    assert functional.per_node_grad(model, theta, x, y[0]).shape == theta.shape
+    for fn in (functional.per_sample_loss, functional.logit_grad):
+        with pytest.raises(ValueError, match="got 'hinge'"):
+            fn(torch.zeros(4, 5, 10), y, loss="hinge")
+    with pytest.raises(ValueError, match="got 'hinge'"):
+        functional.logit_hvp(torch.zeros(4, 5, 10), torch.zeros(4, 1, 5, 10), loss="hinge")
