@@ -159,8 +159,15 @@ def normalise_and_check(config: ExperimentConfig) -> None:
         value = getattr(config, f.name)
         if isinstance(value, list):
             setattr(config, f.name, tuple(value))
-        if isinstance(getattr(config, f.name), tuple) and not getattr(config, f.name) and f.name not in MAY_BE_EMPTY:
+        value = getattr(config, f.name)
+        if isinstance(value, tuple) and not value and f.name not in MAY_BE_EMPTY:
             raise ConfigError(f"{f.name} must name at least one value")
+        if isinstance(value, tuple) and f.name != "attack_params":  # there a later KEY=VALUE overrides, as in simulate
+            repeated = [v for i, v in enumerate(value) if v in value[:i]]
+            if repeated:
+                raise ConfigError(
+                    f"{f.name} lists {repeated[0]!r} twice: its runs would be made twice, and its rows written twice"
+                )
     for name in ("nodes", "rounds", "probe_rounds", "horizon"):
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < (2 if name == "nodes" else 1):

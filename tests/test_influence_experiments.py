@@ -130,6 +130,9 @@ def test_default_experiments_regenerate_line_is_the_plain_command():
         (["--nodes", "1"], "nodes must be an integer >= 2"),
         (["--device", "gpu"], "unknown device 'gpu'"),
         (["--removal", "sample", "--batch-size", "1"], "removal='sample' needs batch_size >= 2"),
+        (["--topologies", "ring", "ring"], "topologies lists 'ring' twice: its runs would be made twice"),
+        (["--lrs", "0.1", "1", "0.1"], "lrs lists 0.1 twice"),
+        (["--models", "mlp", "logreg", "mlp"], "models lists 'mlp' twice"),
     ],
 )
 def test_bad_experiment_configurations_fail_before_any_training(flags, message, tmp_path, capsys):
@@ -400,6 +403,7 @@ def test_poisoning_experiment_finds_the_label_flippers_and_writes_its_outputs(tm
         (["--attack", "labelflip"], "unknown attack 'labelflip' \\(did you mean 'label_flip'\\?\\)"),
         (["--attack-params", "fractio=0.3"], "attack 'label_flip' has no parameter 'fractio'"),
         (["--attack-params", "fraction=3"], "fraction must be in \\(0, 1\\], got 3"),
+        (["--topologies", "torus", "ring", "torus"], "topologies lists 'torus' twice"),
     ],
 )
 def test_poisoning_refuses_what_it_cannot_measure(flags, message, tmp_path, capsys):
