@@ -40,6 +40,7 @@ other B - 1; then ``Delta_j`` below reads ``Delta_j - Delta_j^{-z}``.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,6 +145,33 @@ class Window:
     weights: tuple[torch.Tensor, ...]
     lr: float
     weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        """A misfit here would surface rounds later as a torch error (or an IndexError) inside the propagation."""
+        theta = self.theta
+        if theta.dim() != 2:
+            raise ValueError(f"Window.theta must be (N, P), got shape {tuple(theta.shape)}")
+        n = theta.shape[0]
+        if not self.batches or len(self.weights) != len(self.batches):
+            raise ValueError(
+                f"a Window needs one mixing matrix per minibatch, at least one of each; got {len(self.batches)}"
+                f" batches and {len(self.weights)} weights"
+            )
+        for s, ((x, y), w) in enumerate(zip(self.batches, self.weights, strict=True)):
+            if w.shape != (n, n) or w.layout != torch.strided or w.dtype != theta.dtype or w.device != theta.device:
+                raise ValueError(
+                    f"Window.weights[{s}] must be a dense ({n}, {n}) tensor of theta's dtype and device"
+                    f" ({theta.dtype}, {theta.device}), got {w.layout} {tuple(w.shape)} ({w.dtype}, {w.device})"
+                )
+            if x.dim() < 3 or x.shape[0] != n or y.shape != x.shape[:2]:
+                raise ValueError(
+                    f"Window.batches[{s}] must be (x (N, B, *input_shape), y (N, B)) with N = {n}, got x"
+                    f" {tuple(x.shape)} and y {tuple(y.shape)}"
+                )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"Window.lr must be finite and > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"Window.weight_decay must be finite and >= 0, got {self.weight_decay}")
 
     @property
     def horizon(self) -> int:

@@ -376,6 +376,27 @@ def test_bad_inputs():
         probe_curvature_term(model, window, [0], other)
     with pytest.raises(ValueError, match="the probe set z' is empty"):
         dice_estimate(model, window, [0], Probe(probe.x[:0], probe.y[:0]), 1)
+    # a hand-built Window that does not fit together fails when built, not rounds later inside the propagation
+    from dataclasses import replace
+
+    n = window.theta.shape[0]
+    for change, message in (
+        (dict(theta=window.theta[0]), "Window.theta must be \\(N, P\\)"),
+        (dict(weights=window.weights[:2]), "one mixing matrix per minibatch.*3 batches and 2 weights"),
+        (dict(batches=(), weights=()), "at least one of each"),
+        (
+            dict(weights=(window.weights[0][:, :-1], *window.weights[1:])),
+            f"weights\\[0\\] must be a dense \\({n}, {n}\\)",
+        ),
+        (dict(weights=(window.weights[0].float(), *window.weights[1:])), "of theta's dtype and device"),
+        (dict(weights=(window.weights[0].to_sparse(), *window.weights[1:])), "got torch.sparse_coo"),
+        (dict(batches=((window.batches[0][0][:-1], window.batches[0][1][:-1]), *window.batches[1:])), "with N = 6"),
+        (dict(batches=((window.batches[0][0], window.batches[0][1][:, :-1]), *window.batches[1:])), "batches\\[0\\]"),
+        (dict(lr=float("nan")), "lr must be finite and > 0, got nan"),
+        (dict(weight_decay=-0.1), "weight_decay must be finite and >= 0, got -0.1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            replace(window, **change)
     from robustbench_dice.errors import ConfigError
 
     with pytest.raises(ConfigError, match="size must be an integer in \\[1, "):
