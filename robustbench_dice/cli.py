@@ -672,6 +672,11 @@ def cmd_figures(args: argparse.Namespace) -> int:
         written += write_figures(
             store, args.influence, out, scenarios, kinds=per_suite, suite=_suite_name(name), log=log
         )
+    if not written:  # a script that went on to use the figures would find none, after a success
+        raise ConfigError(
+            f"no figure could be drawn: none of {', '.join(kinds)} has its runs in {args.store}/ or its results in"
+            f" {args.influence}/ (see the notes above)"
+        )
     print(f"{len(written)} files written to {out}/")
     _note_stale(store)
     return 0
@@ -895,7 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     tab = sub.add_parser("tables", help="write the fixed tables from the result store only")
-    tab.add_argument("--store", default="results/store")
+    tab.add_argument("--store", default="results/store", help="result store folder (default: results/store)")
     tab.add_argument(
         "--suite",
         default="quick",
@@ -907,7 +912,7 @@ def build_parser() -> argparse.ArgumentParser:
     tab.set_defaults(func=cmd_tables)
 
     fig = sub.add_parser("figures", help="write figures (PNG and PDF) from the result store and results/influence")
-    fig.add_argument("--store", default="results/store")
+    fig.add_argument("--store", default="results/store", help="result store folder (default: results/store)")
     fig.add_argument("--influence", default="results/influence", help="output folder of `influence` experiments")
     fig.add_argument(
         "--out",
@@ -952,7 +957,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prune",
         help="delete stored records of other results versions (or plugin code) and unreadable ones, with their logs",
     )
-    prn.add_argument("--store", default="results/store")
+    prn.add_argument("--store", default="results/store", help="result store folder (default: results/store)")
     prn.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     _add_plugins_flag(prn)
     prn.set_defaults(func=cmd_prune)

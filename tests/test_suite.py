@@ -508,8 +508,10 @@ def test_commands_that_read_the_store_do_not_create_it(tmp_path, capsys):
     )
     assert not (tmp_path / "f").exists()
     influence.mkdir()
-    assert main(figures) == 0
-    assert f"note: no result store at {missing}/" in capsys.readouterr().out
+    assert main(figures) == 2  # an influence folder without results: still nothing to draw
+    captured = capsys.readouterr()
+    assert f"note: no result store at {missing}/" in captured.out
+    assert "no figure could be drawn: none of accuracy_curves, " in captured.err
     assert not missing.exists()
 
 
@@ -518,14 +520,18 @@ def test_figures_draw_the_committed_suites_by_default_and_other_runs_on_request(
     run_suite(tiny, store, jobs=1, show_progress=False)
     common = ["--store", str(store.root), "--influence", str(tmp_path / "none")]
 
-    def drawn(*extra: str) -> list[str]:
+    def drawn(*extra: str, status: int = 0) -> list[str]:
         out = tmp_path / f"figures{len(extra)}"
-        assert main(["figures", *common, "--out", str(out), *extra]) == 0
+        assert main(["figures", *common, "--out", str(out), *extra]) == status
         return sorted(p.name for p in out.glob("accuracy_curves_*.png"))
 
     capsys.readouterr()
-    assert drawn() == []  # the tiny suite is neither quick nor paper: it stays out of the committed figures
-    out = capsys.readouterr().out
+    # the tiny suite is neither quick nor paper: it stays out of the committed figures, and with nothing else
+    # to draw that is an error, not a success that wrote nothing
+    assert drawn(status=2) == []
+    captured = capsys.readouterr()
+    assert "no figure could be drawn: none of accuracy_curves, " in captured.err
+    out = captured.out
     assert "note: 192 of the 192 runs of suite 'quick' are not in" in out
     assert "note: 144 of the 144 runs of suite 'paper' are not in" in out
     assert "(`robustbench-dice run --suite paper` computes them)" in out
@@ -987,10 +993,13 @@ def test_figures_from_a_store(tiny, tmp_path):
                 str(tmp_path / "f2"),
                 "--influence",
                 str(tmp_path / "none"),
+                "--suite",
+                "all",
             ]
         )
         == 0
     )
+    assert {p.name for p in (tmp_path / "f2").iterdir()} >= {"accuracy_curves_ring_digits_mlp_6n_1b_iid.png"}
 
 
 def test_run_command_lists_failed_runs_with_their_error(tmp_path, capsys):
@@ -1192,5 +1201,5 @@ def test_tables_and_figures_of_a_large_suite_say_they_are_reading_the_store(tiny
     monkeypatch.setattr(cli, "LARGE_SUITE", len(tiny.scenarios()))
     assert main(["tables", *args, "--out", str(tmp_path / "t")]) == 0
     assert f"reading {len(tiny.scenarios())} stored runs from {store}/ for the tables" in capsys.readouterr().out
-    assert main(["figures", *args, "--out", str(tmp_path / "f"), "--kind", "robustness"]) == 0
+    assert main(["figures", *args, "--out", str(tmp_path / "f"), "--kind", "accuracy_curves"]) == 0
     assert f"reading the runs of {suite} from {store}/ for the figures" in capsys.readouterr().out
