@@ -15,7 +15,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -111,9 +111,12 @@ class Scenario:
     device: str = _f("cpu", "'cpu', 'cuda' or 'auto' (cuda when available); CUDA_VISIBLE_DEVICES picks the GPU")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        object.__setattr__(self, "attack_params", dict(self.attack_params))
-        object.__setattr__(self, "defense_params", dict(self.defense_params))
+        # copies of what they were given; anything else is left for _check_types to name
+        if isinstance(self.hidden, (list, tuple)):
+            object.__setattr__(self, "hidden", tuple(self.hidden))
+        for name in ("attack_params", "defense_params"):
+            if isinstance(getattr(self, name), Mapping):
+                object.__setattr__(self, name, dict(getattr(self, name)))
         self._check_types()
         from .registry import canonical_parameters
 
@@ -139,8 +142,11 @@ class Scenario:
                 raise ConfigError(f"{name} must be a string, got {value!r}")
             if ann.startswith("dict") and not isinstance(value, dict):
                 raise ConfigError(f"{name} must be a table of parameters, got {value!r}")
-        if not all(isinstance(h, int) and not isinstance(h, bool) for h in self.hidden):
-            raise ConfigError(f"hidden must be a list of integers, got {list(self.hidden)!r}")
+        if not isinstance(self.hidden, tuple) or not all(
+            isinstance(h, int) and not isinstance(h, bool) for h in self.hidden
+        ):
+            shown = list(self.hidden) if isinstance(self.hidden, tuple) else self.hidden
+            raise ConfigError(f"hidden must be a list of integers, got {shown!r}")
 
     def _check_values(self) -> None:
         _check_pluggable("dataset", self.dataset, DATASETS)
@@ -156,6 +162,8 @@ class Scenario:
             raise ConfigError(f"nodes must be >= 2, got {self.nodes}")
         if any(width <= 0 for width in self.hidden):
             raise ConfigError(f"hidden layer widths must be positive, got {list(self.hidden)}")
+        if not self.hidden and self.model == "mlp":
+            raise ConfigError("hidden must list at least one layer width for model 'mlp', got []")
         if self.byzantine_fraction is not None and not 0.0 <= self.byzantine_fraction < 1.0:
             raise ConfigError(f"byzantine_fraction must be in [0, 1), got {self.byzantine_fraction}")
         if not 0 <= self.n_byzantine < self.nodes:

@@ -38,6 +38,11 @@ from robustbench_dice.setup import prepare
         (dict(device="tpu"), "unknown device 'tpu'"),
         (dict(track_influence=True, val_fraction=0.0), "val_fraction=0 holds none out"),
         (dict(hidden=(64, 0)), "hidden layer widths must be positive, got \\[64, 0\\]"),
+        (dict(hidden=()), "hidden must list at least one layer width for model 'mlp', got \\[\\]"),
+        (dict(hidden=64), "hidden must be a list of integers, got 64"),
+        # a list or a string where a table belongs was a TypeError / ValueError from dict() before
+        (dict(defense_params=[1, 2]), "defense_params must be a table of parameters, got \\[1, 2\\]"),
+        (dict(attack_params="a=1"), "attack_params must be a table of parameters, got 'a=1'"),
     ],
 )
 def test_bad_scenarios_name_the_value_and_the_valid_ones(changes, message):
