@@ -49,6 +49,17 @@ GRID_FIELDS = {  # Scenario field -> the grid key that sets it in every cell (so
     "defense_params": "defenses",
     "seed": "seeds",
 }
+# the Scenario fields that decide a run's graph (setup.scenario_topology)
+GRAPH_FIELDS = (
+    "topology",
+    "nodes",
+    "seed",
+    "edge_probability",
+    "small_world_k",
+    "small_world_p",
+    "torus_rows",
+    "adjacency_file",
+)
 SUITE_KEYS = (*GRID_KEYS, "name", "base", "description")
 # the axes `run --only KEY=VALUES` can cut, by the summary's column names
 ONLY_KEYS = {key: grid for key, grid in GRID_FIELDS.items() if not key.endswith("_params")}
@@ -119,7 +130,24 @@ class Suite:
         for spec in self.defenses:
             build_defense(spec.name, spec.params)
         self._check_no_repeats()
-        self.scenarios()
+        self._check_graphs(self.scenarios())
+
+    @staticmethod
+    def _check_graphs(cells: list[Scenario]) -> None:
+        """Each distinct graph the cells ask for, built now: a torus on 7 nodes was a failed run per cell, found
+        only once the suite ran (graphs of 16 nodes build in milliseconds, and a suite asks for few)."""
+        from .setup import scenario_topology
+
+        seen: set[tuple[object, ...]] = set()
+        for cell in cells:
+            graph = tuple(getattr(cell, key) for key in GRAPH_FIELDS)
+            if graph in seen:
+                continue
+            seen.add(graph)
+            try:
+                scenario_topology(cell)
+            except ConfigError as error:
+                raise ConfigError(f"the cells on topology {cell.topology!r} with {cell.nodes} nodes: {error}") from None
 
     def _check_no_repeats(self) -> None:
         """A value listed twice on one axis would make every run of its cells twice, and count them twice."""
@@ -147,7 +175,10 @@ def _plugin_specs(values: list[Any], what: str) -> tuple[PluginSpec, ...]:
         if isinstance(value, str):
             specs.append(PluginSpec(value))
         elif isinstance(value, dict) and "name" in value and set(value) <= {"name", "params"}:
-            specs.append(PluginSpec(str(value["name"]), dict(value.get("params", {}))))
+            params = value.get("params", {})
+            if not isinstance(params, dict):
+                raise ConfigError(f"{what} entry {value['name']!r}: params must be a table, got {params!r}")
+            specs.append(PluginSpec(str(value["name"]), dict(params)))
         else:
             raise ConfigError(f"{what} entries are names or {{ name = ..., params = {{...}} }} tables, got {value!r}")
     return tuple(specs)
@@ -159,7 +190,10 @@ def suite_from_dict(data: dict[str, Any], name: str) -> Suite:
         raise ConfigError(
             f"unknown suite key {unknown[0]!r}{did_you_mean(unknown[0], SUITE_KEYS)}; valid: {', '.join(SUITE_KEYS)}"
         )
-    kwargs: dict[str, Any] = {"name": str(data.get("name", name)), "description": str(data.get("description", ""))}
+    for key in ("name", "description"):
+        if not isinstance(data.get(key, ""), str):
+            raise ConfigError(f"suite key {key!r} must be a string, got {data[key]!r}")
+    kwargs: dict[str, Any] = {"name": data.get("name", name), "description": data.get("description", "")}
     for key in GRID_KEYS:
         if key not in data:
             continue

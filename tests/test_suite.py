@@ -734,6 +734,12 @@ def test_failing_run_is_stored_with_traceback_and_others_continue(tmp_path, monk
         ("[suite]\ndefenses = [{ name = 'median', params = { f = 'auto' } }]\n", "'median' has no parameter 'f'"),
         ("[suite]\nnodes = 16\n", "'nodes' must be a non-empty list"),
         ("[suite]\nnodes = [1]\n", "nodes must be >= 2"),
+        (  # a graph no cell can have: one failed run per cell before, found only once the suite ran
+            "[suite]\nnodes = [16, 7]\ntopologies = ['ring', 'torus']\n",
+            "the cells on topology 'torus' with 7 nodes: a torus needs nodes = rows x cols",
+        ),
+        ("[suite]\nattacks = [{ name = 'alie', params = 3 }]\n", "attacks entry 'alie': params must be a table, got 3"),
+        ("[suite]\ndescription = 5\n", "suite key 'description' must be a string, got 5"),
         ("[suite\n", "malformed TOML"),
         # tables beside [suite] would be ignored: a [base] meant as [suite.base] ran every cell at the defaults
         (
