@@ -685,6 +685,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_summaries, run_label
 
+    if args.show < 0:  # a slice [:-3] would list all but the three smallest
+        raise ConfigError(f"--show must be >= 0, got {args.show}")
     result = compare_summaries(args.before, args.after, args.tolerance)
     same = result.compared - result.runs_differing()
     print(

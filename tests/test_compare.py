@@ -89,6 +89,8 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
         compare_summaries(other, COMMITTED)
     assert main(["compare", str(COMMITTED), str(COMMITTED), "--tolerance", "-1"]) == 2
     assert "tolerance must be >= 0, got -1.0" in capsys.readouterr().err
+    assert main(["compare", str(COMMITTED), str(COMMITTED), "--show", "-3"]) == 2  # was a slice [:-3]
+    assert "--show must be >= 0, got -3" in capsys.readouterr().err
     # a copy cut off mid-row (or with a row too long) read as a run with empty columns before
     lines = COMMITTED.read_text().splitlines()
     cut = tmp_path / "cut.csv"
