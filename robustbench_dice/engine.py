@@ -275,14 +275,13 @@ class Simulation:
             if byz.numel():
                 view = AttackView(t, s.rounds, byz, theta, half, delta, rm.matrix, rm.neighbours, attack_gen)
                 sent = self.attack.messages(view)
-                if sent.shape != (byz.numel(), theta.shape[1]):
-                    raise RuntimeError(
-                        f"attack {self.attack.name!r} returned messages of shape {tuple(sent.shape)},"
-                        f" expected {(byz.numel(), theta.shape[1])}"
-                    )
+                owner, rows = f"attack {self.attack.name!r}", (byz.numel(), theta.shape[1])
+                _check_output(owner, "messages", sent, rows, theta.dtype, theta.device)
                 messages, reported = half.clone(), delta.clone()
                 messages[byz] = sent
-                reported[byz] = self.attack.reported_delta(view, sent)
+                claimed = self.attack.reported_delta(view, sent)
+                _check_output(owner, "reported_delta", claimed, rows, theta.dtype, theta.device)
+                reported[byz] = claimed
             agg = self.defense.aggregate(
                 DefenseView(
                     t,
@@ -299,7 +298,7 @@ class Simulation:
                     candidate_loss,
                 )
             )
-            self._check_aggregation(agg, theta.shape, rm.neighbours)
+            self._check_aggregation(agg, theta, rm.neighbours)
             if self.observer is not None:
                 self.observer(
                     RoundRecord(t, theta, x, y, reported, messages, rm.weights, rm.matrix, agg.theta.detach())
@@ -338,18 +337,14 @@ class Simulation:
             result.proximal_influence = _edge_rows(influence.where(ever_edge, torch.nan), honest)
         return result
 
-    def _check_aggregation(self, agg: Aggregation, shape: torch.Size, nb: Neighbourhood) -> None:
-        name = self.defense.name
-        if agg.theta.shape != shape:
-            raise RuntimeError(
-                f"defense {name!r} returned theta of shape {tuple(agg.theta.shape)}, expected {tuple(shape)}"
-            )
-        for what in ("suspicion", "pruned"):
-            value = getattr(agg, what)
-            if value is not None and value.shape != nb.index.shape:
-                raise RuntimeError(
-                    f"defense {name!r} returned {what} of shape {tuple(value.shape)}, expected {tuple(nb.index.shape)}"
-                )
+    def _check_aggregation(self, agg: Aggregation, theta: torch.Tensor, nb: Neighbourhood) -> None:
+        owner = f"defense {self.defense.name!r}"
+        _check_output(owner, "theta", agg.theta, tuple(theta.shape), theta.dtype, theta.device)
+        slots = tuple(nb.index.shape)
+        if agg.suspicion is not None:  # scores of any real dtype: the engine keeps them in float64
+            _check_output(owner, "suspicion", agg.suspicion, slots, None, theta.device)
+        if agg.pruned is not None:
+            _check_output(owner, "pruned", agg.pruned, slots, torch.bool, theta.device)
 
     @torch.no_grad()
     def evaluate(self, theta: torch.Tensor, round_index: int, honest: torch.Tensor) -> CurvePoint:
@@ -426,6 +421,21 @@ class Simulation:
             result.time_to_detection_reason = "Byzantine in-edges were not all pruned by the last round"
         else:
             result.time_to_detection = det.caught_since
+
+
+def _check_output(
+    owner: str, what: str, value: object, shape: tuple[int, ...], dtype: torch.dtype | None, device: torch.device
+) -> None:
+    """A plugin's output of the wrong type, shape, dtype (None: any real one) or device: a RuntimeError naming it,
+    before it becomes a torch error, or a silent cast, somewhere else a round later."""
+    if not isinstance(value, torch.Tensor):
+        raise RuntimeError(f"{owner} returned {what} of type {type(value).__name__}, expected a torch.Tensor")
+    if tuple(value.shape) != shape:
+        raise RuntimeError(f"{owner} returned {what} of shape {tuple(value.shape)}, expected {shape}")
+    if value.is_complex() or (dtype is not None and value.dtype != dtype):
+        raise RuntimeError(f"{owner} returned {what} of dtype {value.dtype}, expected {dtype or 'a real dtype'}")
+    if value.device != device:
+        raise RuntimeError(f"{owner} returned {what} on {value.device}, expected the run's device {device}")
 
 
 def _edge_rows(matrix: torch.Tensor, honest: torch.Tensor) -> list[list[float]]:

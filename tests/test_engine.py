@@ -245,3 +245,74 @@ def test_a_defense_reading_the_validation_set_fails_without_one(defense):
 def test_a_dict_instead_of_a_scenario_is_a_clear_error():
     with pytest.raises(TypeError, match="expected a robustbench_dice.Scenario, got dict; build one with Scenario"):
         simulate({"nodes": 4})  # type: ignore[arg-type]
+
+
+class _Misfit(Defense):
+    """Test double: averaging whose output is changed by ``spoil`` after the fact."""
+
+    name = "misfit"
+
+    def __init__(self, spoil):
+        self.spoil = spoil
+
+    def aggregate(self, view):
+        scores = torch.where(view.neighbours.mask, 0.0, torch.nan)
+        agg = Aggregation(theta=view.weights @ view.messages, suspicion=scores, pruned=~view.neighbours.mask)
+        return self.spoil(agg)
+
+
+@pytest.mark.parametrize(
+    "spoil,message",
+    [
+        (
+            lambda a: Aggregation(a.theta.T, a.suspicion, a.pruned),
+            "theta of shape \\(4810, 8\\), expected \\(8, 4810\\)",
+        ),
+        (lambda a: Aggregation(a.theta.double(), a.suspicion), "theta of dtype torch.float64, expected torch.float32"),
+        (lambda a: Aggregation(a.theta.numpy(), a.suspicion), "theta of type ndarray, expected a torch.Tensor"),
+        (lambda a: Aggregation(a.theta, a.suspicion[:, :1]), "suspicion of shape \\(8, 1\\), expected \\(8, 2\\)"),
+        (lambda a: Aggregation(a.theta, a.suspicion.to(torch.complex64)), "suspicion of dtype torch.complex64"),
+        (lambda a: Aggregation(a.theta, None, a.pruned.float()), "pruned of dtype torch.float32, expected torch.bool"),
+    ],
+)
+def test_a_defense_output_that_does_not_fit_is_named(spoil, message):
+    # a float64 theta used to surface a round later as a dtype error inside the next gradient; float pruned flags
+    # as an index_put error inside the detection bookkeeping
+    sim = Simulation.from_scenario(_small(rounds=2))
+    sim.defense = _Misfit(spoil)
+    with pytest.raises(RuntimeError, match=f"defense 'misfit' returned {message}"):
+        sim.run()
+    sim = Simulation.from_scenario(_small(rounds=2))
+    sim.defense = _Misfit(lambda a: Aggregation(a.theta, a.suspicion.double(), a.pruned))  # scores of any real dtype
+    sim.run()
+
+
+def test_an_attack_output_that_does_not_fit_is_named():
+    from robustbench_dice.plugins import Attack
+
+    class Float64Messages(Attack):
+        name = "float64_messages"
+
+        def messages(self, view):
+            return view.half[view.byzantine].double()
+
+    class ShortClaims(Float64Messages):
+        name = "short_claims"
+
+        def messages(self, view):
+            return view.half[view.byzantine]
+
+        def reported_delta(self, view, messages):
+            return super().reported_delta(view, messages)[:, 1:]
+
+    for attack, message in (
+        (
+            Float64Messages(),
+            "attack 'float64_messages' returned messages of dtype torch.float64, expected torch.float32",
+        ),
+        (ShortClaims(), "attack 'short_claims' returned reported_delta of shape \\(2, 4809\\), expected \\(2, 4810\\)"),
+    ):
+        sim = Simulation.from_scenario(_small(rounds=2, byzantine=2))
+        sim.attack = attack
+        with pytest.raises(RuntimeError, match=message):
+            sim.run()
