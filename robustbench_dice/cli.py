@@ -525,9 +525,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .tables import write_tables
 
     _load_user_plugins(args)
-    if args.dry_run:
-        return _dry_run(args)
-    executor = ExecutorConfig(
+    executor = ExecutorConfig(  # its flags are checked for a dry run too
         kind=args.executor,
         jobs=args.jobs,
         address=args.address,
@@ -540,6 +538,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         runs_per_job=args.runs_per_job,
         slurm_cluster=args.slurm_cluster,
     )
+    if args.dry_run:
+        return _dry_run(args)
     executor.check_available()  # before the store folder is created
     suites, whole, plan = _run_suites(args)
     if plan is not None:

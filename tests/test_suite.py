@@ -835,6 +835,8 @@ def test_run_command_end_to_end(tmp_path, capsys):
     assert "computed 0, already stored 24" in capsys.readouterr().out
     assert main([*args, "--dry-run", "--force"]) == 0
     assert "24 stored" not in (out := capsys.readouterr().out) and "24 to run" in out
+    assert main([*args, "--dry-run", "--jobs", "0"]) == 2  # a dry run checks the flags the run would use
+    assert "jobs must be >= 1, got 0" in capsys.readouterr().err
 
 
 def _assert_rows_reproduced(suite, committed, tmp_path):
