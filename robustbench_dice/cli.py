@@ -66,6 +66,14 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         base = Scenario.from_text(text, kind).to_dict()
     else:
         base = Scenario.from_file(args.config).to_dict() if args.config else {}
+    count, fraction = getattr(args, "byzantine", None), getattr(args, "byzantine_fraction", None)
+    if count is not None and fraction is not None:  # the fraction would override the count, silently
+        raise ConfigError(
+            f"give --byzantine or --byzantine-fraction, not both (got {count} and {fraction}): the fraction overrides"
+            " the count"
+        )
+    if count is not None:  # a count on the command line lays over a fraction in the config, as every flag does
+        base["byzantine_fraction"] = None
     for f in dataclasses.fields(Scenario):
         value = getattr(args, f.name, None)
         if value is None:

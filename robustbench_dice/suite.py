@@ -130,6 +130,11 @@ class Suite:
         for spec in self.defenses:
             build_defense(spec.name, spec.params)
         self._check_no_repeats()
+        if self.base.get("byzantine_fraction") is not None and len(self.byzantine) > 1:
+            raise ConfigError(
+                f"[suite.base] sets byzantine_fraction = {self.base['byzantine_fraction']}, which overrides the"
+                f" byzantine axis {list(self.byzantine)}: its cells would be the same runs; give one or the other"
+            )
         self._check_graphs(self.scenarios())
 
     @staticmethod

@@ -59,6 +59,20 @@ def test_flags_override_config(tmp_path):
     assert scenario["rounds"] == 2 and scenario["nodes"] == 6 and scenario["topology"] == "complete"
 
 
+def test_byzantine_count_and_fraction_on_the_command_line(tmp_path, capsys):
+    from robustbench_dice.cli import scenario_from_args
+
+    parser = build_parser()
+    config = tmp_path / "c.toml"
+    config.write_text("byzantine_fraction = 0.5\n")
+    # a count given on the command line lays over the config's fraction (the fraction used to win, silently)
+    scenario = scenario_from_args(parser.parse_args(["simulate", "--config", str(config), "--byzantine", "2"]))
+    assert scenario.byzantine_fraction is None and scenario.n_byzantine == 2
+    assert scenario_from_args(parser.parse_args(["simulate", "--config", str(config)])).n_byzantine == 8
+    assert main(["simulate", "--byzantine", "3", "--byzantine-fraction", "0.5", "--quiet"]) == 2
+    assert "give --byzantine or --byzantine-fraction, not both (got 3 and 0.5)" in capsys.readouterr().err
+
+
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "never.json"
     assert main(["simulate", "--topology", "torus", "--nodes", "13", "--json", str(out)]) == 2
