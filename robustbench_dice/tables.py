@@ -256,14 +256,35 @@ def _ordered_blocks(
     return [(key, rows, "{} / {} / {} nodes / {} Byzantine / {}".format(*key)) for key, rows in ordered]
 
 
+# LaTeX's special characters in a cell (a plugin's string parameter can hold any of them), each as LaTeX prints it
+_TEX_ESCAPES = {
+    "\\": "\\textbackslash{}",
+    "&": "\\&",
+    "%": "\\%",
+    "$": "\\$",
+    "#": "\\#",
+    "_": "\\_",
+    "{": "\\{",
+    "}": "\\}",
+    "~": "\\textasciitilde{}",
+    "^": "\\textasciicircum{}",
+}
+_TEX_TABLE = str.maketrans(_TEX_ESCAPES)
+
+
 def _tex(text: str) -> str:
-    return text.replace("±", "$\\pm$").replace("_", "\\_")
+    return text.translate(_TEX_TABLE).replace("±", "$\\pm$")
+
+
+def _md(text: str) -> str:
+    """A Markdown table cell: a ``|`` in it would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def _block_header(md: list[str], tex: list[str], title: str, row_labels: list[str], columns: list[str]) -> None:
     """Open one block of a table in Markdown and LaTeX: its title, then a header of row labels and columns."""
     header = [*row_labels, *columns]
-    md += [f"## {title}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    md += [f"## {title}", "", "| " + " | ".join(map(_md, header)) + " |", "|---" * len(header) + "|"]
     tex += [
         f"% {title}",
         "\\begin{tabular}{" + "l" * len(row_labels) + "r" * len(columns) + "}",
@@ -274,7 +295,7 @@ def _block_header(md: list[str], tex: list[str], title: str, row_labels: list[st
 
 
 def _block_row(md: list[str], tex: list[str], labels: list[str], cells: list[str]) -> None:
-    md.append("| " + " | ".join([*labels, *cells]) + " |")
+    md.append("| " + " | ".join(map(_md, [*labels, *cells])) + " |")
     tex.append(" & ".join(_tex(c) for c in [*labels, *cells]) + " \\\\")
 
 

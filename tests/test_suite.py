@@ -1215,3 +1215,17 @@ def test_tables_and_figures_of_a_large_suite_say_they_are_reading_the_store(tiny
     assert f"reading {len(tiny.scenarios())} stored runs from {store}/ for the tables" in capsys.readouterr().out
     assert main(["figures", *args, "--out", str(tmp_path / "f"), "--kind", "accuracy_curves"]) == 0
     assert f"reading the runs of {suite} from {store}/ for the figures" in capsys.readouterr().out
+
+
+def test_table_cells_escape_what_latex_and_markdown_would_read_as_markup():
+    from robustbench_dice.tables import _block_row
+
+    md: list[str] = []
+    tex: list[str] = []
+    # a plugin's string parameter may hold any of these; unescaped, '&' adds a LaTeX column and '|' a Markdown one
+    label = "mine(tag=a&b|c_50%$#{x}~^\\)"
+    _block_row(md, tex, [label], ["0.951 ± 0.003"])
+    assert tex == [
+        "mine(tag=a\\&b|c\\_50\\%\\$\\#\\{x\\}\\textasciitilde{}\\textasciicircum{}\\textbackslash{}) & 0.951 $\\pm$ 0.003 \\\\"
+    ]
+    assert md == ["| mine(tag=a&b\\|c_50%$#{x}~^\\) | 0.951 ± 0.003 |"]
