@@ -203,6 +203,19 @@ class RunSetup:
         return torch.Generator().manual_seed(self.seeds["sampler"])
 
 
+# the Scenario fields scenario_topology reads: two scenarios equal on these have the same graph schedule
+GRAPH_FIELDS = (
+    "topology",
+    "nodes",
+    "seed",
+    "edge_probability",
+    "small_world_k",
+    "small_world_p",
+    "torus_rows",
+    "adjacency_file",
+)
+
+
 def scenario_topology(s: Scenario) -> TopologySchedule:
     """The graph schedule of ``s``, exactly as a run builds it (seeded by the scenario's topology stream)."""
     return build_topology(

@@ -49,17 +49,6 @@ GRID_FIELDS = {  # Scenario field -> the grid key that sets it in every cell (so
     "defense_params": "defenses",
     "seed": "seeds",
 }
-# the Scenario fields that decide a run's graph (setup.scenario_topology)
-GRAPH_FIELDS = (
-    "topology",
-    "nodes",
-    "seed",
-    "edge_probability",
-    "small_world_k",
-    "small_world_p",
-    "torus_rows",
-    "adjacency_file",
-)
 SUITE_KEYS = (*GRID_KEYS, "name", "base", "description")
 # the axes `run --only KEY=VALUES` can cut, by the summary's column names
 ONLY_KEYS = {key: grid for key, grid in GRID_FIELDS.items() if not key.endswith("_params")}
@@ -141,7 +130,7 @@ class Suite:
     def _check_graphs(cells: list[Scenario]) -> None:
         """Each distinct graph the cells ask for, built now: a torus on 7 nodes was a failed run per cell, found
         only once the suite ran (graphs of 16 nodes build in milliseconds, and a suite asks for few)."""
-        from .setup import scenario_topology
+        from .setup import GRAPH_FIELDS, scenario_topology
 
         seen: set[tuple[object, ...]] = set()
         for cell in cells:
