@@ -811,6 +811,11 @@ def test_output_folders_that_cannot_be_written_fail_before_any_work(tmp_path, ca
     # a file path: the error names it, not the temporary file written beside it, and says what is wrong
     assert main(["simulate", "--rounds", "1", "--quiet", "--json", str(blocker / "r.json")]) == 2
     assert capsys.readouterr().err.strip() == f"robustbench-dice: error: {blocker / 'r.json'}: Not a directory"
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert main(["simulate", "--rounds", "1", "--quiet", "--json", str(folder)]) == 2  # named the temporary file
+    assert capsys.readouterr().err.strip() == f"robustbench-dice: error: {folder}: Is a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder", "file", "store", "tiny.toml"]  # none left
 
 
 def test_run_command_end_to_end(tmp_path, capsys):
