@@ -127,7 +127,6 @@ def _auc_text(value: float | None, reason: str | None) -> str:
 def _recorded(args: argparse.Namespace) -> dict[str, Any] | None:
     """The JSON object of a ``--config`` that is a stored record or a ``simulate --json`` result, else None."""
     import json
-    from pathlib import Path
 
     if getattr(args, "config_text", None) is not None:
         text, kind = args.config_text
@@ -471,8 +470,6 @@ def _suite_scenarios(suites: list[Any]) -> dict[str, Any]:
 
 def _suite_name(suite: str) -> str:
     """A suite's name as the results folders use it: a suite file's stem, or the built-in name as given."""
-    from pathlib import Path
-
     return Path(suite).stem if suite.endswith(".toml") else suite
 
 

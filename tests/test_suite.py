@@ -512,7 +512,7 @@ def test_commands_that_read_the_store_do_not_create_it(tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"note: no result store at {missing}/" in captured.out
     assert "no figure could be drawn: none of accuracy_curves, " in captured.err
-    assert not missing.exists()
+    assert not missing.exists() and not (tmp_path / "f").exists()  # no empty figures folder either
 
 
 def test_figures_draw_the_committed_suites_by_default_and_other_runs_on_request(tiny, tmp_path, capsys):
