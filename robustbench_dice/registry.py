@@ -95,6 +95,11 @@ def _register(table: dict[str, Any], kind: str, cls: _T) -> _T:
     name = getattr(cls, "name", "")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{kind} plugin {cls.__qualname__} in {_source_file(cls)} has no `name`")
+    if not PLUGIN_NAME.fullmatch(name):  # it is a table row, a figure label, a --only value
+        raise ConfigError(
+            f"{kind} plugin {cls.__qualname__} in {_source_file(cls)}: name {name!r} must be letters, digits, '_',"
+            " '.' or '-'"
+        )
     existing = table.get(name)
     if existing is not None and not _same_definition(existing, cls):
         raise PluginNameClash(

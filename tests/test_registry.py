@@ -1,6 +1,7 @@
 import json
 import math
 import pickle
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -752,3 +753,15 @@ def test_a_helper_module_the_plugin_file_uses_is_part_of_the_key_too(tmp_path, m
     assert code_with(tmp_path / "b", "return x * SCALE") == first  # the same code in another folder
     assert code_with(tmp_path / "c", "return 2 * x * SCALE") != first  # the helper changed
     assert code_with(tmp_path / "d", "return x * SCALE", "SCALE = 2.0\n") != first  # the helper's helper changed
+
+
+@pytest.mark.parametrize("name", ["my attack", "a,b", "x|y", "_hidden", "cost$"])
+def test_attack_and_defense_names_are_plain_words(name):
+    # such a name is a table row, a figure label and a `--only` value: a ',' or '|' or '$' in it broke one of them
+    from robustbench_dice.plugins import Attack, Defense
+
+    for base, register in ((Attack, registry.register_attack), (Defense, registry.register_defense)):
+        plugin = type("Odd", (base,), {"name": name, "__doc__": "Odd name."})
+        with pytest.raises(ConfigError, match=f"name {re.escape(repr(name))} must be letters, digits, '_', '.' or '-'"):
+            register(plugin)
+        assert name not in ATTACKS and name not in DEFENSES
