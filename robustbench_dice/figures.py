@@ -95,8 +95,16 @@ def _panel_row(plt: Any, panels: int, width: float, height: float) -> tuple[Any,
     return plt.subplots(1, panels, figsize=(width * panels, height), sharey=True, squeeze=False, layout="constrained")
 
 
+def _plain(label: str) -> str:
+    """``label`` as matplotlib text: a pair of '$' (a plugin's string parameter may hold them) would start a formula,
+    and a formula that does not parse stops the figure."""
+    return label.replace("$", "\\$")
+
+
 def _labels(s: dict[str, Any]) -> tuple[str, str]:
-    return PluginSpec(s["attack"], s["attack_params"]).label, PluginSpec(s["defense"], s["defense_params"]).label
+    """The (attack, defense) labels of a run's scenario, as figure text."""
+    attack, defense = PluginSpec(s["attack"], s["attack_params"]), PluginSpec(s["defense"], s["defense_params"])
+    return _plain(attack.label), _plain(defense.label)
 
 
 def accuracy_curves(records: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -141,11 +149,7 @@ def detection_heatmaps(records: list[dict[str, Any]], out: Path) -> list[Path]:
     for data in records:
         s, auc = data["scenario"], data["result"].get("edge_auc")
         if auc is not None:
-            key = (
-                PluginSpec(s["attack"], s["attack_params"]).label,
-                PluginSpec(s["defense"], s["defense_params"]).label,
-            )
-            values[_group(s)][key].append(auc)
+            values[_group(s)][_labels(s)].append(auc)
     written: list[Path] = []
     for topology, cells in sorted(values.items()):
         attacks = sorted({a for a, _ in cells})
@@ -306,7 +310,7 @@ def poisoning_influence(influence_dir: Path, out: Path, suffix: str = "") -> lis
         ax.grid(alpha=0.3)
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     axes[0][0].set_ylabel(f"influence on the honest nodes, r = {r_max}")
-    axes[0][0].plot([], [], color="tab:red", label=f"{rows[0]['attack']} source")
+    axes[0][0].plot([], [], color="tab:red", label=f"{_plain(rows[0]['attack'])} source")
     axes[0][0].plot([], [], color="0.55", label="clean source")
     axes[0][0].plot([], [], color="black", ls="none", marker="x", ms=3, label="DICE estimate (lines: ground truth)")
     axes[0][0].legend(fontsize=7)
@@ -510,7 +514,7 @@ def robustness_curves(records: list[Record], out: Path) -> list[Path]:
         for defense, values in by_defense.items():
             # the table's mean and the tables' spread (n - 1); one seed draws no bar
             point = (np.nan, np.nan) if values is None else (statistics.fmean(values), sample_std(values) or 0.0)
-            series[group][topology][defense][int(byzantine)] = point
+            series[group][topology][_plain(defense)][int(byzantine)] = point
     written: list[Path] = []
     for group, by_topology in sorted(series.items(), key=lambda kv: tuple(map(str, kv[0]))):
         xs = sorted(counts[group])
@@ -601,9 +605,9 @@ def detection_summary_heatmaps(records: list[Record], out: Path, suite: str = "a
                     value = grid[i, j]
                     text = "n/a" if np.isnan(value) else spec.format(value)
                     ax.text(j, i, text, ha="center", va="center", fontsize=7, color=_text_colour_on(image, value))
-            ax.set_xticks(range(len(attacks)), attacks, rotation=35, ha="right")
+            ax.set_xticks(range(len(attacks)), [_plain(a) for a in attacks], rotation=35, ha="right")
             fig.colorbar(image, ax=ax, label=label, shrink=0.9)
-        axes[0].set_yticks(range(n), compared.defenses)
+        axes[0].set_yticks(range(n), [_plain(d) for d in compared.defenses])
         fig.suptitle(
             f"Detection by attack, suite {suite}; {dataset}, {model}\nmean over the {compared.shared_count()} cells"
             " (block x topology) every defense has; rows: best detector first",

@@ -765,3 +765,40 @@ def test_attack_and_defense_names_are_plain_words(name):
         with pytest.raises(ConfigError, match=f"name {re.escape(repr(name))} must be letters, digits, '_', '.' or '-'"):
             register(plugin)
         assert name not in ATTACKS and name not in DEFENSES
+
+
+def test_figures_draw_a_plugin_parameter_holding_dollar_signs_as_text(tmp_path):
+    # matplotlib reads text between two '$' as a formula, and one that does not parse ('$^$') stopped the figure
+    from dataclasses import dataclass
+
+    from robustbench_dice.engine import simulate
+    from robustbench_dice.figures import write_figures
+    from robustbench_dice.plugins import Attack
+    from robustbench_dice.store import ResultStore
+
+    @registry.register_attack
+    @dataclass
+    class Tagged(Attack):
+        """Sends its honest model; a test plugin with a free-text parameter (no paper)."""
+
+        name = "tagged"
+        tag: str = "plain"
+
+        def messages(self, view):
+            return view.half[view.byzantine]
+
+    store = ResultStore(tmp_path / "store")
+    for defense in ("median", "gossip"):
+        scenario = Scenario(
+            nodes=6,
+            rounds=2,
+            eval_every=1,
+            byzantine=1,
+            attack="tagged",
+            attack_params={"tag": "x$^$y"},
+            defense=defense,
+        )
+        store.put_result(scenario, simulate(scenario))
+    kinds = ["accuracy_curves", "detection_auc", "roc_curves"]
+    written = write_figures(store, tmp_path / "no-influence", tmp_path / "figures", kinds=kinds)
+    assert sorted({p.name.split("_ring")[0] for p in written}) == sorted(kinds)
