@@ -95,11 +95,7 @@ def _register(table: dict[str, Any], kind: str, cls: _T) -> _T:
     name = getattr(cls, "name", "")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{kind} plugin {cls.__qualname__} in {_source_file(cls)} has no `name`")
-    if not PLUGIN_NAME.fullmatch(name):  # it is a table row, a figure label, a --only value
-        raise ConfigError(
-            f"{kind} plugin {cls.__qualname__} in {_source_file(cls)}: name {name!r} must be letters, digits, '_',"
-            " '.' or '-'"
-        )
+    _check_plugin_name(kind, name, f"set by {cls.__qualname__} in {_source_file(cls)}")
     existing = table.get(name)
     if existing is not None and not _same_definition(existing, cls):
         raise PluginNameClash(
@@ -132,11 +128,13 @@ def register_defense(cls: _T) -> _T:
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
-def _check_plugin_name(kind: str, name: object) -> None:
+def _check_plugin_name(kind: str, name: object, where: str | None = None) -> None:
+    """``where``: the class that set the name (class plugins); else the decorator is named (function plugins)."""
     if not isinstance(name, str) or not PLUGIN_NAME.fullmatch(name):
+        hint = where or f'use it as @register_{kind}("my_{kind}")'
         raise ConfigError(
-            f"{kind} name {name!r} must be letters, digits, '_', '.' or '-' (it names result files);"
-            f' use it as @register_{kind}("my_{kind}")'
+            f"{kind} name {name!r} must be letters, digits, '_', '.' or '-' (it names result files, table rows and"
+            f" figure labels); {hint}"
         )
 
 
