@@ -9,6 +9,7 @@ max(1, |a|, |b|)``), since consensus distances span 1e-3 to 1e25 where accuracie
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,8 +77,13 @@ def read_summary(path: str | Path) -> dict[tuple[str, ...], dict[str, str]]:
     if path.is_dir():
         path = path / "summary.csv"
     if not path.is_file():
-        raise ConfigError(f"{str(path)!r} does not exist (give a summary.csv or the tables folder holding one)")
-    with open(path, newline="") as f:
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"{str(path)!r} {what} (give a summary.csv or the tables folder holding one)")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{str(path)!r} is not a robustbench-dice summary.csv (not UTF-8 text: {exc})") from exc
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in (*IDENTITY, "status") if c not in (reader.fieldnames or ())]
         if missing:

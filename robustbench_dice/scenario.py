@@ -219,7 +219,7 @@ class Scenario:
     def from_toml(cls, path: str | Path) -> Scenario:
         """Read a scenario from TOML: top-level keys are fields; ``[attack_params]`` / ``[defense_params]`` tables."""
         path = Path(path)
-        return cls.from_text(_read_config(path, "TOML"), "toml", path)
+        return cls.from_text(read_config(path, "TOML"), "toml", path)
 
     @classmethod
     def from_text(cls, text: str, kind: str, path: Path | None = None) -> Scenario:
@@ -282,7 +282,7 @@ class Scenario:
         path = Path(path)
         if path.suffix.lower() != ".json":
             return cls.from_toml(path)
-        return cls._from_json(_read_config(path, "JSON"), repr(str(path)))
+        return cls._from_json(read_config(path, "JSON"), repr(str(path)))
 
     @classmethod
     def _from_json(cls, text: str, where: str) -> Scenario:
@@ -309,7 +309,7 @@ class Scenario:
         return self.from_dict({**self.to_dict(), **changes})
 
 
-def _read_config(path: Path, kind: str) -> str:
+def read_config(path: Path, kind: str) -> str:
     """The text of the config file ``path``; ConfigError when it is missing or not text."""
     try:
         return path.read_text()

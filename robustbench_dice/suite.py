@@ -33,7 +33,7 @@ from typing import Any
 from .errors import ConfigError, did_you_mean
 from .plugins import AUTO
 from .registry import ATTACKS, DEFENSES, build_attack, build_defense, load_builtin_plugins, non_default_parameters
-from .scenario import Scenario
+from .scenario import Scenario, read_config
 
 GRID_KEYS = ("datasets", "models", "nodes", "byzantine", "partitions", "topologies", "attacks", "defenses", "seeds")
 GRID_FIELDS = {  # Scenario field -> the grid key that sets it in every cell (so [suite.base] cannot)
@@ -226,7 +226,7 @@ def load_suite(name_or_path: str) -> Suite:
             f"no built-in suite or file named {name_or_path!r}; built-in: {', '.join(BUILTIN_SUITES)}, paper"
         )
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(read_config(path, "TOML"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed TOML in {str(path)!r}: {exc}") from exc
     scenario_keys = {*Scenario.field_names(), "scenario"}

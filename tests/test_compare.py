@@ -83,6 +83,12 @@ def test_statuses_and_runs_missing_on_one_side_always_differ(tmp_path, capsys):
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match="does not exist \\(give a summary.csv or the tables folder"):
         compare_summaries(tmp_path / "none.csv", COMMITTED)
+    with pytest.raises(ConfigError, match="'/dev/null' is not a file \\(give a summary.csv"):  # "does not exist" before
+        compare_summaries("/dev/null", COMMITTED)
+    binary = tmp_path / "summary.xlsx.csv"  # a spreadsheet saved under the name: a UnicodeDecodeError traceback before
+    binary.write_bytes(b"PK\x03\x04\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="is not a robustbench-dice summary.csv \\(not UTF-8 text: 'utf-8' codec"):
+        compare_summaries(COMMITTED, binary)
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
     with pytest.raises(ConfigError, match="is not a robustbench-dice summary.csv \\(no column 'dataset'\\)"):

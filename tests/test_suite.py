@@ -777,6 +777,13 @@ def test_bad_suite_files(tmp_path, text, message):
         load_suite(str(path))
 
 
+def test_a_suite_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "latin1.toml"  # saved by an editor in Latin-1: a UnicodeDecodeError traceback before
+    path.write_bytes("[suite]\ndescription = 'Gr\u00fc\u00dfe'\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="malformed TOML in .*latin1.toml.*'utf-8' codec can't decode"):
+        load_suite(str(path))
+
+
 def test_a_scenario_file_given_as_a_suite_says_which_command_runs_it(tmp_path):
     scenario = Path(__file__).parents[1] / "docs" / "example-scenario.toml"
     with pytest.raises(ConfigError, match="is a scenario file .* `robustbench-dice simulate --config "):
