@@ -39,6 +39,7 @@ import gzip
 import json
 import statistics
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
@@ -46,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ConfigError
 from .scenario import Scenario
 from .store import Record, ResultStore
 from .suite import PluginSpec
@@ -183,17 +185,61 @@ def influence_folders(influence_dir: Path) -> list[tuple[Path, str]]:
 
 
 REMOVED = {"batch": "the source's batch is removed", "sample": "one sample of the source's batch is removed"}
+_EXPERIMENT_OF = {"alignment": "alignment", "cascade": "cascade", "poisoning": "poisoning"}  # file-name prefix
+
+
+def _unreadable_output(path: Path, reason: str) -> ConfigError:
+    """A file of an ``influence`` experiment that does not read as one (cut short, a Git LFS pointer, another
+    program's file): say which, and how to make it again."""
+    experiment = _EXPERIMENT_OF.get(path.name.split("_")[0].split(".")[0], "EXPERIMENT")
+    return ConfigError(
+        f"{str(path)!r} is not a readable output of `robustbench-dice influence` ({reason}); write it again with"
+        f" `robustbench-dice influence {experiment} --out {path.parent}` and the options it was made"
+        " with, or restore the committed copy with `git checkout`"
+    )
+
+
+def _read_rows(path: Path, columns: Collection[str]) -> list[dict[str, str]]:
+    """The rows of an influence experiment's CSV (gzipped when named ``.gz``), each with ``columns``, at least one."""
+    try:
+        with gzip.open(path, "rt", newline="") if path.suffix == ".gz" else path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:  # OSError: BadGzipFile too
+        raise _unreadable_output(path, f"{type(exc).__name__}: {exc}") from exc
+    missing = [c for c in columns if c not in (reader.fieldnames or ())]
+    if missing:
+        raise _unreadable_output(path, f"no column {missing[0]!r}")
+    if not rows:
+        raise _unreadable_output(path, "no rows")
+    short = next((i for i, row in enumerate(rows) if None in row.values() or None in row), None)
+    if short is not None:  # a row cut off (or run on) reads as None in its missing (extra) columns
+        raise _unreadable_output(
+            path, f"row {short + 1} does not have the header's {len(reader.fieldnames or ())} fields"
+        )
+    return rows
+
+
+def _read_stamp(path: Path) -> dict[str, Any]:
+    """An experiment's ``.config.json`` (empty when there is none)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise _unreadable_output(path, f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _unreadable_output(path, f"a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def influence_alignment(influence_dir: Path, out: Path, suffix: str = "") -> list[Path]:
     path = influence_dir / "alignment.csv.gz"
     if not path.is_file():
         return []
-    stamp = influence_dir / "alignment.config.json"
-    removal = json.loads(stamp.read_text()).get("removal", "batch") if stamp.is_file() else "batch"
+    removal = _read_stamp(influence_dir / "alignment.config.json").get("removal", "batch")
+    rows = _read_rows(path, ("dataset", "model", "lr", "r", "estimate", "ground_truth"))
     plt = _pyplot()
-    with gzip.open(path, "rt") as f:
-        rows = list(csv.DictReader(f))
     default_lr = rows[0]["lr"]
     horizons = sorted({int(r["r"]) for r in rows})
     fig, axes = plt.subplots(1, len(horizons), figsize=(3.3 * len(horizons), 3.3), squeeze=False, layout="constrained")
@@ -222,8 +268,8 @@ def cascade_decay(influence_dir: Path, out: Path, suffix: str = "") -> list[Path
     path = influence_dir / "cascade_decay.csv"
     if not path.is_file():
         return []
+    rows = _read_rows(path, ("topology", "r", "hop", "mean_abs_ground_truth"))
     plt = _pyplot()
-    rows = list(csv.DictReader(path.open()))
     r_max = max(int(x["r"]) for x in rows)
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     for topology in sorted({x["topology"] for x in rows}):
@@ -251,7 +297,7 @@ def cascade_centrality(influence_dir: Path, out: Path, suffix: str = "") -> list
     path = influence_dir / "cascade_centrality.csv"
     if not path.is_file():
         return []
-    rows = list(csv.DictReader(path.open()))
+    rows = _read_rows(path, ("topology", "degree", "mean_abs_influence"))
     by_topology: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for x in rows:
         by_topology[x["topology"]].append((int(x["degree"]), float(x["mean_abs_influence"])))
@@ -285,8 +331,10 @@ def poisoning_influence(influence_dir: Path, out: Path, suffix: str = "") -> lis
         return []
     from sklearn.metrics import roc_auc_score
 
-    with gzip.open(path, "rt", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _read_rows(
+        path,
+        ("dataset", "model", "attack", "topology", "r", "source", "round", "byzantine", "estimate", "ground_truth"),
+    )
     r_max = max(int(x["r"]) for x in rows)
     rows = [x for x in rows if int(x["r"]) == r_max]
     topologies = list(dict.fromkeys(x["topology"] for x in rows))

@@ -341,6 +341,37 @@ def test_figures_draw_each_influence_experiment_folder_with_its_name(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    "name,damage,reason",
+    [
+        ("alignment.csv.gz", lambda b: b[:200], "EOFError: Compressed file ended"),  # a copy cut short
+        ("alignment.csv.gz", lambda b: b"version https://git-lfs.github.com/spec/v1\n", "BadGzipFile"),  # LFS pointer
+        ("alignment.config.json", lambda b: b"{", "JSONDecodeError"),
+        ("alignment.config.json", lambda b: b"[]", "a JSON list, not an object"),
+        ("cascade_decay.csv", lambda b: b.split(b"\n")[0] + b"\n", "no rows"),
+        ("cascade_decay.csv", lambda b: b"hop,value\n1,2\n", "no column 'topology'"),
+        ("cascade_centrality.csv", lambda b: b[: b.index(b"\n", 100) + 8], "row \\d+ does not have the header's"),
+        ("poisoning/poisoning.csv.gz", lambda b: gzip.compress(b"\xff\xfe"), "UnicodeDecodeError"),
+    ],
+)
+def test_figures_name_an_influence_file_that_does_not_read(tmp_path, capsys, name, damage, reason):
+    """A damaged output of an influence experiment stopped `figures` with a traceback from gzip, json or a KeyError;
+    now it is an error naming the file and the command that writes it again."""
+    import shutil
+
+    influence = tmp_path / "influence"
+    shutil.copytree(Path(__file__).parents[1] / "results" / "influence", influence)
+    path = influence / name
+    path.write_bytes(damage(path.read_bytes()))
+    experiment = path.name.split("_")[0].split(".")[0]
+    kind = {"alignment": "influence_alignment", "poisoning": "poisoning_influence"}.get(experiment, path.name[:-4])
+    flags = ["--kind", kind, "--store", str(tmp_path / "store"), "--influence", str(influence)]
+    assert main(["figures", *flags, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(f"'{path}' is not a readable output of `robustbench-dice influence` \\(.*{reason}", err), err
+    assert f"write it again with `robustbench-dice influence {experiment} --out {path.parent}`" in err
+
+
 @pytest.mark.parametrize("folder,removal", [("influence", "batch"), ("influence/one_sample", "sample")])
 def test_one_committed_alignment_setting_reproduces(folder, removal):
     """The MLP on the one-peer graph at lr 0.1 (the setting the targets turn on), re-run: its summary rows are the
