@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import json
 import os
 import re
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,20 +165,16 @@ def _load_mnist1d(num_samples: int) -> Dataset:
     settings = {k: v for k, v in vars(args).items() if k != "url"}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = _cache_dir() / f"mnist1d-{key}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
-    else:
+    arrays = _read_mnist1d_cache(path)
+    if arrays is None:
         state = np.random.get_state()  # make_dataset reseeds numpy's global generator
         try:
             generated = make_dataset(args)
         finally:
             np.random.set_state(state)
         arrays = {k: np.asarray(generated[k]) for k in ("x", "y", "x_test", "y_test")}
-        import io as _io
-
-        buffer = _io.BytesIO()
-        np.savez(buffer, **arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, x=arrays["x"], y=arrays["y"], x_test=arrays["x_test"], y_test=arrays["y_test"])
         atomic_write_bytes(path, buffer.getvalue())
     mean, std = arrays["x"].mean(), arrays["x"].std()
     x_tr = ((arrays["x"] - mean) / std).astype(np.float32)
@@ -188,6 +187,19 @@ def _load_mnist1d(num_samples: int) -> Dataset:
         torch.from_numpy(arrays["y_test"].astype(np.int64)),
         num_classes=10,
     )
+
+
+def _read_mnist1d_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays cached at ``path``; None when there is no file, or one that does not read (cut short, written by
+    something else), which is then generated again rather than failing every later load."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"the MNIST-1D cache {str(path)!r} does not read ({exc}); generating it again", stacklevel=3)
+        return None
 
 
 def how_to_get(name: str, data_root: str | None) -> str:

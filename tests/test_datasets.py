@@ -3,6 +3,7 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 
 from robustbench_dice.datasets import load_dataset
 from robustbench_dice.errors import ConfigError, DatasetNotFoundError
@@ -22,6 +23,33 @@ def test_mnist1d_is_generated_and_cached(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("mnist1d-*.npz"))) == 1
     b = load_dataset("mnist1d", mnist1d_samples=500)
     assert (a.x_train == b.x_train).all()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda b: b[:1000], lambda b: b"garbage", lambda b: _npz(x=np.zeros(3, dtype=object))],
+    ids=["cut short", "not a zip", "a pickle inside"],
+)
+def test_a_damaged_mnist1d_cache_is_generated_again(tmp_path, monkeypatch, damage):
+    """A cache file cut short or written by something else made every later MNIST-1D load fail (BadZipFile, or
+    numpy refusing a pickle); it is now generated again, with a warning, into the same data."""
+    monkeypatch.setenv("ROBUSTBENCH_DICE_CACHE", str(tmp_path))
+    a = load_dataset("mnist1d", mnist1d_samples=500)
+    (cache,) = tmp_path.glob("mnist1d-*.npz")
+    cache.write_bytes(damage(cache.read_bytes()))
+    with pytest.warns(UserWarning, match="the MNIST-1D cache .* does not read .*; generating it again"):
+        b = load_dataset("mnist1d", mnist1d_samples=500)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    c = load_dataset("mnist1d", mnist1d_samples=500)  # from the rewritten cache, with no warning
+    assert torch.equal(a.x_train, c.x_train)
+
+
+def _npz(**arrays):
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def _write_idx(path, array, magic):
