@@ -770,6 +770,13 @@ def _note_stale(store: ResultStore) -> None:
             " of a plugin file of yours (not comparable with current numbers; `robustbench-dice run` computes current ones;"
             " `robustbench-dice prune` deletes them)"
         )
+    unreadable = sorted(set(store.corrupted))  # a record read twice (figures of two suites) is named once
+    if unreadable:
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        print(
+            f"note: left out {len(unreadable)} stored record(s) that do not read, as not run"
+            f" (`robustbench-dice run` recomputes them; `robustbench-dice prune` deletes them): {unreadable[0]}{more}"
+        )
     _note_unjudged(store, "left out")
 
 

@@ -54,6 +54,25 @@ class Record:
         return RunResult.from_dict(self.data["result"]) if "result" in self.data else None
 
 
+RUN_STATUSES = ("ok", "skipped", "failed")  # what a stored record's status may be
+
+
+def _parse_record(text: str) -> Record:
+    """The record a stored file's ``text`` holds; ``ValueError``, ``KeyError`` or ``TypeError`` (the store's
+    "corrupted") when it does not hold one whose result the tables and figures can read."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise TypeError(f"a JSON {type(data).__name__}, not a record")
+    record = Record(str(data["key"]), str(data["status"]), data)
+    if record.status not in RUN_STATUSES:
+        raise ValueError(f"status {record.status!r} is none of {', '.join(RUN_STATUSES)}")
+    if record.status == "ok":
+        if not isinstance(data["result"], dict):
+            raise TypeError(f"its result is a JSON {type(data['result']).__name__}, not an object")
+        RunResult.from_dict(data["result"])  # a field this version does not know, or a curve of the wrong shape
+    return record
+
+
 def by_key(scenarios: Iterable[Scenario]) -> dict[str, Scenario]:
     """``scenarios`` by :func:`scenario_key`, each once (a run may stand in more than one suite)."""
     return {scenario_key(s): s for s in scenarios}
@@ -127,10 +146,10 @@ class ResultStore:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text())
-            if data.get("key") != key or data.get("scenario") != scenario.to_dict():
+            record = _parse_record(path.read_text())
+            if record.key != key or record.data.get("scenario") != scenario.to_dict():
                 raise ValueError("content does not match its key")
-            return Record(key, str(data["status"]), data)
+            return record
         except (ValueError, KeyError, TypeError) as exc:
             self.corrupted.append(f"{path.name}: {exc}")
             return None
@@ -203,12 +222,12 @@ class ResultStore:
         self.unjudged, self.unjudged_records = {}, 0
         for path in sorted(self.root.glob("*.json")):
             try:
-                data = json.loads(path.read_text())
-                record = Record(str(data["key"]), str(data["status"]), data)
+                record = _parse_record(path.read_text())
             except (ValueError, KeyError, TypeError) as exc:
                 self.corrupted.append(f"{path.name}: {exc}")
                 yield path, None, UNREADABLE
                 continue
+            data = record.data
             unregistered = unregistered_plugins(data.get("scenario"))
             for plugin in unregistered:
                 self.unjudged[plugin] = self.unjudged.get(plugin, 0) + 1

@@ -674,6 +674,34 @@ def test_corrupted_and_failed_records_are_recomputed(tiny, tmp_path):
     assert store.get(cells[1]).status in ("ok", "skipped")
 
 
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (lambda d: [d], "a JSON list, not a record"),
+        (lambda d: {**d, "status": "done"}, "status 'done' is none of ok, skipped, failed"),
+        (lambda d: {**d, "result": "x"}, "its result is a JSON str, not an object"),
+        (lambda d: {**d, "result": {**d["result"], "curve": "x"}}, "argument after \\*\\* must be a mapping"),
+        (lambda d: {**d, "result": {**d["result"], "accuracy": 1.0}}, "unexpected keyword argument 'accuracy'"),
+    ],
+)
+def test_a_record_that_parses_but_is_not_one_is_corrupted(tiny, tmp_path, capsys, damage, reason):
+    """JSON that is not a record (a hand edit, a fork's schema under the same results version) stopped `tables` and
+    `figures` with a TypeError traceback, or an AttributeError in the store; now it is corrupted: left out of the
+    tables with a note, recomputed by `run`, deleted by `prune`."""
+    store = ResultStore(tmp_path / "store")
+    small = dataclasses.replace(tiny, seeds=(0,), attacks=(tiny.attacks[0],))
+    cells = small.scenarios()
+    run_suite(small, store, jobs=1, show_progress=False)
+    ok = next(s for s in cells if store.get(s).status == "ok")
+    path = store.path(scenario_key(ok))
+    path.write_text(json.dumps(damage(json.loads(path.read_text()))))
+    assert store.get(ok) is None and re.search(reason, store.corrupted[-1]), store.corrupted
+    assert scenario_key(ok) not in {r.key for r in store.records()}
+    assert main(["tables", "--suite", "all", "--store", str(store.root), "--out", str(tmp_path / "t")]) == 0
+    assert "note: left out 1 stored record(s) that do not read, as not run" in capsys.readouterr().out
+    assert main(["prune", "--store", str(store.root)]) == 0 and not path.exists()
+
+
 def test_a_suites_records_are_read_without_reading_the_rest_of_the_store(tiny, tmp_path):
     store = ResultStore(tmp_path / "store")
     run_suite(dataclasses.replace(tiny, seeds=(0,)), store, jobs=1, show_progress=False)
