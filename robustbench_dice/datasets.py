@@ -267,7 +267,11 @@ def download(name: str, data_root: str) -> None:
     import torchvision
 
     cls = getattr(torchvision.datasets, TORCHVISION_DATASETS[name])
-    Path(data_root).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(data_root).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, or no permission: "afile: File exists" said neither plainly
+        what = "is a file, not a folder" if Path(data_root).is_file() else f"cannot be made ({exc.strerror})"
+        raise ConfigError(f"data root {data_root!r} {what}; give a folder to download {name} into") from exc
     try:
         for train in (True, False):
             cls(data_root, train=train, download=True)

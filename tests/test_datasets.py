@@ -147,6 +147,20 @@ def test_download_without_network_is_a_clear_error(tmp_path, monkeypatch, capsys
     assert "needs internet access" in err and "Traceback" not in err
 
 
+def test_download_into_a_file_is_a_clear_error(tmp_path, capsys):
+    from robustbench_dice.cli import main
+
+    blocker = tmp_path / "data"
+    blocker.write_text("")
+    assert main(["download", "mnist", "--data-root", str(blocker)]) == 2  # "data: File exists" before
+    assert (
+        f"data root '{blocker}' is a file, not a folder; give a folder to download mnist into"
+        in capsys.readouterr().err
+    )
+    assert main(["download", "mnist", "--data-root", str(blocker / "sub")]) == 2
+    assert f"data root '{blocker / 'sub'}' cannot be made (Not a directory)" in capsys.readouterr().err
+
+
 def _digits_with(**changes):
     import dataclasses
 
