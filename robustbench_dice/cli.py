@@ -1019,6 +1019,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """numpy's and Python's MemoryError, torch's CUDA OutOfMemoryError, or torch's CPU allocator failing (a plain
+    RuntimeError)."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError)
+        and (type(exc).__name__ == "OutOfMemoryError" or "DefaultCPUAllocator: can't allocate memory" in str(exc))
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1030,6 +1039,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        print(
+            f"robustbench-dice: error: out of memory: {str(exc).strip() or type(exc).__name__}. The scenario is too"
+            " large for this machine: fewer nodes (graphs and mixing matrices are N x N), a smaller model or batch",
+            file=sys.stderr,
+        )
+        return 2
     except OSError as exc:
         if exc.filename is None:  # not about a file the user named: a bug, so the traceback
             raise

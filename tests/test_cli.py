@@ -216,3 +216,37 @@ def test_figures_go_beside_the_committed_ones_only_for_the_committed_suites():
     assert _figures_folder("all", None) == "results/all/figures"
     assert _figures_folder("suites/mine.toml", None) == "results/mine/figures"
     assert _figures_folder("full", "elsewhere") == "elsewhere"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError("Unable to allocate 74.5 GiB for an array with shape (100000, 100000) and data type float64"),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to"),
+    ],
+)
+def test_running_out_of_memory_is_a_clear_error(monkeypatch, capsys, error):
+    """`simulate --nodes 100000` ended in numpy's _ArrayMemoryError traceback (a dense 100,000 x 100,000 graph)."""
+    import robustbench_dice.engine as engine
+
+    def too_large(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(engine.Simulation, "from_scenario", too_large)
+    assert main(["simulate", "--quiet", "--rounds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"robustbench-dice: error: out of memory: {error}. The scenario is too large")
+        and "fewer nodes" in err
+    )
+
+
+def test_a_runtime_error_that_is_not_out_of_memory_keeps_its_traceback(monkeypatch):
+    import robustbench_dice.engine as engine
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(engine.Simulation, "from_scenario", bug)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        main(["simulate", "--quiet", "--rounds", "1"])
