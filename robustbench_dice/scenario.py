@@ -247,6 +247,11 @@ class Scenario:
                 f"{where} is a suite file (a [suite] table), not a scenario: run it with"
                 f" `robustbench-dice run --suite {path if path is not None else 'FILE'}`"
             )
+        if "byzantine" in data and "byzantine_fraction" in data:  # as the flags: the fraction would win, silently
+            raise ConfigError(
+                f"{where} sets byzantine = {data['byzantine']!r} and byzantine_fraction ="
+                f" {data['byzantine_fraction']!r}: the fraction overrides the count; give one or the other"
+            )
         return cls.from_dict(data)
 
     def unused_fields(self) -> list[str]:

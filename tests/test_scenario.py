@@ -118,6 +118,10 @@ def test_toml_roundtrip_and_errors(tmp_path):
     suite = Path(__file__).parents[1] / "docs" / "example-suite.toml"
     with pytest.raises(ConfigError, match="is a suite file .* run it with `robustbench-dice run --suite "):
         Scenario.from_toml(suite)
+    both = tmp_path / "both.toml"  # the fraction won, silently, as it did for the two flags
+    both.write_text("byzantine = 1\nbyzantine_fraction = 0.25\n")
+    with pytest.raises(ConfigError, match="sets byzantine = 1 and byzantine_fraction = 0.25: the fraction overrides"):
+        Scenario.from_toml(both)
 
 
 def test_a_stored_record_or_result_json_re_runs_to_the_same_numbers(tmp_path, capsys):
