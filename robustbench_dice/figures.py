@@ -185,13 +185,16 @@ def influence_folders(influence_dir: Path) -> list[tuple[Path, str]]:
 
 
 REMOVED = {"batch": "the source's batch is removed", "sample": "one sample of the source's batch is removed"}
-_EXPERIMENT_OF = {"alignment": "alignment", "cascade": "cascade", "poisoning": "poisoning"}  # file-name prefix
 
 
 def _unreadable_output(path: Path, reason: str) -> ConfigError:
     """A file of an ``influence`` experiment that does not read as one (cut short, a Git LFS pointer, another
     program's file): say which, and how to make it again."""
-    experiment = _EXPERIMENT_OF.get(path.name.split("_")[0].split(".")[0], "EXPERIMENT")
+    from .paper import EXPERIMENTS  # the files each experiment writes; needed on this error path only
+
+    experiment = next(
+        (name for name, e in EXPERIMENTS.items() if path.name in (*e.outputs, f"{name}.config.json")), "EXPERIMENT"
+    )
     return ConfigError(
         f"{str(path)!r} is not a readable output of `robustbench-dice influence` ({reason}); write it again with"
         f" `robustbench-dice influence {experiment} --out {path.parent}` and the options it was made"
