@@ -36,6 +36,7 @@ from .code_digest import code_digest
 from .datasets import DATASETS, PLUGIN_DATASETS, positional_arity
 from .errors import ConfigError, check_choice, did_you_mean
 from .models import MODELS, PLUGIN_MODELS
+from .parameter_types import canonical, fits, for_plugin, resolved_types
 from .plugins import AUTO, Attack, Defense, Plugin
 from .topology import PLUGIN_TOPOLOGIES, TOPOLOGIES
 
@@ -398,32 +399,43 @@ def plugin_class(kind: str, name: str) -> Any:
 
 
 def canonical_parameters(kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` of the attack or defense ``name`` with a whole number given for a ``float`` parameter made a float
-    (``std = 1`` and ``std = 1.0`` are one run, with one store key); unchanged for a plugin not registered here."""
-    floats = _float_parameters(plugin_class(kind, name))
-    return {
-        key: float(value) if key in floats and isinstance(value, int) and not isinstance(value, bool) else value
-        for key, value in params.items()
-    }
+    """``params`` of the attack or defense ``name`` in canonical form (:func:`.parameter_types.canonical`: a whole
+    number given for a ``float`` parameter made a float, so ``std = 1`` and ``std = 1.0`` are one run, with one store
+    key); unchanged for a plugin not registered here."""
+    declared = _parameter_types(plugin_class(kind, name))
+    return {key: canonical(value, declared[key]) if key in declared else value for key, value in params.items()}
 
 
 def non_default_parameters(kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
     """:func:`canonical_parameters` without those at their default: what makes a run with them differ from one
     with the plugin's defaults (``{std = 1.0}`` is the plain ``gaussian``)."""
     cls = plugin_class(kind, name)
-    defaults = {f.name: f.default for f in parameters(cls)} if cls is not None else {}
+    defaults = _defaults(cls) if cls is not None else {}
+    declared = _parameter_types(cls)
     return {
         key: value
         for key, value in canonical_parameters(kind, name, params).items()
-        if key not in defaults or value != defaults[key] or type(value) is not type(defaults[key])
+        if key not in defaults
+        or value != (default := canonical(defaults[key], declared[key]))
+        or type(value) is not type(default)
     }
 
 
+def _defaults(cls: type[Plugin]) -> dict[str, Any]:
+    """Each parameter's default value (a fresh one from its ``default_factory``); parameters without one left out."""
+    out = {}
+    for f in parameters(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 @functools.cache
-def _float_parameters(cls: type[Plugin] | None) -> frozenset[str]:
-    if cls is None:
-        return frozenset()
-    return frozenset(f.name for f in parameters(cls) if type_name(f.type) in ("float", "float | None"))
+def _parameter_types(cls: type[Plugin] | None) -> dict[str, Any]:
+    """Each parameter's declared type, resolved (:func:`.parameter_types.resolved_types`); empty for None."""
+    return {} if cls is None else resolved_types(cls, [f.name for f in parameters(cls)])
 
 
 def parameters(cls: type[Plugin]) -> list[dataclasses.Field[Any]]:
@@ -440,17 +452,6 @@ def type_name(annotation: Any) -> str:
     return annotation.__name__ if isinstance(annotation, type) else str(annotation)
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    text = type_name(annotation)
-    if value is None:
-        return "None" in text or "Optional" in text
-    if isinstance(value, bool):
-        return "bool" in text or "Any" in text
-    checks = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-    allowed = [t for key, types in checks.items() if key in text for t in types]
-    return not allowed or isinstance(value, tuple(allowed))
-
-
 def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any], auto: int | None = None) -> Any:
     load_builtin_plugins()
     try:
@@ -462,6 +463,7 @@ def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any], 
             hint += f"; {kind}s of your own load with --plugins DIR (Python: registry.load_plugin_folder)"
         raise ConfigError(f"{exc}{hint}") from None
     valid = {f.name: f for f in parameters(cls)}
+    declared = _parameter_types(cls)
     bound = getattr(cls, "byzantine_bound", None)
     params = dict(params)
     for key, value in params.items():
@@ -473,7 +475,7 @@ def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any], 
         if value == AUTO and key == bound:
             # without a run to resolve it (checking a suite), the parameter's default stands in
             params[key] = valid[key].default if auto is None else auto
-        elif not _type_ok(value, valid[key].type):
+        elif not fits(value, declared[key]):
             expected, hint = type_name(valid[key].type), ""
             if key == bound:  # the engine resolves "auto" to the most Byzantine in-neighbours of any honest node
                 expected += f" or {AUTO!r}"
@@ -484,6 +486,8 @@ def _build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any], 
             # every comparison with NaN is False: a NaN threshold or radius silently turns the rule off.
             # An attack's NaN is left alone: sending NaN is a Byzantine behaviour worth benchmarking
             raise ConfigError(f"defense {name!r} parameter {key!r} must be a number, got nan")
+        else:
+            params[key] = for_plugin(value, declared[key])
     try:
         return cls(**params)
     except (TypeError, ValueError) as exc:
