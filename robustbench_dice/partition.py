@@ -23,6 +23,24 @@ from .errors import ConfigError, check_choice
 PARTITIONS = ("iid", "dirichlet", "shards", "replicated")
 
 
+def check_pool_size(
+    n: int, n_nodes: int, scheme: str, min_samples: int = 1, samples_per_node: int | None = None
+) -> None:
+    """ConfigError where a pool of ``n`` samples cannot give ``n_nodes`` nodes ``min_samples`` each under ``scheme``,
+    whatever the seed (a seeded Dirichlet or shard split may still fall short: :func:`partition_indices` says so)."""
+    check_choice("partition", scheme, PARTITIONS)
+    if scheme == "replicated":
+        if samples_per_node is None or samples_per_node < min_samples:
+            raise ConfigError(f"partition 'replicated' needs samples_per_node >= {min_samples}, got {samples_per_node}")
+        if samples_per_node > n:
+            raise ConfigError(f"samples_per_node={samples_per_node} exceeds the training pool ({n} samples)")
+    elif n < n_nodes * min_samples:
+        raise ConfigError(
+            f"the training pool has {n} samples, too few for {n_nodes} nodes x {min_samples} samples each"
+            " (fewer nodes, a smaller batch_size, or partition='replicated')"
+        )
+
+
 def partition_indices(
     labels: np.ndarray,
     n_nodes: int,
@@ -36,19 +54,11 @@ def partition_indices(
     max_tries: int = 1000,
 ) -> list[np.ndarray]:
     """One sorted index array per node into ``labels``; each has at least ``min_samples`` entries."""
-    check_choice("partition", scheme, PARTITIONS)
     n = labels.shape[0]
+    check_pool_size(n, n_nodes, scheme, min_samples, samples_per_node)
     if scheme == "replicated":
-        if samples_per_node is None or samples_per_node < min_samples:
-            raise ConfigError(f"partition 'replicated' needs samples_per_node >= {min_samples}, got {samples_per_node}")
-        if samples_per_node > n:
-            raise ConfigError(f"samples_per_node={samples_per_node} exceeds the training pool ({n} samples)")
+        assert samples_per_node is not None  # checked above
         return [np.sort(rng.choice(n, samples_per_node, replace=False)) for _ in range(n_nodes)]
-    if n < n_nodes * min_samples:
-        raise ConfigError(
-            f"the training pool has {n} samples, too few for {n_nodes} nodes x {min_samples} samples each"
-            " (fewer nodes, a smaller batch_size, or partition='replicated')"
-        )
     if scheme == "iid":
         parts = np.array_split(rng.permutation(n), n_nodes)
     elif scheme == "dirichlet":

@@ -152,6 +152,43 @@ def check_devices_here(suite: Suite, todo: list[Scenario]) -> None:
         )
 
 
+FIT_FIELDS = (  # what :func:`.setup.check_fits` reads of a scenario, besides the dataset
+    "model", "hidden", "nodes", "partition", "batch_size", "val_fraction", "samples_per_node",
+)  # fmt: skip
+
+
+def check_data_here(suite: Suite, todo: list[Scenario]) -> None:
+    """Before anything runs, what would make runs to compute on this machine fail whatever their seed: a dataset
+    that does not load here (DatasetNotFoundError), a model that cannot take a dataset's inputs or a training pool
+    too small for the nodes (ConfigError; :func:`.setup.check_fits`). Each distinct dataset is loaded once. A suite
+    crosses every model with every dataset, so a pair that cannot run (the CNN on MNIST-1D's vectors) failed once
+    per cell before, found only after the suite ran. Local runs only, as devices are: data may lie elsewhere on
+    Dask or SLURM workers."""
+    from .datasets import load_dataset
+    from .errors import DatasetNotFoundError
+    from .setup import check_fits
+
+    by_data: dict[tuple[Any, ...], dict[tuple[Any, ...], list[Scenario]]] = {}
+    for s in todo:
+        data = (s.dataset, s.data_root, s.mnist1d_samples)
+        by_data.setdefault(data, {}).setdefault(tuple(getattr(s, f) for f in FIT_FIELDS), []).append(s)
+    for (name, data_root, mnist1d_samples), groups in by_data.items():
+        try:
+            dataset = load_dataset(name, data_root, mnist1d_samples=mnist1d_samples)
+        except (ConfigError, DatasetNotFoundError) as exc:
+            count = sum(len(cells) for cells in groups.values())
+            raise type(exc)(f"{count} run(s) of suite {suite.name!r} use dataset {name!r}: {exc}") from None
+        for cells in groups.values():
+            try:
+                check_fits(cells[0], dataset)
+            except ConfigError as exc:
+                first = cells[0]
+                raise ConfigError(
+                    f"{len(cells)} run(s) of suite {suite.name!r} (dataset {name}, model {first.model},"
+                    f" {first.nodes} nodes, partition {first.partition}) would each fail: {exc}"
+                ) from None
+
+
 def run_suite(
     suite: Suite,
     store: ResultStore,
@@ -167,6 +204,7 @@ def run_suite(
     todo, stored = pending(suite, store, force)
     if config.kind == "local":
         check_devices_here(suite, todo)
+        check_data_here(suite, todo)
     progress = SuiteProgress(total=len(todo) + stored, stored=stored)
     bar = log = None
     if show_progress and not sys.stderr.isatty():

@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .functional import per_node_grad, per_node_loss
 from .mixing import MixingSchedule
 from .models import Model, build_model
-from .partition import partition_indices, split_validation
+from .partition import check_pool_size, partition_indices, split_validation
 from .scenario import Scenario
 from .topology import Graph, TopologySchedule, build_topology
 
@@ -230,6 +230,29 @@ def scenario_topology(s: Scenario) -> TopologySchedule:
     )
 
 
+def samples_needed(s: Scenario) -> int:
+    """Samples each node needs: one minibatch to train on, plus its validation share."""
+    return int(np.ceil(s.batch_size / (1.0 - s.val_fraction)))
+
+
+def _with_need(exc: ConfigError, s: Scenario) -> ConfigError:
+    # the partition's numbers alone do not say where its sample count comes from
+    return ConfigError(
+        f"{exc}; a node needs ceil(batch_size / (1 - val_fraction)) = ceil({s.batch_size} / "
+        f"{1.0 - s.val_fraction:g}) = {samples_needed(s)} samples: one batch, plus its validation share"
+    )
+
+
+def check_fits(s: Scenario, dataset: Dataset) -> None:
+    """A ConfigError for what every seed of ``s`` would fail on with ``dataset``, checked without training: a model
+    that cannot take its inputs, or a training pool too small for the nodes (:func:`.partition.check_pool_size`)."""
+    build_model(s.model, dataset.input_shape, dataset.num_classes, s.hidden)
+    try:
+        check_pool_size(len(dataset.y_train), s.nodes, s.partition, samples_needed(s), s.samples_per_node)
+    except ConfigError as exc:
+        raise _with_need(exc, s) from None
+
+
 def prepare(scenario: Scenario) -> RunSetup:
     """Build data, graph, Byzantine set, model and initial parameters; ConfigError on impossible requests."""
     s = scenario
@@ -245,7 +268,7 @@ def prepare(scenario: Scenario) -> RunSetup:
     )
 
     rng = np.random.default_rng(seeds["partition"])
-    min_samples = int(np.ceil(s.batch_size / (1.0 - s.val_fraction)))
+    min_samples = samples_needed(s)
     try:
         parts = partition_indices(
             dataset.y_train.numpy(),
@@ -257,11 +280,8 @@ def prepare(scenario: Scenario) -> RunSetup:
             shards_per_node=s.shards_per_node,
             samples_per_node=s.samples_per_node,
         )
-    except ConfigError as exc:  # the partition's numbers alone do not say where its sample count comes from
-        raise ConfigError(
-            f"{exc}; a node needs ceil(batch_size / (1 - val_fraction)) = ceil({s.batch_size} / "
-            f"{1.0 - s.val_fraction:g}) = {min_samples} samples: one batch, plus its validation share"
-        ) from None
+    except ConfigError as exc:
+        raise _with_need(exc, s) from None
     splits = [split_validation(p, s.val_fraction, rng) for p in parts]
     train_rows = [t for t, _ in splits]
     smallest = min(r.size for r in train_rows)

@@ -1055,17 +1055,49 @@ def test_figures_from_a_store(tiny, tmp_path):
 
 
 def test_run_command_lists_failed_runs_with_their_error(tmp_path, capsys):
-    path = tmp_path / "too_many.toml"
+    path = tmp_path / "skewed.toml"  # a seeded Dirichlet split that leaves some node short: a failure no check foresees
     path.write_text(
-        '[suite]\ntopologies = ["ring"]\nattacks = ["none"]\ndefenses = ["gossip"]\nnodes = [1024]\nbyzantine = [0]\n'
-        "seeds = [0, 1]\n[suite.base]\nrounds = 2\n"
+        '[suite]\ntopologies = ["ring"]\nattacks = ["none"]\ndefenses = ["gossip"]\nnodes = [32]\nbyzantine = [0]\n'
+        'partitions = ["dirichlet"]\nseeds = [0, 1]\n[suite.base]\nrounds = 2\ndirichlet_alpha = 0.01\n'
     )
     store = tmp_path / "s"
     args = ["run", "--suite", str(path), "--store", str(store), "--tables", str(tmp_path / "t"), "--quiet"]
     assert main([*args, "--jobs", "1"]) == 1  # failed runs make the command fail
     out = capsys.readouterr().out
-    assert out.count("  failed: ConfigError: the training pool has 1437 samples, too few for 1024 nodes") == 2
+    assert out.count("  failed: ConfigError: dirichlet(alpha=0.01) never gave every one of 32 nodes >= 40") == 2
     assert f"{store}/logs/" in out
+
+
+@pytest.mark.parametrize(
+    "grid,message",
+    [
+        (  # every seed fails: the pool cannot give 1024 nodes 40 samples each
+            "nodes = [1024]\n",
+            "2 run\\(s\\) of suite 'bad' \\(dataset digits, model mlp, 1024 nodes, partition iid\\) would each fail:"
+            " the training pool has 1437 samples, too few for 1024 nodes x 40 samples each",
+        ),
+        (  # a suite crosses every model with every dataset: the CNN cannot take MNIST-1D's vectors
+            "nodes = [8]\ndatasets = ['digits', 'mnist1d']\nmodels = ['mlp', 'cnn']\n",
+            "2 run\\(s\\) of suite 'bad' \\(dataset mnist1d, model cnn, 8 nodes, partition iid\\) would each fail:"
+            " model 'cnn' needs image inputs",
+        ),
+        (
+            "nodes = [8]\ndatasets = ['mnist']\n",
+            "2 run\\(s\\) of suite 'bad' use dataset 'mnist': dataset 'mnist' needs data_root",
+        ),
+    ],
+)
+def test_runs_that_would_fail_whatever_their_seed_stop_the_suite_before_any_run(tmp_path, capsys, grid, message):
+    """Each of these was one failed run per cell before, found only after the suite ran (and retried every time)."""
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[suite]\ntopologies = ["ring"]\nseeds = [0, 1]\n{grid}[suite.base]\nrounds = 2\n')
+    store = tmp_path / "s"
+    args = ["run", "--suite", str(path), "--store", str(store), "--tables", str(tmp_path / "t"), "--jobs", "1"]
+    assert main([*args, "--dry-run"]) == 2  # a dry run says so too
+    assert re.search(message, capsys.readouterr().err)
+    assert main([*args, "--quiet"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not list(store.glob("*.json")) and not (tmp_path / "t").exists()  # nothing was run or written
 
 
 def test_a_cuda_suite_on_a_machine_without_cuda_fails_before_any_run(tmp_path, capsys, monkeypatch):
