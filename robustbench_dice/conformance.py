@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .datasets import load_dataset
+from .datasets import Dataset, load_dataset
 from .engine import Simulation, simulate
-from .errors import ConfigError
+from .errors import ConfigError, DatasetNotFoundError
 from .functional import per_node_hvp, per_node_loss
 from .models import build_model
 from .plugins import AUTO, Attack, AttackView, CellInfo, Defense, DefenseView, Plugin
@@ -339,8 +339,20 @@ def run_conformance(cls: type[Plugin]) -> list[CheckResult]:
     return _collect(cls.name, checks_for(kind), kind, cls)
 
 
+def _load(name: str, data_root: str | None) -> Dataset:
+    """``load_dataset``, with a missing dataset's error saying how ``check`` gives its loader a data root."""
+    try:
+        return load_dataset(name, data_root)
+    except DatasetNotFoundError as exc:
+        if data_root is not None:
+            raise
+        raise DatasetNotFoundError(
+            f"{exc} (its loader got data_root=None: `check --data-root DIR` gives it one)"
+        ) from exc
+
+
 def dataset_loads_and_is_valid(name: str, data_root: str | None) -> str:
-    data = load_dataset(name, data_root)  # check_dataset: types, shapes, labels, finite values
+    data = _load(name, data_root)  # check_dataset: types, shapes, labels, finite values
     return (
         f"{len(data.y_train)} train / {len(data.y_test)} test samples, input {tuple(data.input_shape)},"
         f" {data.num_classes} classes"
@@ -348,7 +360,7 @@ def dataset_loads_and_is_valid(name: str, data_root: str | None) -> str:
 
 
 def dataset_same_data_every_load(name: str, data_root: str | None) -> str:
-    first, second = load_dataset(name, data_root), load_dataset(name, data_root)
+    first, second = _load(name, data_root), _load(name, data_root)
     for part in ("x_train", "y_train", "x_test", "y_test"):
         assert torch.equal(getattr(first, part), getattr(second, part)), (
             f"two loads gave different {part} (seed any randomness in the loader: a suite's runs load it in"
@@ -359,7 +371,7 @@ def dataset_same_data_every_load(name: str, data_root: str | None) -> str:
 
 
 def dataset_trains_on_a_small_graph(name: str, data_root: str | None) -> str:
-    image = len(load_dataset(name, data_root).input_shape) == 3
+    image = len(_load(name, data_root).input_shape) == 3
     notes = []
     for model in ("logreg", "mlp", *(("cnn",) if image else ())):
         scenario = Scenario(
@@ -381,7 +393,7 @@ DATASET_CHECKS: list[Callable[[str, str | None], str]] = [
 
 def _model_on(name: str, dataset: str, data_root: str | None, dtype: torch.dtype = torch.float32) -> Any:
     """The model ``name`` built for ``dataset``, 3 nodes' distinct parameters and a batch of 5 inputs per node."""
-    data = load_dataset(dataset, data_root)
+    data = _load(dataset, data_root)
     model = build_model(name, data.input_shape, data.num_classes)
     theta = model.init(3, torch.Generator().manual_seed(0), same=False).to(dtype)
     x = data.x_train[:15].to(dtype).reshape(3, 5, *data.input_shape)

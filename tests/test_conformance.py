@@ -69,3 +69,21 @@ def test_the_built_in_models_pass_the_model_checks(name):
 def test_the_built_in_topologies_pass_the_topology_checks(name):
     results = run_topology_conformance(name)
     assert all(r.passed for r in results), results
+
+
+def test_a_dataset_whose_files_are_missing_fails_its_checks_saying_how_to_give_a_data_root(restore_registry, tmp_path):
+    from pathlib import Path
+
+    from robustbench_dice.errors import DatasetNotFoundError
+    from robustbench_dice.registry import register_dataset
+
+    @register_dataset("files_test")
+    def files_test(data_root):
+        """A dataset kept in files (a test; no data)."""
+        raise DatasetNotFoundError(f"{Path(data_root or '.') / 'files.npz'} does not exist")
+
+    results = run_dataset_conformance("files_test")
+    assert results and not any(r.passed for r in results)
+    assert all("(its loader got data_root=None: `check --data-root DIR` gives it one)" in r.detail for r in results)
+    given = run_dataset_conformance("files_test", str(tmp_path))  # a root was given: its own message is enough
+    assert all(f"{tmp_path}/files.npz does not exist" in r.detail and "gives it one" not in r.detail for r in given)
