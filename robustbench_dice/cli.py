@@ -711,6 +711,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if runs:
             shown = "; ".join(run_label(run) for run in runs[:3])
             print(f"only in {side}: {shown}{' ...' if len(runs) > 3 else ''}")
+    for columns, side, other in (
+        (result.columns_only_before, args.before, args.after),
+        (result.columns_only_after, args.after, args.before),
+    ):
+        if columns:
+            print(f"columns only in {side}, not compared ({other} lacks them): {', '.join(columns)}")
     if result.compared == 0:
         print("note: the two share no run: summaries of different suites (compare a suite with a re-run of itself)")
     return 0 if result.same else 1
@@ -957,7 +963,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser(
         "compare",
         help="compare two suites' summary.csv run by run (a re-run on another machine, or after a change)",
-        description="Exit status 0 when every run matches within the tolerance, 1 otherwise.",
+        description="Exit status 0 when every run matches within the tolerance and both have the same summary columns, 1 otherwise.",
     )
     cmp.add_argument("before", help="a summary.csv, or the tables folder holding one (e.g. results/tables)")
     cmp.add_argument("after", help="the other summary.csv or tables folder")

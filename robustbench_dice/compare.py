@@ -54,10 +54,19 @@ class Comparison:
     only_before: list[tuple[str, ...]] = field(default_factory=list)
     only_after: list[tuple[str, ...]] = field(default_factory=list)
     differences: list[Difference] = field(default_factory=list)  # beyond the tolerance, statuses included
+    # summary columns one side lacks (a summary of another version, or cut down): their numbers went uncompared
+    columns_only_before: list[str] = field(default_factory=list)
+    columns_only_after: list[str] = field(default_factory=list)
 
     @property
     def same(self) -> bool:
-        return not (self.only_before or self.only_after or self.differences)
+        return not (
+            self.only_before
+            or self.only_after
+            or self.differences
+            or self.columns_only_before
+            or self.columns_only_after
+        )
 
     def runs_differing(self) -> int:
         return len({d.run for d in self.differences})
@@ -107,10 +116,12 @@ def compare_summaries(before: str | Path, after: str | Path, tolerance: float = 
     count as absent."""
     if not tolerance >= 0:
         raise ConfigError(f"tolerance must be >= 0, got {tolerance}")
-    old, new = (
-        {run: row for run, row in read_summary(p).items() if row["status"] != "missing"} for p in (before, after)
-    )
+    summaries = [read_summary(p) for p in (before, after)]
+    old, new = ({run: row for run, row in rows.items() if row["status"] != "missing"} for rows in summaries)
     result = Comparison(only_before=sorted(set(old) - set(new)), only_after=sorted(set(new) - set(old)))
+    columns_before, columns_after = (set(next(iter(rows.values()), {})) for rows in summaries)
+    result.columns_only_before = [c for c in NUMBERS if c in columns_before and c not in columns_after]
+    result.columns_only_after = [c for c in NUMBERS if c in columns_after and c not in columns_before]
     for run in sorted(set(old) & set(new)):
         result.compared += 1
         a, b = old[run], new[run]

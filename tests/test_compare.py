@@ -80,6 +80,22 @@ def test_statuses_and_runs_missing_on_one_side_always_differ(tmp_path, capsys):
     assert "status" in out and ": ok -> failed" in out and f"only in {COMMITTED}: " in out
 
 
+def test_a_summary_column_one_side_lacks_is_named_and_the_summaries_differ(tmp_path, capsys):
+    """A summary without edge_auc compared as 'the same' before: its numbers went uncompared, silently."""
+    rows = list(csv.DictReader(COMMITTED.open()))
+    cut = tmp_path / "summary.csv"
+    with cut.open("w", newline="") as f:
+        writer = csv.DictWriter(f, [c for c in rows[0] if c != "edge_auc"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    result = compare_summaries(COMMITTED, cut)
+    assert result.columns_only_before == ["edge_auc"] and not result.columns_only_after and not result.same
+    assert not result.differences and result.compared == len(rows)
+    assert main(["compare", str(cut), str(COMMITTED)]) == 1
+    assert f"columns only in {COMMITTED}, not compared ({cut} lacks them): edge_auc" in capsys.readouterr().out
+    assert compare_summaries(COMMITTED, COMMITTED).same
+
+
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match="does not exist \\(give a summary.csv or the tables folder"):
         compare_summaries(tmp_path / "none.csv", COMMITTED)
