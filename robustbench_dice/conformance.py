@@ -92,8 +92,12 @@ def assert_same_run_on_cuda(scenario: Scenario, rtol: float = 1e-6, atol: float 
     assert cuda_result.status == "ok", f"status {cuda_result.status!r} on CUDA ({cuda_result.reason})"
     assert cpu_sim.final_theta is not None and cuda_sim.final_theta is not None
     assert cuda_sim.final_theta.device.type == "cuda", "the final parameters are not on the GPU"
-    gap = float((cuda_sim.final_theta.cpu() - cpu_sim.final_theta).abs().max())
-    scale = float(cpu_sim.final_theta.abs().max())
+    cpu_theta, cuda_theta = cpu_sim.final_theta, cuda_sim.final_theta.cpu()
+    # NaN == NaN here, as in _numbers_close and same_seed_same_result: NaN models fail well-formedness, not this
+    both_nan = cpu_theta.isnan() & cuda_theta.isnan()
+    assert torch.equal(cpu_theta.isnan(), cuda_theta.isnan()), "final parameters are NaN in different places"
+    gap = float((cuda_theta - cpu_theta).masked_fill(both_nan, 0.0).abs().max())
+    scale = float(cpu_theta.masked_fill(both_nan, 0.0).abs().max())
     assert gap <= atol + rtol * scale, f"final parameters differ by {gap:.2e} between the CPU and CUDA"
     cpu_data, cuda_data = cpu_result.to_dict(), cuda_result.to_dict()
     for key in DEVICE_FIELDS:

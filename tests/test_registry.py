@@ -556,8 +556,9 @@ def test_a_dataset_that_reads_data_root_gets_it(tmp_path, capsys):
         capsys.readouterr().out
     )
     assert main(["check", str(tmp_path / "from_file.py")]) == 1
-    assert "FAIL  npz_file: dataset_loads_and_is_valid  (DatasetNotFoundError: data.npz does not exist)" in (
-        capsys.readouterr().out
+    assert (
+        "FAIL  npz_file: dataset_loads_and_is_valid  (DatasetNotFoundError: data.npz does not exist (its loader got"
+        " data_root=None: `check --data-root DIR` gives it one))" in capsys.readouterr().out
     )
 
 
