@@ -17,6 +17,10 @@ import functools
 import torch
 
 NETWORK_MAX = 128  # longer dimensions go to torch.sort (the network has O(M log^2 M) steps)
+# On a GPU each compare-exchange is a kernel launch of fixed cost: below this many values in all (M x N x P) one
+# torch.sort is faster. On an H100 the network sorted 0.27x as fast as torch.sort at 16 nodes (M = 5, 0.4 M values)
+# and 1.04x at 256 (M = 9, 11 M values); benchmarks/order_stats.py --device cuda
+CUDA_NETWORK_MIN_VALUES = 1 << 23
 
 
 @functools.cache
@@ -47,25 +51,35 @@ def sorted_slices(slices: list[torch.Tensor]) -> list[torch.Tensor]:
     """Elementwise order statistics of equally shaped tensors: ``out[r]`` holds, per element, the r-th smallest
     of ``slices`` (ascending, NaN last), as ``torch.sort`` along a stacked dimension would give them.
 
-    With NaN present, or more than :data:`NETWORK_MAX` slices, this is ``torch.sort`` itself; otherwise the
-    sorting network, whose only difference is that equal zeros of opposite sign may come out as the same
-    zero, which no later arithmetic can tell apart from the other.
+    With NaN present, more than :data:`NETWORK_MAX` slices, or on a GPU fewer than :data:`CUDA_NETWORK_MIN_VALUES`
+    values, this is ``torch.sort`` itself; otherwise the sorting network, whose only difference is that equal zeros
+    of opposite sign may come out as the same zero, which no later arithmetic can tell apart from the other.
     """
     rows = list(slices)
-    if len(rows) > NETWORK_MAX or any(_has_nan(row) for row in rows):
+    if not rows or not _network_pays(len(rows), rows[0]) or _has_nan(rows):
         return list(torch.stack(rows).sort(dim=0).values.unbind(0))
     for i, j in batcher_pairs(len(rows)):
         rows[i], rows[j] = torch.minimum(rows[i], rows[j]), torch.maximum(rows[i], rows[j])
     return rows
 
 
-def _has_nan(values: torch.Tensor) -> bool:
-    # max propagates NaN: one reduction, about 15x cheaper here than isnan().any()
-    return values.is_floating_point() and values.numel() > 0 and bool(values.amax().isnan())
+def _has_nan(rows: list[torch.Tensor]) -> bool:
+    # max propagates NaN: one reduction per row, about 15x cheaper here than isnan().any(), and one read of the
+    # answer for all rows (on a GPU each read waits for the device)
+    if not rows or not rows[0].is_floating_point() or rows[0].numel() == 0:
+        return False
+    return bool(torch.stack([row.amax() for row in rows]).isnan().any())
+
+
+def _network_pays(m: int, row: torch.Tensor) -> bool:
+    """Whether sorting ``m`` slices like ``row`` goes through the network rather than one ``torch.sort``."""
+    return m <= NETWORK_MAX and not (row.is_cuda and m * row.numel() < CUDA_NETWORK_MIN_VALUES)
 
 
 def sort_along(values: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """``values`` sorted ascending along ``dim``: the values of ``torch.sort(values, dim)`` (see sorted_slices)."""
+    if values.shape[dim] and not _network_pays(values.shape[dim], values.select(dim, 0)):
+        return values.sort(dim=dim).values  # as sorted_slices would, without taking the slices apart
     return torch.stack(sorted_slices(list(values.unbind(dim))), dim)
 
 

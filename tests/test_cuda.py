@@ -100,3 +100,23 @@ def test_a_cuda_run_names_its_gpu(capsys):
     assert "gpu" not in simulate(Scenario(nodes=4, rounds=2)).versions
     assert main(["simulate", "--nodes", "4", "--rounds", "2", "--device", "cuda"]) == 0
     assert f"ms on {gpu}" in capsys.readouterr().out
+
+
+def test_small_sorts_on_the_gpu_take_torch_sort_and_give_the_networks_values(monkeypatch):
+    """On a GPU the median's sorting network lost to one torch.sort at 16 nodes (0.27x); below
+    CUDA_NETWORK_MIN_VALUES the sort is torch.sort's, above it the network's, with the same values either way."""
+    from robustbench_dice import order_stats
+
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.randn(16, 4810, generator=generator, dtype=torch.float64).cuda() for _ in range(5)]
+    rows[2][0, :7] = rows[1][0, :7]  # ties
+    expected = torch.stack(rows).sort(dim=0).values
+    networks = []
+    pairs = order_stats.batcher_pairs
+    monkeypatch.setattr(order_stats, "batcher_pairs", lambda m: networks.append(m) or pairs(m))
+    stacked = torch.stack(rows, dim=1)  # (N, M, P), as the defenses hold their candidates
+    assert torch.equal(torch.stack(order_stats.sorted_slices(rows)), expected) and networks == []
+    assert torch.equal(order_stats.sort_along(stacked), expected.transpose(0, 1)) and networks == []
+    monkeypatch.setattr(order_stats, "CUDA_NETWORK_MIN_VALUES", 0)
+    assert torch.equal(torch.stack(order_stats.sorted_slices(rows)), expected) and networks == [5]
+    assert torch.equal(order_stats.sort_along(stacked), expected.transpose(0, 1)) and networks == [5, 5]
