@@ -120,3 +120,21 @@ def test_small_sorts_on_the_gpu_take_torch_sort_and_give_the_networks_values(mon
     monkeypatch.setattr(order_stats, "CUDA_NETWORK_MIN_VALUES", 0)
     assert torch.equal(torch.stack(order_stats.sorted_slices(rows)), expected) and networks == [5]
     assert torch.equal(order_stats.sort_along(stacked), expected.transpose(0, 1)) and networks == [5, 5]
+
+
+def test_the_geometric_median_iterates_on_the_gpu_to_the_cpus_numbers():
+    """On a GPU Weiszfeld's steps run in torch there (numpy on the CPU): the same medians, vertex cases included."""
+    from robustbench_dice.defenses.geometric_median import weiszfeld
+
+    generator = torch.Generator().manual_seed(3)
+    candidates = torch.randn(64, 7, 50, generator=generator, dtype=torch.float64)
+    candidates[:8, 3] = candidates[:8, 1]  # coincident candidates pool their weight
+    weight = torch.rand(64, 7, generator=generator, dtype=torch.float64)
+    weight[8:16, 2] = 10.0  # a heavy candidate: the median is that vertex
+    weight[16:20, 5:] = 0.0  # absent slots
+    cpu = weiszfeld(candidates, weight, 1e-6, 100, 1e-6)
+    gpu = weiszfeld(candidates.cuda(), weight.cuda(), 1e-6, 100, 1e-6)
+    assert gpu[0].is_cuda
+    for a, b in zip(cpu, gpu, strict=True):
+        assert torch.allclose(a, b.cpu(), rtol=1e-9, atol=1e-12)
+    assert torch.allclose(cpu[0][8:16], candidates[8:16, 2], rtol=0, atol=1e-12)  # the vertex test found them
