@@ -152,11 +152,6 @@ def check_devices_here(suite: Suite, todo: list[Scenario]) -> None:
         )
 
 
-FIT_FIELDS = (  # what :func:`.setup.check_fits` reads of a scenario, besides the dataset
-    "model", "hidden", "nodes", "partition", "batch_size", "val_fraction", "samples_per_node",
-)  # fmt: skip
-
-
 def check_data_here(suite: Suite, todo: list[Scenario]) -> None:
     """Before anything runs, what would make runs to compute on this machine fail whatever their seed: a dataset
     that does not load here (DatasetNotFoundError), a model that cannot take a dataset's inputs or a training pool
@@ -166,7 +161,7 @@ def check_data_here(suite: Suite, todo: list[Scenario]) -> None:
     Dask or SLURM workers."""
     from .datasets import load_dataset
     from .errors import DatasetNotFoundError
-    from .setup import check_fits
+    from .setup import FIT_FIELDS, check_fits
 
     by_data: dict[tuple[Any, ...], dict[tuple[Any, ...], list[Scenario]]] = {}
     for s in todo:

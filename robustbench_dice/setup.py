@@ -243,6 +243,11 @@ def _with_need(exc: ConfigError, s: Scenario) -> ConfigError:
     )
 
 
+FIT_FIELDS = (  # what check_fits reads of a scenario besides its dataset: cells alike in these are checked once
+    "model", "hidden", "nodes", "partition", "batch_size", "val_fraction", "samples_per_node",
+)  # fmt: skip
+
+
 def check_fits(s: Scenario, dataset: Dataset) -> None:
     """A ConfigError for what every seed of ``s`` would fail on with ``dataset``, checked without training: a model
     that cannot take its inputs, or a training pool too small for the nodes (:func:`.partition.check_pool_size`)."""
