@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 import pytest
@@ -42,6 +43,7 @@ FITS = [
     (2, int | list[int], True),
     ([2], int | list[int], True),
     ("2", int | list[int], False),
+    ("results/x", Path, True),  # a class of the plugin's own: its __post_init__ judges (a TOML string is no Path)
 ]
 
 
