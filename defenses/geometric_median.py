@@ -1,4 +1,5 @@
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,12 @@ def weiszfeld(
 
     The median is a convex combination of the candidates, so the iterations run on the ``(N, M)``
     coefficients with the candidates' Gram matrix (float64, offsets from candidate 0), never on
-    ``(N, M, P)`` tensors: in numpy on the CPU, in torch on a GPU (the same steps). First the exact vertex test (Vardi and Zhang 2000): candidate i is the
-    median when the weighted unit vectors pointing from it to the others sum to a norm <= the weight
-    sitting on it; there Weiszfeld would crawl in sublinearly. Otherwise smoothed Weiszfeld from the
-    weighted mean, each step re-weighting candidate i by ``weight_i / max(nu, ||z - x_i||)``; a row
-    stops when its objective ``sum_i weight_i ||z - x_i||`` improves by at most ``ftol`` times itself,
+    ``(N, M, P)`` tensors: in numpy on the CPU, in torch on a GPU (the same steps). First the exact
+    vertex test (Vardi and Zhang 2000): candidate i is the median when the weighted unit vectors
+    pointing from it to the others sum to a norm <= the weight sitting on it; there Weiszfeld would
+    crawl in sublinearly. Otherwise smoothed Weiszfeld from the weighted mean, each step re-weighting
+    candidate i by ``weight_i / max(nu, ||z - x_i||)``; a row stops when its objective
+    ``sum_i weight_i ||z - x_i||`` improves by at most ``ftol`` times itself,
     so every row's answer is the one it would get alone.
     """
     offsets = candidates - candidates[:, :1]
@@ -32,75 +34,45 @@ def weiszfeld(
     if candidates.is_cuda:
         # the (N, M) and (N, M, M) steps stay on the GPU: copying the Gram matrices to the host and iterating there
         # made a round at 4096 nodes 8x a gossip round on an H100
-        mix = _median_coefficients(gram, weight64 / weight64.sum(1, keepdim=True), nu, max_iter, ftol, _TorchOps)
+        mix = _median_coefficients(gram, weight64, nu, max_iter, ftol, _TORCH)
     else:  # many tiny steps: numpy's per-call cost is a fraction of torch's
-        weight_np = weight64.cpu().numpy()
         mix = torch.from_numpy(
-            _median_coefficients(
-                gram.cpu().numpy(), weight_np / weight_np.sum(1, keepdims=True), nu, max_iter, ftol, _NumpyOps
-            )
+            _median_coefficients(gram.cpu().numpy(), weight64.cpu().numpy(), nu, max_iter, ftol, _NUMPY)
         )
     mix = mix.to(device=candidates.device, dtype=candidates.dtype)
     median = candidates[:, 0] + torch.einsum("nm,nmp->np", mix, offsets)
     return median, (candidates - median.unsqueeze(1)).norm(dim=2)
 
 
-class _NumpyOps:
-    """The few operations below whose numpy and torch spellings differ; the rest are the same in both."""
-
-    einsum, where, sqrt, abs = np.einsum, np.where, np.sqrt, np.abs
-
-    @staticmethod
-    def at_least(x: Any, floor: float) -> Any:
-        return np.maximum(x, floor)
-
-    @staticmethod
-    def row_sums(x: Any) -> Any:
-        return x.sum(1, keepdims=True)
-
-    @staticmethod
-    def row_maxima(x: Any) -> Any:
-        return x.max(1)
-
-    @staticmethod
-    def running_count(x: Any) -> Any:
-        return np.cumsum(x, axis=1)
-
-    @staticmethod
-    def as_float(x: Any) -> Any:
-        return x.astype(np.float64)
-
-
-class _TorchOps:
-    einsum, where, sqrt, abs = torch.einsum, torch.where, torch.sqrt, torch.abs
-
-    @staticmethod
-    def at_least(x: Any, floor: float) -> Any:
-        return x.clamp_min(floor)
-
-    @staticmethod
-    def row_sums(x: Any) -> Any:
-        return x.sum(1, keepdim=True)
-
-    @staticmethod
-    def row_maxima(x: Any) -> Any:
-        return x.amax(1)
-
-    @staticmethod
-    def running_count(x: Any) -> Any:
-        return x.cumsum(1)
-
-    @staticmethod
-    def as_float(x: Any) -> Any:
-        return x.double()
+# the array operations the steps below use, for numpy arrays and for torch tensors (the `xp` they take)
+_NUMPY = SimpleNamespace(
+    einsum=np.einsum,
+    where=np.where,
+    sqrt=np.sqrt,
+    abs=np.abs,
+    at_least=np.maximum,
+    row_sums=lambda x: x.sum(1, keepdims=True),
+    row_maxima=lambda x: x.max(1),
+    running_count=lambda x: np.cumsum(x, axis=1),
+    as_float=lambda x: x.astype(np.float64),
+)
+_TORCH = SimpleNamespace(
+    einsum=torch.einsum,
+    where=torch.where,
+    sqrt=torch.sqrt,
+    abs=torch.abs,
+    at_least=torch.clamp_min,
+    row_sums=lambda x: x.sum(1, keepdim=True),
+    row_maxima=lambda x: x.amax(1),
+    running_count=lambda x: x.cumsum(1),
+    as_float=lambda x: x.double(),
+)
 
 
-Ops = type[_NumpyOps] | type[_TorchOps]
-
-
-def _median_coefficients(gram: Any, weight: Any, nu: float, max_iter: int, ftol: float, xp: Ops) -> Any:
-    """``(N, M)`` convex coefficients of each row's median, from the ``(N, M, M)`` Gram matrix and weights:
-    numpy arrays with :class:`_NumpyOps`, tensors with :class:`_TorchOps`."""
+def _median_coefficients(gram: Any, weight: Any, nu: float, max_iter: int, ftol: float, xp: Any) -> Any:
+    """``(N, M)`` convex coefficients of each row's median, from the ``(N, M, M)`` Gram matrix and the weights:
+    numpy arrays with ``xp`` :data:`_NUMPY`, tensors with :data:`_TORCH`."""
+    weight = weight / xp.row_sums(weight)
     squared_norms = xp.einsum("nii->ni", gram)
     coefficients = _vertex_medians(gram, squared_norms, weight, xp)
     at_vertex = coefficients.sum(1) > 0
@@ -128,7 +100,7 @@ def _median_coefficients(gram: Any, weight: Any, nu: float, max_iter: int, ftol:
     return coefficients
 
 
-def _vertex_medians(gram: Any, squared_norms: Any, weight: Any, xp: Ops) -> Any:
+def _vertex_medians(gram: Any, squared_norms: Any, weight: Any, xp: Any) -> Any:
     """``(N, M)`` one-hot coefficients of the candidate that is its row's median, or a zero row when none is.
 
     Candidates at the same point pool their weight (padded slots repeat candidate 0 with weight 0).
