@@ -497,7 +497,7 @@ def _of_whole(suite: Any, whole: Any) -> str:
 
 def _dry_run(args: argparse.Namespace) -> int:
     """What ``run`` would do, from the store as it is: nothing is run, created or written."""
-    from .runner import check_data_here, check_devices_here, pending
+    from .runner import check_local_runs, pending
     from .store import ResultStore
     from .suite import GRID_KEYS
 
@@ -506,9 +506,8 @@ def _dry_run(args: argparse.Namespace) -> int:
     total_todo = 0
     for suite, full in zip(suites, whole, strict=True):
         todo, stored = pending(suite, store, args.force)
-        if args.executor == "local":  # what `run` would stop on before running anything
-            check_devices_here(suite, todo)
-            check_data_here(suite, todo)
+        if args.executor == "local":
+            check_local_runs(suite, todo)
         total_todo += len(todo)
         sizes = {name: len(getattr(suite, name)) for name in GRID_KEYS}
         grid = " x ".join(f"{size} {name}" for name, size in sizes.items() if size != 1)

@@ -184,6 +184,13 @@ def check_data_here(suite: Suite, todo: list[Scenario]) -> None:
                 ) from None
 
 
+def check_local_runs(suite: Suite, todo: list[Scenario]) -> None:
+    """What ``run`` stops on, before running anything, where ``todo`` runs on this machine (the local executor):
+    :func:`check_devices_here`, then :func:`check_data_here`. ``run --dry-run`` says the same."""
+    check_devices_here(suite, todo)
+    check_data_here(suite, todo)
+
+
 def run_suite(
     suite: Suite,
     store: ResultStore,
@@ -198,8 +205,7 @@ def run_suite(
     config = executor or ExecutorConfig(kind="local", jobs=jobs)
     todo, stored = pending(suite, store, force)
     if config.kind == "local":
-        check_devices_here(suite, todo)
-        check_data_here(suite, todo)
+        check_local_runs(suite, todo)
     progress = SuiteProgress(total=len(todo) + stored, stored=stored)
     bar = log = None
     if show_progress and not sys.stderr.isatty():
