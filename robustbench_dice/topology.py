@@ -200,6 +200,9 @@ def erdos_renyi(n: int, p: float, seed: int, tries: int = 100) -> np.ndarray:
 def small_world(n: int, k: int, p: float, seed: int, tries: int = 100) -> np.ndarray:
     if not 2 <= k < n:
         raise ConfigError(f"small_world_k must satisfy 2 <= k < nodes={n}, got {k}")
+    if k % 2:  # networkx joins k // 2 neighbours on each side: an odd k would silently build the graph of k - 1
+        instead = " or ".join(str(even) for even in (k - 1, k + 1) if 2 <= even < n)
+        raise ConfigError(f"small_world_k must be even (k // 2 ring neighbours on each side), got {k}; use {instead}")
     if not 0.0 <= p <= 1.0:
         raise ConfigError(f"small_world_p must be in [0, 1], got {p}")
     try:

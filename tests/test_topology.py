@@ -67,6 +67,8 @@ def test_bad_topologies():
         build_topology("erdos_renyi", 30, edge_probability=0.01)
     with pytest.raises(ConfigError, match="small_world_k"):
         build_topology("small_world", 6, small_world_k=6)
+    with pytest.raises(ConfigError, match="small_world_k must be even.*got 3; use 2 or 4"):
+        build_topology("small_world", 8, small_world_k=3)
     with pytest.raises(ConfigError, match="needs adjacency_file"):
         build_topology("file", 4)
     with pytest.raises(ConfigError, match=r"edge_probability must be in \(0, 1\], got 1.5"):
