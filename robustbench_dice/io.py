@@ -59,6 +59,11 @@ def writable_folder(path: str | Path, what: str) -> Path:
     """``path``, created if missing, after checking a file can be made in it; ConfigError naming ``what`` (e.g.
     "result store") otherwise."""
     path = Path(path)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # else mkdir's "[Errno 17] File exists" leaves the user to work out which
+        if blocking == path:
+            raise ConfigError(f"{what} {str(path)!r} is a file, not a folder")
+        raise ConfigError(f"{what} {str(path)!r} cannot be made: {str(blocking)!r} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):  # uniquely named: workers share folders

@@ -130,6 +130,8 @@ class ResultStore:
         self.unjudged: dict[str, int] = {}  # plugin -> records naming it
         self.unjudged_records = 0
         if not create:
+            if self.root.exists() and not self.root.is_dir():  # else it reads as an empty store, "nothing stored"
+                raise ConfigError(f"result store {str(self.root)!r} is a file, not a folder")
             return
         writable_folder(self.root, "result store")
 

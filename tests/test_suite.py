@@ -824,8 +824,13 @@ def test_a_scenario_file_given_as_a_suite_says_which_command_runs_it(tmp_path):
 def test_unwritable_store_and_unknown_suite(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(ConfigError, match="is not writable"):
+    with pytest.raises(ConfigError, match=r"store' cannot be made: '.*file' is a file, not a folder"):
         ResultStore(blocker / "store")
+    with pytest.raises(ConfigError, match=r"file' is a file, not a folder"):
+        ResultStore(blocker)
+    with pytest.raises(ConfigError, match=r"result store '.*file' is a file, not a folder"):
+        ResultStore(blocker, create=False)  # what tables, figures and prune open: not "no stored runs"
+    assert not ResultStore(tmp_path / "absent", create=False).root.exists()
     with pytest.raises(ConfigError, match="no built-in suite or file named 'quik'"):
         load_suite("quik")
 
@@ -840,7 +845,11 @@ def test_output_folders_that_cannot_be_written_fail_before_any_work(tmp_path, ca
     assert "tables folder" in capsys.readouterr().err and not list(store.glob("*.json"))  # nothing was run
     assert main(["influence", "cascade", "--quick", "--out", str(blocker / "x")]) == 2
     captured = capsys.readouterr()
-    assert "output folder" in captured.err and "is not writable" in captured.err and "cascade on" not in captured.out
+    assert (
+        "output folder" in captured.err
+        and "is a file, not a folder" in captured.err
+        and "cascade on" not in captured.out
+    )
     assert main(["figures", "--store", str(store), "--out", str(blocker / "f")]) == 2
     assert "figures folder" in capsys.readouterr().err
     # a file path: the error names it, not the temporary file written beside it, and says what is wrong
