@@ -170,7 +170,10 @@ def same_seed_same_result(kind: str, cls: type[Plugin]) -> str:
         assert theta_a is not None and theta is not None
         # NaN == NaN here: a plugin that produces NaN fails well-formedness, not reproducibility
         same_theta = torch.allclose(theta_a, theta, rtol=0.0, atol=0.0, equal_nan=True)
-        assert same_theta, f"{what} gave different parameters (reset the plugin's state at the start of a run)"
+        assert same_theta, (
+            f"{what} gave different parameters (draw random numbers from view.generator, not torch's global one,"
+            " and reset state kept across rounds at the start of a run)"
+        )
         same_outputs = repr((result_a.curve, result_a.suspicion)) == repr((result.curve, result.suspicion))
         assert same_outputs, f"{what} gave different accuracy curves or suspicion scores"
     return f"checked on {scenario.topology}, and the same Simulation run twice"

@@ -206,6 +206,7 @@ class Simulation:
         byz = torch.as_tensor(st.byzantine, dtype=torch.long, device=dev)
         honest = torch.as_tensor(st.honest, dtype=torch.long, device=dev)
         attack_gen = torch.Generator().manual_seed(st.seeds["attack"])
+        defense_gen = torch.Generator().manual_seed(st.seeds["defense"])  # the nodes' own randomness, apart
         if self._clean_labels is None:
             self._clean_labels = st.data.train_labels.clone()
         else:  # a label-poisoning attack of the previous run left its labels in place
@@ -296,6 +297,7 @@ class Simulation:
                     val_loss,
                     val_grad,
                     candidate_loss,
+                    defense_gen,
                 )
             )
             self._check_aggregation(agg, theta, rm.neighbours)

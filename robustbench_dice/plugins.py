@@ -92,6 +92,9 @@ class DefenseView:
     validation_grad: Callable[[torch.Tensor], torch.Tensor]  # (N, P) -> (N, P): its gradient
     # (N, M, P) -> (N, M): validation_loss of M models per node in one batched pass; use candidate_losses()
     batched_validation_loss: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # seeded per run, a CPU generator apart from the attack's: a randomised rule draws from it (and moves the draws
+    # to the tensors' device) so that the same seed gives the same run; None in views built by hand
+    generator: torch.Generator | None = None
 
     def neighbour_messages(self) -> torch.Tensor:
         """``(N, D, P)`` messages of each node's in-neighbours, padded slots hold the node's own model.

@@ -6,7 +6,8 @@ parameters and minibatch stream.
 
 Randomness: the scenario seed feeds a ``numpy.random.SeedSequence`` whose
 children seed, independently, the partition, the topology, the Byzantine
-placement, the initial parameters, the minibatch sampler and the attack.
+placement, the initial parameters, the minibatch sampler, the attack and the
+defense (a randomised rule's draws).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from .partition import check_pool_size, partition_indices, split_validation
 from .scenario import Scenario
 from .topology import Graph, TopologySchedule, build_topology
 
-STREAMS = ("partition", "topology", "byzantine", "init", "sampler", "attack")
+# appended, never reordered: stream i is SeedSequence(seed).spawn(...)[i], so a new stream leaves the others' numbers
+STREAMS = ("partition", "topology", "byzantine", "init", "sampler", "attack", "defense")
 
 
 def resolve_device(name: str) -> torch.device:

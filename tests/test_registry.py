@@ -14,8 +14,10 @@ from robustbench_dice import Scenario, registry
 from robustbench_dice.cli import main
 from robustbench_dice.conformance import run_conformance, run_dataset_conformance
 from robustbench_dice.datasets import DATASETS, PLUGIN_DATASETS, load_dataset
+from robustbench_dice.engine import Simulation
 from robustbench_dice.errors import ConfigError, DatasetNotFoundError
 from robustbench_dice.registry import ATTACKS, DEFENSES, build_attack, build_defense
+from robustbench_dice.setup import STREAMS, seed_streams
 
 GOOD_ATTACK = '''
 from dataclasses import dataclass
@@ -209,6 +211,45 @@ def test_check_command_passes_a_good_file(tmp_path, capsys):
         assert out.rstrip().endswith("all checks passed, 1 skipped")
 
 
+RANDOM_DROP_DEFENSE = '''
+from dataclasses import dataclass
+import torch
+from robustbench_dice.plugins import Aggregation, Defense, weighted_average
+from robustbench_dice.registry import register_defense
+
+
+@register_defense
+@dataclass
+class RandomDrop(Defense):
+    """Each node drops each in-neighbour with probability `p` every round (a test plugin; no paper)."""
+
+    name = "random_drop"
+    p: float = 0.5
+
+    def aggregate(self, view):
+        nb = view.neighbours
+        draws = torch.rand(nb.mask.shape, generator=view.generator).to(nb.mask.device)
+        keep = nb.mask & (draws >= self.p)
+        return Aggregation(theta=weighted_average(view, keep), suspicion=draws, pruned=nb.mask & ~keep)
+'''
+
+
+def test_a_randomised_defense_drawing_from_the_views_generator_is_reproducible(tmp_path, capsys):
+    path = _write(tmp_path / "random_drop.py", RANDOM_DROP_DEFENSE)
+    assert main(["check", str(path)]) == 0, capsys.readouterr().out
+    assert "PASS  random_drop: same_seed_same_result" in capsys.readouterr().out
+    base = Scenario(nodes=8, rounds=3, eval_every=3, topology="complete", defense="random_drop", byzantine=0)
+    thetas = []
+    for seed in (0, 0, 1):
+        sim = Simulation.from_scenario(base.replace(seed=seed))
+        sim.run()
+        thetas.append(sim.final_theta)
+    assert torch.equal(thetas[0], thetas[1]) and not torch.equal(thetas[0], thetas[2])
+    # the defense's stream was appended: the streams before it (the stored runs' numbers) kept their values
+    earlier = np.random.SeedSequence(0).spawn(6)
+    assert [seed_streams(0)[k] for k in STREAMS[:6]] == [int(c.generate_state(1)[0]) for c in earlier]
+
+
 def test_check_command_on_a_built_in_plugin_file_or_a_file_loaded_twice(tmp_path, capsys):
     from robustbench_dice.registry import load_plugin_file
 
@@ -311,7 +352,7 @@ def test_conformance_catches_broken_plugins(tmp_path, capsys):
     assert "FAIL  nan_defense: defense_output_is_well_formed" in out
     assert "FAIL  unseeded_defense: same_seed_same_result" in out
     assert "FAIL  leaky_defense: same_seed_same_result" in out
-    assert "running the same Simulation twice gave different parameters (reset the plugin's state" in out
+    assert "running the same Simulation twice gave different parameters (draw random numbers from view.generator" in out
     assert (
         "FAIL  scales_its_own_model: defense_output_is_well_formed  (AssertionError: aggregate() modified view.own"
         in out
