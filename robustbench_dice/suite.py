@@ -187,6 +187,8 @@ def suite_from_dict(data: dict[str, Any], name: str) -> Suite:
     for key in ("name", "description"):
         if not isinstance(data.get(key, ""), str):
             raise ConfigError(f"suite key {key!r} must be a string, got {data[key]!r}")
+    if "name" in data and not data["name"].strip():
+        raise ConfigError(f"suite key 'name' must not be empty (leave it out for the file's name, {name!r})")
     kwargs: dict[str, Any] = {"name": data.get("name", name), "description": data.get("description", "")}
     for key in GRID_KEYS:
         if key not in data:

@@ -768,6 +768,7 @@ def test_failing_run_is_stored_with_traceback_and_others_continue(tmp_path, monk
         ),
         ("[suite]\nattacks = [{ name = 'alie', params = 3 }]\n", "attacks entry 'alie': params must be a table, got 3"),
         ("[suite]\ndescription = 5\n", "suite key 'description' must be a string, got 5"),
+        ("[suite]\nname = ' '\n", "suite key 'name' must not be empty \\(leave it out for the file's name"),
         (  # the fraction overrides every cell's count: two cells, the same runs
             "[suite]\nbyzantine = [1, 2]\n[suite.base]\nbyzantine_fraction = 0.25\n",
             "sets byzantine_fraction = 0.25, which overrides the byzantine axis \\[1, 2\\]",
