@@ -13,7 +13,8 @@ class ClippedGossip(Defense):
 
     "Byzantine-robust decentralized learning via ClippedGossip"
     (arXiv:2202.01545). ``tau`` fixes the clipping radius; ``tau=None`` uses,
-    per node and round, the median distance of its in-neighbours' messages (a
+    per node and round, the median distance of its in-neighbours' messages (the
+    lower of the two middle ones for an even count: ``torch.nanmedian``; a
     scale a node can compute without knowing who is Byzantine; the paper's
     theoretical radius needs the honest neighbours' spread). Suspicion of k:
     ``||m_k - own_j|| / tau_j``.

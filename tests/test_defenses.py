@@ -460,3 +460,74 @@ def test_nnm_declines_small_neighbourhoods_and_rejects_unknown_rules():
     view = _view_on("torus")
     with pytest.raises(ValueError, match=r"candidates must have shape \(9, 5, 6\)"):
         view.with_candidates(torch.zeros(9, 4, 6))
+
+
+def _textbook(
+    name: str, params: dict, x: np.ndarray, weights: np.ndarray, round_index: int, rounds: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One node's new model and its in-neighbours' suspicion scores by the paper's rule, written as a plain loop.
+
+    ``x``: the node's own model (row 0) and its in-neighbours' messages (rows 1..); ``weights``: their W_jk.
+    """
+    own, received = x[0], x[1:]
+    if name == "krum":
+        f = params["f"]
+        scores = []
+        for i in range(len(x)):
+            d = sorted(float(((x[i] - x[k]) ** 2).sum()) for k in range(len(x)) if k != i)
+            scores.append(sum(d[: len(x) - f - 2]))
+        return x[int(np.argmin(scores))], np.array(scores[1:])
+    if name == "median":
+        center = np.median(x, axis=0)
+        return center, np.linalg.norm(received - center, axis=1)
+    if name == "trimmed_mean":
+        center = textbook_trimmed_mean(x, params["trim"])
+        return center, np.linalg.norm(received - center, axis=1)
+    if name == "balance":
+        relative = np.linalg.norm(received - own, axis=1) / np.linalg.norm(own)
+        accepted = relative <= 0.3 * np.exp(-1.0 * round_index / rounds)
+        theta = 0.5 * own + 0.5 * received[accepted].mean(axis=0) if accepted.any() else own
+        return theta, relative
+    if name == "clipped_gossip":  # theta_j = own_j + sum_k W_jk clip(m_k - own_j, tau_j), over the in-neighbours
+        distance = np.linalg.norm(received - own, axis=1)
+        tau = params.get("tau") or np.sort(distance)[(len(distance) - 1) // 2]  # the lower median for an even count
+        clipped = [min(1.0, tau / d) * (m - own) for m, d in zip(received, distance, strict=True)]
+        return own + sum(w * c for w, c in zip(weights[1:], clipped, strict=True)), distance / tau
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("topology", ["star", "erdos_renyi", "exponential", "small_world"])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("krum", {"f": 0}),
+        ("krum", {"f": 1}),
+        ("median", {}),
+        ("trimmed_mean", {"trim": 1}),
+        ("balance", {}),
+        ("clipped_gossip", {}),
+        ("clipped_gossip", {"tau": 0.2}),
+    ],
+)
+def test_defenses_equal_the_per_node_textbook_loop_on_irregular_neighbourhoods(topology, name, params):
+    """Padded neighbourhoods of different sizes (star, Erdos-Renyi) and full ones: each node's rows, one at a time."""
+    view = _view_on(topology, seed=1)
+    if name == "balance":  # messages near the senders' own models, some inside BALANCE's radius and some not
+        spread = torch.rand(9, 1, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        view = dataclasses.replace(view, round=4, messages=view.own[torch.arange(9).roll(1)] * (1 + 0.4 * spread))
+    nb = view.neighbours
+    out = build_defense(name, params).aggregate(view)
+    checked = 0
+    for j in range(view.own.shape[0]):
+        x, weights, _ = _neighbourhood(view, j)
+        if name == "krum" and len(x) <= 2 * params["f"] + 2 or name == "trimmed_mean" and len(x) <= 2 * params["trim"]:
+            continue  # a neighbourhood the rule declines (its cells are skipped)
+        theta, suspicion = _textbook(name, params, x, weights, view.round, view.rounds_total)
+        checked += 1
+        np.testing.assert_allclose(out.theta[j].numpy(), theta, rtol=1e-12, atol=1e-12, err_msg=f"node {j}")
+        np.testing.assert_allclose(
+            out.suspicion[j][nb.mask[j]].numpy(), suspicion, rtol=1e-10, atol=1e-12, err_msg=f"node {j}"
+        )
+    assert checked >= (1 if topology == "star" or params.get("f") == 1 else 3)  # the star's leaves have 2 models
+    if name == "balance":
+        assert bool(out.pruned[nb.mask].any()) and not bool(out.pruned[nb.mask].all())
