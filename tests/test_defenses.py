@@ -531,3 +531,58 @@ def test_defenses_equal_the_per_node_textbook_loop_on_irregular_neighbourhoods(t
     assert checked >= (1 if topology == "star" or params.get("f") == 1 else 3)  # the star's leaves have 2 models
     if name == "balance":
         assert bool(out.pruned[nb.mask].any()) and not bool(out.pruned[nb.mask].all())
+
+
+@pytest.mark.parametrize("trust", ["mixed", "reported"])
+@pytest.mark.parametrize("topology", ["star", "erdos_renyi"])
+def test_dice_prune_equals_the_per_node_textbook_loop_over_rounds(topology, trust):
+    """Definition 3 edge by edge: p = -grad L(theta_j^{t+1}; z'_j)^T W_jk Delta_k, its running sum S and square sum
+    Q, and k excluded once S / sqrt(Q) < threshold after the warm-up; the node keeps the excluded weight."""
+    params = {"threshold": -1.0, "warmup": 2, "decay": 0.9, "trust": trust}
+    defense = build_defense("dice_prune", params)
+    base = _view_on(topology, seed=2)
+    nodes = base.own.shape[0]
+    generator = torch.Generator().manual_seed(7)
+    target = torch.randn(nodes, base.own.shape[1], generator=generator, dtype=torch.float64)  # z'_j's optimum
+
+    def validation_grad(theta):  # L(theta; z'_j) = |theta - target_j|^2 / 2
+        return theta - target
+
+    influence = {}  # (j, k) -> (S, Q), the plain loop's state
+    for t in range(6):
+        own = torch.randn(nodes, base.own.shape[1], generator=generator, dtype=torch.float64)
+        messages = own + 0.3 * torch.randn(own.shape, generator=generator, dtype=torch.float64)
+        messages[1] = target[0] * 3.0 - 2.0 * own[1]  # a sender pulling away from its receivers' optima
+        reported = 0.1 * torch.randn(own.shape, generator=generator, dtype=torch.float64)
+        view = dataclasses.replace(
+            base,
+            round=t,
+            own=own,
+            theta=own,
+            messages=messages,
+            reported_delta=reported,
+            validation_grad=validation_grad,
+        )
+        out = defense.aggregate(view)
+        nb = view.neighbours
+        for j in range(nodes):
+            slots = [d for d in range(nb.max_degree) if nb.mask[j, d]]
+            keep = {}
+            for d in slots:
+                k = int(nb.index[j, d])
+                s, q = influence.get((j, k), (0.0, 0.0))
+                keep[d] = t < params["warmup"] or (s / max(q, 1e-60) ** 0.5 if q else 0.0) >= params["threshold"]
+            weights = {d: float(nb.weight[j, d]) for d in slots}
+            theta = (1.0 - sum(weights[d] for d in slots if keep[d])) * own[j].numpy()
+            theta = theta + sum(weights[d] * messages[int(nb.index[j, d])].numpy() for d in slots if keep[d])
+            np.testing.assert_allclose(out.theta[j].numpy(), theta, rtol=1e-12, atol=1e-12)
+            gradient = theta - target[j].numpy()  # at theta_j^{t+1}
+            for d in slots:
+                k = int(nb.index[j, d])
+                delta = (messages[k] - own[j]).numpy() if trust == "mixed" else reported[k].numpy()
+                p = -weights[d] * float(gradient @ delta)
+                s, q = influence.get((j, k), (0.0, 0.0))
+                influence[(j, k)] = (params["decay"] * s + p, params["decay"] * q + p * p)
+                assert float(out.suspicion[j, d]) == pytest.approx(-influence[(j, k)][0], rel=1e-10, abs=1e-12)
+                assert bool(out.pruned[j, d]) == (not keep[d])
+    assert bool(out.pruned.any())  # the sender pulling away was cut somewhere
