@@ -145,6 +145,28 @@ def test_dissensus_without_push_sends_its_receivers_mean():
     torch.testing.assert_close(m[b], v.half[receivers].mean(0))
 
 
+@pytest.mark.parametrize("topology", ["erdos_renyi", "torus", "star"])
+def test_dissensus_sends_the_papers_target_averaged_over_its_honest_receivers(topology):
+    """He, Karimireddy, Jaggi: for honest receiver j, half_j - epsilon * sum_{k honest} W_jk (half_k - half_j) /
+    sum_{b Byzantine} W_jb, by a plain loop over receivers and senders; a Byzantine node averages it over its
+    honest out-neighbours."""
+    scenario = Scenario(attack="dissensus", attack_params={"epsilon": 1.5}, byzantine=3, nodes=9, rounds=2)
+    _, views, received = _spy(scenario.replace(topology=topology, dtype="float64"))
+    for v, m in zip(views, received, strict=True):
+        w, half, n = v.mixing.weights, v.half.numpy(), 9
+        byzantine = {int(b) for b in v.byzantine}
+        honest = [j for j in range(n) if j not in byzantine]
+
+        target = {}
+        for j in honest:
+            pull = sum(w[j, k] * (half[k] - half[j]) for k in honest if k != j)
+            target[j] = half[j] - 1.5 * pull / max(sum(w[j, b] for b in byzantine), 1e-12)
+        for b in byzantine:
+            receivers = [j for j in honest if w[j, b] > 0]
+            expected = np.mean([target[j] for j in receivers], axis=0) if receivers else half[b]
+            np.testing.assert_allclose(m[b].numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("name,params", [("gaussian", {"std": 0.5}), ("label_flip", {}), ("gradient_scale", {})])
 def test_attacks_hurt_plain_gossip(name, params):
     clean = Simulation.from_scenario(Scenario(byzantine=4, rounds=60, seed=1)).run()
