@@ -9,7 +9,8 @@ import pytest
 
 from robustbench_dice import Scenario, simulate
 
-DOCS = Path(__file__).parents[1] / "docs"
+ROOT = Path(__file__).parents[1]
+DOCS = ROOT / "docs"
 
 
 def _python_blocks(path: Path) -> list[str]:
@@ -653,3 +654,30 @@ def test_readme_bound_paragraph_quotes_the_complete_graph_worst_cases():
     assert f"IOS holds on the complete graph ({float(complete['ios(f=auto)']['mean']):.3f} above)" in paragraph
     trimmed = complete["trimmed_mean(trim=auto)"]
     assert trimmed["worst_attack"] == "same_value" and f"({float(trimmed['mean']):.3f} above" in paragraph
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation other than '-' and '_' dropped, spaces to '-'."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+@pytest.mark.parametrize("doc", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))])
+def test_markdown_links_reach_a_file_and_anchors_a_heading(doc):
+    path = ROOT / doc
+    text = path.read_text()
+    without_code = re.sub(r"```.*?```", "", text, flags=re.S)
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", without_code):
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists():
+            broken.append(f"{target}: no such file")
+            continue
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", linked.read_text(), flags=re.S), flags=re.M)
+            if anchor not in {_github_anchor(h) for h in headings}:
+                broken.append(f"{target}: no heading with that anchor")
+    assert not broken, broken
