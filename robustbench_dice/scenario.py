@@ -351,5 +351,9 @@ def parse_param_pairs(pairs: Iterable[str], flag: str) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        if key.strip() in out:  # the last would win unseen, as a TOML table's repeated key would not
+            raise ConfigError(
+                f"{flag} sets {key.strip()!r} twice ({out[key.strip()]!r} and {value.strip()}); give it once"
+            )
         out[key.strip()] = _parse_literal(value.strip())
     return out
