@@ -162,7 +162,7 @@ def normalise_and_check(config: ExperimentConfig) -> None:
         value = getattr(config, f.name)
         if isinstance(value, tuple) and not value and f.name not in MAY_BE_EMPTY:
             raise ConfigError(f"{f.name} must name at least one value")
-        if isinstance(value, tuple) and f.name != "attack_params":  # there a later KEY=VALUE overrides, as in simulate
+        if isinstance(value, tuple) and f.name != "attack_params":  # parse_param_pairs names a repeated KEY itself
             repeated = [v for i, v in enumerate(value) if v in value[:i]]
             if repeated:
                 raise ConfigError(
