@@ -347,13 +347,13 @@ def _parse_literal(text: str) -> Any:
 def parse_param_pairs(pairs: Iterable[str], flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` strings (``--attack-param`` and the like) as a parameter dict; ConfigError naming ``flag``."""
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
             raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
-        if key.strip() in out:  # the last would win unseen, as a TOML table's repeated key would not
-            raise ConfigError(
-                f"{flag} sets {key.strip()!r} twice ({out[key.strip()]!r} and {value.strip()}); give it once"
-            )
-        out[key.strip()] = _parse_literal(value.strip())
+        if key in out:  # the last would win unseen, as a TOML table's repeated key would not
+            raise ConfigError(f"{flag} sets {key!r} twice ({key}={given[key]} and {key}={value}); give it once")
+        out[key], given[key] = _parse_literal(value), value
     return out

@@ -88,7 +88,9 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
         main(["simulate", "--attack", "label_flip", "--attack-param", "fraction=0.3", "--attack-param", "fraction=0.5"])
         == 2
     )
-    assert "--attack-param sets 'fraction' twice (0.3 and 0.5); give it once" in capsys.readouterr().err
+    assert (
+        "--attack-param sets 'fraction' twice (fraction=0.3 and fraction=0.5); give it once" in capsys.readouterr().err
+    )
 
 
 def test_config_from_standard_input_toml_or_a_json_result(tmp_path, monkeypatch, capsys):
