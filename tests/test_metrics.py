@@ -24,3 +24,79 @@ def test_undefined_auc_has_a_reason_not_half():
     assert only_byz.value is None and "no honest edges" in only_byz.reason
     nan = edge_auc([[0, 1, float("nan")], [0, 2, 0.1]], byzantine={1})
     assert nan.value is None and "non-finite" in nan.reason
+
+
+@pytest.mark.parametrize(
+    ("prune_rounds", "partial_rounds", "expected"),
+    [
+        (range(10), (), 1),  # pruned from the first round on: detected after round 0, i.e. from round 1
+        ([2, 3, 6, 7, 8, 9], (), 7),  # an interrupted streak starts again
+        (range(2, 10), (5,), 7),  # so does one where round 5 prunes only some of the Byzantine in-edges
+        ([2, 3, 4, 5, 6, 7, 8], (), None),  # un-pruned in the last round: not detected
+        ([9], (), 10),
+        ([], (), None),
+    ],
+)
+def test_pruning_metrics_follow_their_definitions_for_a_scripted_defense(
+    restore_registry, prune_rounds, partial_rounds, expected
+):
+    """A test-only defense that is told the Byzantine set (no real defense is) prunes their edges in the rounds
+    given, and one honest edge always: time to detection, the pruned edges, the honest edges wrongly pruned and
+    the edge AUC come out as DESIGN.md section 5 defines them."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    import torch
+
+    from robustbench_dice import Scenario, Simulation
+    from robustbench_dice.plugins import Aggregation, Defense, weighted_average
+    from robustbench_dice.registry import register_defense
+
+    @register_defense
+    @dataclass
+    class ScriptedPruner(Defense):
+        """Prunes the Byzantine in-edges in the scripted rounds (a test plugin that cheats; no paper)."""
+
+        name = "scripted_pruner"
+        byzantine: ClassVar[list[int]] = []
+        rounds: ClassVar[set[int]] = set()
+        partial: ClassVar[set[int]] = set()  # rounds that prune the Byzantine in-edges of one receiver only
+        partial_receiver: ClassVar[int] = 0
+        honest_cut: ClassVar[tuple[int, int]] = (0, 0)  # (receiver, slot) pruned every round
+
+        def aggregate(self, view):
+            nb = view.neighbours
+            is_byzantine = torch.zeros(view.own.shape[0], dtype=torch.bool)
+            is_byzantine[self.byzantine] = True
+            byzantine_slot = nb.mask & is_byzantine[nb.index]
+            pruned = byzantine_slot & (view.round in self.rounds)
+            if view.round in self.partial:
+                keep_row = torch.arange(view.own.shape[0]) == self.partial_receiver
+                pruned &= keep_row.unsqueeze(1)
+            pruned[self.honest_cut] = True
+            suspicion = byzantine_slot.to(view.own.dtype) + 0.01 * nb.index.to(view.own.dtype)
+            return Aggregation(theta=weighted_average(view, nb.mask & ~pruned), suspicion=suspicion, pruned=pruned)
+
+    sim = Simulation.from_scenario(
+        Scenario(nodes=8, topology="ring", byzantine=2, defense="scripted_pruner", rounds=10, eval_every=5)
+    )
+    byzantine = sorted(int(b) for b in sim.setup.byzantine)
+    honest = [j for j in range(8) if j not in byzantine]
+    receiver = next(j for j in honest if all((j + d) % 8 not in byzantine for d in (-1, 1)))  # no Byzantine in-edge
+    slot = 0
+    ScriptedPruner.byzantine, ScriptedPruner.rounds = byzantine, set(prune_rounds)
+    byzantine_in_edges = sorted([j, k] for j in honest for k in ((j - 1) % 8, (j + 1) % 8) if k in byzantine)
+    assert len({j for j, _ in byzantine_in_edges}) >= 2  # so that pruning one receiver's is partial
+    ScriptedPruner.partial, ScriptedPruner.partial_receiver = set(partial_rounds), byzantine_in_edges[0][0]
+    ScriptedPruner.honest_cut = (receiver, slot)
+    result = sim.run()
+
+    assert result.time_to_detection == expected
+    if expected is None:
+        assert "were not all pruned by the last round" in result.time_to_detection_reason
+    cut = int(sim.mixing_at(0).neighbours.index[receiver, slot])
+    last_round_pruned = byzantine_in_edges if 9 in prune_rounds else []
+    assert sorted(result.pruned_edges) == sorted([*last_round_pruned, [receiver, cut]])
+    assert result.honest_edges_wrongly_pruned == 1 and result.honest_edges == 2 * len(honest) - len(byzantine_in_edges)
+    labels = [int(k in byzantine) for _, k, _ in result.suspicion]
+    assert result.edge_auc == pytest.approx(roc_auc_score(labels, [s for _, _, s in result.suspicion])) == 1.0
