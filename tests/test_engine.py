@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -316,3 +317,40 @@ def test_an_attack_output_that_does_not_fit_is_named():
         sim.attack = attack
         with pytest.raises(RuntimeError, match=message):
             sim.run()
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_final_metrics_equal_a_per_honest_node_evaluation_with_sklearn(model):
+    """Accuracy (mean and worst honest node), test loss and consensus distance as DESIGN.md section 5 defines them:
+    each honest node's model on the whole test set, one node at a time (scikit-learn's accuracy and log loss), and
+    the same from the batched evaluation in any chunking of nodes and test samples."""
+    from sklearn.metrics import accuracy_score, log_loss
+
+    from robustbench_dice.engine import honest_test_metrics
+
+    scenario = Scenario(
+        nodes=8, byzantine=2, attack="label_flip", defense="median", rounds=6, eval_every=3, model=model
+    )
+    sim = Simulation.from_scenario(scenario.replace(dtype="float64"))
+    result = sim.run()
+    honest = [j for j in range(8) if j not in result.byzantine]
+    ds = sim.setup.dataset
+    x_test, y_test = ds.x_test.to(torch.float64), ds.y_test.numpy()
+    accuracy, loss = [], []
+    for j in honest:
+        logits = sim.setup.model.forward_single(sim.final_theta[j], x_test)
+        accuracy.append(accuracy_score(y_test, logits.argmax(1).numpy()))
+        loss.append(log_loss(y_test, torch.softmax(logits, 1).numpy(), labels=list(range(ds.num_classes))))
+    # the engine sums correct counts and losses in float32, whatever the run's dtype (the stored numbers were made
+    # so): 1e-7 and 1e-6, not 1e-12
+    assert result.final_accuracy_mean == pytest.approx(np.mean(accuracy), abs=1e-7)
+    assert result.final_accuracy_worst == pytest.approx(min(accuracy), abs=1e-7)
+    last = result.curve[-1]
+    assert last.round == 6 and last.loss_mean == pytest.approx(np.mean(loss), rel=1e-6)
+    models = sim.final_theta[honest].numpy()
+    spread = np.mean([np.sum((m - models.mean(0)) ** 2) for m in models])
+    assert last.consensus_distance == pytest.approx(spread, rel=1e-9)
+    for test_batch in (7, 100, 5000):  # chunking test samples (and, with it, nodes) leaves the numbers as they are
+        chunked = honest_test_metrics(sim.setup, sim.final_theta[honest], test_batch=test_batch)
+        np.testing.assert_allclose(chunked[0].numpy(), accuracy, atol=1e-7)
+        np.testing.assert_allclose(chunked[1].numpy(), loss, rtol=1e-6)
