@@ -196,6 +196,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     threads = args.threads if args.threads is not None else (_recorded_threads(recorded) or previous)
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
+    if args.json and args.json != "-":  # checked before the run, which would otherwise be lost at the end
+        if Path(args.json).is_dir():
+            raise ConfigError(f"--json {args.json!r} is a folder; give the file to write, e.g. {args.json}/run.json")
+        check_writable_folder(Path(args.json).parent, "--json output folder")
     torch.set_num_threads(threads)
     try:
         result = simulate(scenario, progress=None if args.quiet else _progress_bar("simulate"))

@@ -73,7 +73,7 @@ def test_byzantine_count_and_fraction_on_the_command_line(tmp_path, capsys):
     assert "give --byzantine or --byzantine-fraction, not both (got 3 and 0.5)" in capsys.readouterr().err
 
 
-def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
     out = tmp_path / "never.json"
     assert main(["simulate", "--topology", "torus", "--nodes", "13", "--json", str(out)]) == 2
     assert "13 is not such a product" in capsys.readouterr().err
@@ -82,6 +82,13 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
     bad.write_text("rounds = [\n")
     assert main(["simulate", "--config", str(bad)]) == 2
     assert "malformed TOML" in capsys.readouterr().err
+    started = []  # a --json path that cannot be written fails before the run, not after it
+    monkeypatch.setattr("robustbench_dice.engine.simulate", lambda *a, **k: started.append(1))
+    assert main(["simulate", "--json", str(tmp_path)]) == 2
+    assert "is a folder; give the file to write" in capsys.readouterr().err
+    assert main(["simulate", "--json", str(bad / "x.json")]) == 2
+    assert "--json output folder" in capsys.readouterr().err and not started
+    monkeypatch.undo()
     assert main(["simulate", "--attack-param", "noequals"]) == 2
     assert "expects KEY=VALUE" in capsys.readouterr().err
     assert (
