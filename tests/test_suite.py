@@ -10,6 +10,7 @@ import scipy.stats
 
 from robustbench_dice.cli import main
 from robustbench_dice.errors import ConfigError
+from robustbench_dice.io import atomic_write_json
 from robustbench_dice.runner import pending, run_suite
 from robustbench_dice.store import ResultStore, scenario_key
 from robustbench_dice.suite import PluginSpec, full, load_suite, quick
@@ -853,13 +854,22 @@ def test_output_folders_that_cannot_be_written_fail_before_any_work(tmp_path, ca
     )
     assert main(["figures", "--store", str(store), "--out", str(blocker / "f")]) == 2
     assert "figures folder" in capsys.readouterr().err
-    # a file path: the error names it, not the temporary file written beside it, and says what is wrong
+    # simulate --json says so before its run
     assert main(["simulate", "--rounds", "1", "--quiet", "--json", str(blocker / "r.json")]) == 2
-    assert capsys.readouterr().err.strip() == f"robustbench-dice: error: {blocker / 'r.json'}: Not a directory"
+    assert capsys.readouterr().err.strip() == (
+        f"robustbench-dice: error: --json output folder {str(blocker)!r} is a file, not a folder"
+    )
     folder = tmp_path / "a-folder"
     folder.mkdir()
-    assert main(["simulate", "--rounds", "1", "--quiet", "--json", str(folder)]) == 2  # named the temporary file
-    assert capsys.readouterr().err.strip() == f"robustbench-dice: error: {folder}: Is a directory"
+    assert main(["simulate", "--rounds", "1", "--quiet", "--json", str(folder)]) == 2
+    assert f"--json {str(folder)!r} is a folder; give the file to write" in capsys.readouterr().err
+    # and a write that fails names the file asked for, not the temporary file written beside it
+    with pytest.raises(NotADirectoryError) as not_a_folder:
+        atomic_write_json(blocker / "r.json", {})
+    assert str(not_a_folder.value) == f"[Errno 20] Not a directory: {str(blocker / 'r.json')!r}"
+    with pytest.raises(IsADirectoryError) as a_folder:
+        atomic_write_json(folder, {})
+    assert str(a_folder.value) == f"[Errno 21] Is a directory: {str(folder)!r}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder", "file", "store", "tiny.toml"]  # none left
 
 
