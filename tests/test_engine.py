@@ -354,3 +354,71 @@ def test_final_metrics_equal_a_per_honest_node_evaluation_with_sklearn(model):
         chunked = honest_test_metrics(sim.setup, sim.final_theta[honest], test_batch=test_batch)
         np.testing.assert_allclose(chunked[0].numpy(), accuracy, atol=1e-7)
         np.testing.assert_allclose(chunked[1].numpy(), loss, rtol=1e-6)
+
+
+def _per_node_run_with_byzantine(setup, send, aggregate, local_training=True):
+    """The engine's round written node by node, with Byzantine nodes: honest local steps (on the labels as the
+    attack left them), ``send(b, theta_b, half_b)`` for each Byzantine node's message, and ``aggregate(own_j,
+    [(W_jk, m_k) for in-neighbours k], W_jj)`` for every row, as the defense runs for every node."""
+    s, data, model = setup.scenario, setup.data, setup.model
+    byzantine = {int(b) for b in setup.byzantine}
+    sampler, width = setup.sampler(), data.train_index.shape[1]
+    theta = [row.clone() for row in setup.theta0]
+    buffers = [None] * len(theta)
+    for t in range(s.rounds):
+        positions = sample_positions(sampler, data.train_count, width, s.batch_size)
+        half, messages = [], []
+        for k, theta_k in enumerate(theta):
+            if k in byzantine and not local_training:
+                half.append(theta_k)
+            else:
+                idx = data.train_index[k, positions[k]]
+                leaf = theta_k.detach().requires_grad_(True)
+                loss = torch.nn.functional.cross_entropy(
+                    model.forward_single(leaf, data.pool_x[idx]), data.train_labels[k, positions[k]]
+                )
+                (grad,) = torch.autograd.grad(loss, leaf)
+                grad = grad if buffers[k] is None else s.momentum * buffers[k] + grad
+                buffers[k] = grad
+                half.append(theta_k - s.lr * grad)
+            messages.append(send(k, theta_k, half[k]) if k in byzantine else half[k])
+        w = setup.mixing.at(t).weights
+        n = len(theta)
+        theta = [
+            aggregate(half[j], [(float(w[j, k]), messages[k]) for k in range(n) if k != j and w[j, k] > 0], w[j, j])
+            for j in range(n)
+        ]
+    return torch.stack(theta)
+
+
+def _gossip(own, received, self_weight):
+    return float(self_weight) * own + sum(weight * m for weight, m in received)
+
+
+def _median(own, received, self_weight):  # the two middle values' mean for an even count
+    return torch.stack([own] + [m for _, m in received]).quantile(0.5, dim=0)
+
+
+@pytest.mark.parametrize(
+    ("attack", "params", "send", "local_training"),
+    [
+        ("gradient_scale", {"scale": -4.0}, lambda b, theta, half: theta - 4.0 * (half - theta), True),
+        ("sign_flip", {}, lambda b, theta, half: -half, True),
+        ("label_flip", {}, lambda b, theta, half: half, True),  # honest steps on the labels it flipped
+        ("free_ride", {}, lambda b, theta, half: theta, False),  # no local step: forwards its aggregate
+    ],
+)
+@pytest.mark.parametrize("defense", ["gossip", "median"])
+def test_engine_with_byzantine_nodes_equals_the_per_node_loop(attack, params, send, local_training, defense):
+    """Attacks rewrite only the Byzantine rows of what is sent, a Byzantine node keeps its own honest half-step (or
+    none, free riding), and the defense runs for every row on an irregular graph: as a node-by-node loop does it."""
+    scenario = _small(
+        topology="erdos_renyi", nodes=9, byzantine=3, attack=attack, attack_params=params, defense=defense
+    ).replace(dtype="float64", weight_decay=0.0)
+    sim = Simulation.from_scenario(scenario)
+    sim.run()  # label_flip leaves the labels it poisoned in sim.setup.data, which the loop then trains on
+    if attack == "label_flip":
+        byzantine = torch.as_tensor(sim.setup.byzantine)
+        assert not torch.equal(sim.setup.data.train_labels[byzantine], prepare(scenario).data.train_labels[byzantine])
+    loop = _per_node_run_with_byzantine(sim.setup, send, _gossip if defense == "gossip" else _median, local_training)
+    torch.testing.assert_close(sim.final_theta, loop, rtol=1e-9, atol=1e-10)
