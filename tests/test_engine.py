@@ -6,7 +6,7 @@ import torch
 
 from robustbench_dice import ConfigError, RunResult, Scenario, Simulation, simulate
 from robustbench_dice.plugins import Aggregation, Defense, DefenseView
-from robustbench_dice.reference import run_reference
+from robustbench_dice.reference import PerNodeRules, gossip_rule, run_reference
 from robustbench_dice.setup import prepare, sample_positions
 
 TOPOLOGY_CASES = [
@@ -356,45 +356,6 @@ def test_final_metrics_equal_a_per_honest_node_evaluation_with_sklearn(model):
         np.testing.assert_allclose(chunked[1].numpy(), loss, rtol=1e-6)
 
 
-def _per_node_run_with_byzantine(setup, send, aggregate, local_training=True):
-    """The engine's round written node by node, with Byzantine nodes: honest local steps (on the labels as the
-    attack left them), ``send(b, theta_b, half_b)`` for each Byzantine node's message, and ``aggregate(own_j,
-    [(W_jk, m_k) for in-neighbours k], W_jj)`` for every row, as the defense runs for every node."""
-    s, data, model = setup.scenario, setup.data, setup.model
-    byzantine = {int(b) for b in setup.byzantine}
-    sampler, width = setup.sampler(), data.train_index.shape[1]
-    theta = [row.clone() for row in setup.theta0]
-    buffers = [None] * len(theta)
-    for t in range(s.rounds):
-        positions = sample_positions(sampler, data.train_count, width, s.batch_size)
-        half, messages = [], []
-        for k, theta_k in enumerate(theta):
-            if k in byzantine and not local_training:
-                half.append(theta_k)
-            else:
-                idx = data.train_index[k, positions[k]]
-                leaf = theta_k.detach().requires_grad_(True)
-                loss = torch.nn.functional.cross_entropy(
-                    model.forward_single(leaf, data.pool_x[idx]), data.train_labels[k, positions[k]]
-                )
-                (grad,) = torch.autograd.grad(loss, leaf)
-                grad = grad if buffers[k] is None else s.momentum * buffers[k] + grad
-                buffers[k] = grad
-                half.append(theta_k - s.lr * grad)
-            messages.append(send(k, theta_k, half[k]) if k in byzantine else half[k])
-        w = setup.mixing.at(t).weights
-        n = len(theta)
-        theta = [
-            aggregate(half[j], [(float(w[j, k]), messages[k]) for k in range(n) if k != j and w[j, k] > 0], w[j, j])
-            for j in range(n)
-        ]
-    return torch.stack(theta)
-
-
-def _gossip(own, received, self_weight):
-    return float(self_weight) * own + sum(weight * m for weight, m in received)
-
-
 def _median(own, received, self_weight):  # the two middle values' mean for an even count
     return torch.stack([own] + [m for _, m in received]).quantile(0.5, dim=0)
 
@@ -420,5 +381,8 @@ def test_engine_with_byzantine_nodes_equals_the_per_node_loop(attack, params, se
     if attack == "label_flip":
         byzantine = torch.as_tensor(sim.setup.byzantine)
         assert not torch.equal(sim.setup.data.train_labels[byzantine], prepare(scenario).data.train_labels[byzantine])
-    loop = _per_node_run_with_byzantine(sim.setup, send, _gossip if defense == "gossip" else _median, local_training)
+    with pytest.raises(ConfigError, match="by itself; give PerNodeRules for others"):
+        run_reference(sim.setup)
+    rules = PerNodeRules(send, gossip_rule if defense == "gossip" else _median, byzantine_train=local_training)
+    loop = run_reference(sim.setup, rules=rules)
     torch.testing.assert_close(sim.final_theta, loop, rtol=1e-9, atol=1e-10)
