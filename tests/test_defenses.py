@@ -31,12 +31,17 @@ def _complete_view(messages: torch.Tensor, round_index: int = 0) -> DefenseView:
     )
 
 
-def textbook_krum(v: np.ndarray, f: int) -> np.ndarray:
+def textbook_krum_scores(v: np.ndarray, f: int) -> np.ndarray:
+    """Each model's summed squared distances to its m - f - 2 nearest others."""
     scores = []
     for i in range(len(v)):
         d = sorted(float(((v[i] - v[j]) ** 2).sum()) for j in range(len(v)) if j != i)
         scores.append(sum(d[: len(v) - f - 2]))
-    return v[int(np.argmin(scores))]
+    return np.array(scores)
+
+
+def textbook_krum(v: np.ndarray, f: int) -> np.ndarray:
+    return v[int(np.argmin(textbook_krum_scores(v, f)))]
 
 
 def textbook_trimmed_mean(v: np.ndarray, b: int) -> np.ndarray:
@@ -471,12 +476,7 @@ def _textbook(
     """
     own, received = x[0], x[1:]
     if name == "krum":
-        f = params["f"]
-        scores = []
-        for i in range(len(x)):
-            d = sorted(float(((x[i] - x[k]) ** 2).sum()) for k in range(len(x)) if k != i)
-            scores.append(sum(d[: len(x) - f - 2]))
-        return x[int(np.argmin(scores))], np.array(scores[1:])
+        return textbook_krum(x, params["f"]), textbook_krum_scores(x, params["f"])[1:]
     if name == "median":
         center = np.median(x, axis=0)
         return center, np.linalg.norm(received - center, axis=1)
