@@ -1,7 +1,9 @@
 """The Python examples in the docs run as written."""
 
+import argparse
 import csv
 import re
+import shlex
 import statistics
 from pathlib import Path
 
@@ -681,3 +683,61 @@ def test_markdown_links_reach_a_file_and_anchors_a_heading(doc):
             if anchor not in {_github_anchor(h) for h in headings}:
                 broken.append(f"{target}: no heading with that anchor")
     assert not broken, broken
+
+
+def _shell_commands(text: str) -> list[str]:
+    """The ``robustbench-dice`` command lines of a doc's fenced shell blocks: continuations joined, comments and
+    what runs before ``&&``, ``|``, ``&`` or ``;`` split off."""
+    blocks: list[list[str]] = []
+    language = None  # None outside a fence
+    for line in text.splitlines():
+        fence = re.match(r"\s*```(\w*)", line)
+        if fence:
+            language = None if language is not None else fence.group(1)
+            if language in ("", "bash", "sh", "console", "shell"):
+                blocks.append([])
+        elif language in ("", "bash", "sh", "console", "shell"):
+            blocks[-1].append(line)
+    commands = []
+    for block in blocks:
+        for line in re.sub(r"\\\n\s*", " ", "\n".join(block)).splitlines():
+            for part in re.split(r"&&|\|\||[|;&]", line.split(" #")[0]):
+                found = re.match(r"\s*(?:\w+=\S*\s+)*(?:\S*/)?robustbench-dice(\s.*)?$", part)
+                if found:
+                    commands.append((found.group(1) or "").strip())
+    # inline ones that give options; a bare `robustbench-dice check` in prose names the command, and
+    # `download NAME` stands for one, neither is a call
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    for span in re.findall(r"`robustbench-dice ([^`]*)`", prose):
+        words = span.split()
+        placeholder = any(
+            w.isupper() and not prev.startswith("--") for prev, w in zip(["", *words], words, strict=False)
+        )
+        if any(w.startswith("--") for w in words) and not placeholder and "..." not in span and "[" not in span:
+            commands.append(" ".join(words))
+    return commands
+
+
+@pytest.mark.parametrize("doc", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))])
+def test_every_command_in_the_docs_shell_blocks_is_accepted_by_the_cli(doc, capsys):
+    """A renamed flag or subcommand leaves no stale command in a copy-paste block."""
+    from robustbench_dice.cli import build_parser
+
+    def exact(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.allow_abbrev = False  # the docs spell every flag out: an abbreviation breaks when a flag is added
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    exact(sub)
+        return parser
+
+    refused = []
+    for command in _shell_commands((ROOT / doc).read_text()):
+        try:
+            exact(build_parser()).parse_args(shlex.split(command))
+        except SystemExit as exit_:
+            if exit_.code:  # --version and --help exit 0
+                refused.append(f"robustbench-dice {command}: {capsys.readouterr().err.strip().splitlines()[-1]}")
+    assert not refused, refused
+    if doc == "README.md":
+        assert len(_shell_commands((ROOT / doc).read_text())) >= 10  # the extraction found the README's commands
