@@ -2,8 +2,10 @@
 
 3 label-flipping Byzantine nodes among 16 (digits, MLP, 200 rounds), seeds
 0, 1, 2; mean +- sample std over seeds. Writes ``results/detection_label_flip.md``
-(and prints it). This is the issue-3 measurement; the suite runner
-(``robustbench-dice run``) will supersede it with the fixed tables.
+(and prints it), the table the README's detection section quotes. The suites
+(``robustbench-dice run``) measure detection too, over more attacks, in the
+fixed tables; this script keeps the one scenario small enough to rerun in a
+minute (``tests/test_benchmarks.py`` checks it regenerates byte for byte).
 
 Usage: ``python benchmarks/detection.py [--seeds 0 1 2] [--out results/detection_label_flip.md]``
 """
