@@ -741,3 +741,12 @@ def test_every_command_in_the_docs_shell_blocks_is_accepted_by_the_cli(doc, caps
     assert not refused, refused
     if doc == "README.md":
         assert len(_shell_commands((ROOT / doc).read_text())) >= 10  # the extraction found the README's commands
+
+
+def test_readme_module_table_names_every_module_of_the_package():
+    """The README's map of the code stays complete as modules are added."""
+    table = re.findall(r"^\| ((?:`[\w]+(?:\.py|/)`(?:, )?)+) \|", (ROOT / "README.md").read_text(), flags=re.M)
+    named = {name for row in table for name in re.findall(r"`([\w./]+)`", row)}
+    modules = {p.name for p in (ROOT / "robustbench_dice").glob("*.py")} - {"__init__.py", "__main__.py"}
+    assert modules - named == set()
+    assert named - modules - {"attacks/", "defenses/"} == set()  # and names none that is gone
