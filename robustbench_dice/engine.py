@@ -102,12 +102,14 @@ class _Detection:
     byzantine: torch.Tensor
     honest: torch.Tensor
     device: torch.device
-    suspicion: torch.Tensor = field(init=False)  # (N, N) latest s_jk, NaN where never scored
+    suspicion: torch.Tensor = field(init=False)  # (N, N) latest s_jk (a defense's NaN kept), NaN where never scored
+    scored: torch.Tensor = field(init=False)  # (N, N) bool: some round scored edge k -> j
     pruned: torch.Tensor | None = None  # (N, N) bool of the last round
     caught_since: int | None = None  # start of the current streak of rounds with every Byzantine in-edge pruned
 
     def __post_init__(self) -> None:
         self.suspicion = torch.full((self.n, self.n), float("nan"), device=self.device, dtype=torch.float64)
+        self.scored = torch.zeros((self.n, self.n), dtype=torch.bool, device=self.device)
         self.is_byz = torch.zeros(self.n, dtype=torch.bool, device=self.device)
         self.is_byz[self.byzantine] = True
 
@@ -116,6 +118,7 @@ class _Detection:
         rows, cols = rm.receivers[mask], rm.neighbours.index[mask]
         if agg.suspicion is not None:
             self.suspicion[rows, cols] = agg.suspicion[mask].to(self.suspicion.dtype)
+            self.scored[rows, cols] = True
         if agg.pruned is None:
             return
         self.pruned = torch.zeros(self.n, self.n, dtype=torch.bool, device=self.device)
@@ -129,10 +132,13 @@ class _Detection:
         elif self.caught_since is None:
             self.caught_since = round_index + 1
 
-    def curve_point(self, round_index: int, scores: torch.Tensor | None = None) -> SuspicionPoint:
-        """Means of ``scores`` (default: the latest suspicion) over honest receivers' scored edges."""
+    def curve_point(
+        self, round_index: int, scores: torch.Tensor | None = None, where: torch.Tensor | None = None
+    ) -> SuspicionPoint:
+        """Means of ``scores`` (default: the latest suspicion) over honest receivers' edges in ``where`` (default: the
+        scored ones); a NaN among them makes its mean NaN."""
         sus = (self.suspicion if scores is None else scores)[self.honest]
-        scored = ~torch.isnan(sus)
+        scored = (self.scored if where is None else where)[self.honest]
         means = []
         for wanted in (False, True):
             sel = scored & (self.is_byz.unsqueeze(0) == wanted)
@@ -325,7 +331,7 @@ class Simulation:
                 curve.append(self.evaluate(theta, t + 1, honest))
                 suspicion_curve.append(detection.curve_point(t + 1))
                 if s.track_influence:
-                    influence_curve.append(detection.curve_point(t + 1, influence.where(ever_edge, torch.nan)))
+                    influence_curve.append(detection.curve_point(t + 1, influence, ever_edge))
                 eval_s += time.perf_counter() - t_eval
             if self.progress is not None:
                 self.progress(t + 1, s.rounds)
@@ -336,7 +342,7 @@ class Simulation:
         result.suspicion_curve = suspicion_curve
         if s.track_influence:
             result.influence_curve = influence_curve
-            result.proximal_influence = _edge_rows(influence.where(ever_edge, torch.nan), honest)
+            result.proximal_influence = _edge_rows(influence, ever_edge, honest)
         return result
 
     def _check_aggregation(self, agg: Aggregation, theta: torch.Tensor, nb: Neighbourhood) -> None:
@@ -371,7 +377,7 @@ class Simulation:
         acc = self._last_accuracy  # the last round is always evaluated
         assert acc is not None
         honest_list = honest.tolist()
-        edges = _edge_rows(detection.suspicion, honest)
+        edges = _edge_rows(detection.suspicion, detection.scored, honest)
         byz_set = {int(b) for b in st.byzantine}
         e_auc, n_auc = metrics.edge_auc(edges, byz_set), metrics.node_auc(edges, byz_set)
         m0 = st.mixing.at(0)
@@ -440,14 +446,15 @@ def _check_output(
         raise RuntimeError(f"{owner} returned {what} on {value.device}, expected the run's device {device}")
 
 
-def _edge_rows(matrix: torch.Tensor, honest: torch.Tensor) -> list[list[float]]:
-    """``[j, k, matrix[j, k]]`` for honest receivers j and every k where ``matrix (N, N)`` is not NaN."""
-    values = matrix[honest].double().cpu().numpy()
-    return [
-        [j, int(k), float(values[i, k])]
-        for i, j in enumerate(honest.tolist())
-        for k in np.flatnonzero(~np.isnan(values[i]))
-    ]
+def _edge_rows(matrix: torch.Tensor, where: torch.Tensor, honest: torch.Tensor) -> list[list[float]]:
+    """``[j, k, matrix[j, k]]`` for honest receivers j and every k where ``where (N, N)`` is true.
+
+    A value that overflowed to +-inf becomes the largest float of its sign: JSON has no infinity, and the order
+    (which is all an AUC or a ROC curve uses) is kept. NaN stays NaN (stored as None).
+    """
+    values = np.clip(matrix[honest].double().cpu().numpy(), -np.finfo(np.float64).max, np.finfo(np.float64).max)
+    keep = where[honest].cpu().numpy()
+    return [[j, int(k), float(values[i, k])] for i, j in enumerate(honest.tolist()) for k in np.flatnonzero(keep[i])]
 
 
 def honest_test_metrics(

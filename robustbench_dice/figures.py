@@ -490,7 +490,9 @@ def topology_influence(records: list[dict[str, Any]], out: Path) -> list[Path]:
         union = scenario_topology(scenario).union().adjacency  # [j, k]: j receives from k
         n = union.shape[0]
         byzantine = set(data["result"]["byzantine"])
-        influence = {(int(j), int(k)): float(v) for j, k, v in data["result"]["proximal_influence"] if int(j) != int(k)}
+        rows = data["result"]["proximal_influence"]
+        # None: a NaN influence (JSON holds no NaN), drawn as an edge without a score
+        influence = {(int(j), int(k)): float(v) for j, k, v in rows if int(j) != int(k) and v is not None}
         graph = nx.DiGraph()
         graph.add_nodes_from(range(n))
         graph.add_edges_from((int(k), int(j)) for j, k in zip(*np.nonzero(union), strict=True))

@@ -5,8 +5,10 @@
 - Node-level AUC: ROC-AUC of ``s_k`` = mean of ``s_jk`` over the honest
   observers j of k, label = k is Byzantine.
 
-Both are undefined (None, with the reason) when the defense gives no scores
-or when the pairs do not contain both labels; never 0.5 by default.
+Both are undefined (None, with the reason) when the defense gives no scores,
+when the pairs do not contain both labels, or when a score is NaN; never 0.5
+by default. A score of +-inf (a distance or an influence sum that overflowed)
+ranks above (below) every finite one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 
@@ -31,10 +34,15 @@ def _auc(labels: Sequence[int], scores: Sequence[float], what: str) -> Auc:
     if len(set(labels)) < 2:
         kind = "Byzantine" if labels[0] == 0 else "honest"
         return Auc(None, f"no {kind} {what} among the scored ones, so AUC is undefined")
-    finite = np.isfinite(np.asarray(scores, dtype=float))
-    if not finite.all():
-        return Auc(None, f"{int((~finite).sum())} {what} have non-finite suspicion scores")
-    return Auc(float(roc_auc_score(labels, scores)))
+    values = np.asarray(scores, dtype=float)
+    nan = np.isnan(values)
+    if nan.any():
+        return Auc(None, f"{int(nan.sum())} {what} have NaN suspicion scores")
+    if np.isinf(values).any():
+        # a score that overflowed kept its sign, so the order ROC-AUC rests on is known: +inf above every finite
+        # score, equal infinities tied. sklearn refuses infinities; ranks carry that order and its ties
+        values = rankdata(values)
+    return Auc(float(roc_auc_score(labels, values)))
 
 
 def edge_auc(suspicion: Iterable[Sequence[float]], byzantine: set[int]) -> Auc:
@@ -50,4 +58,6 @@ def node_auc(suspicion: Iterable[Sequence[float]], byzantine: set[int]) -> Auc:
         if int(j) != int(k):
             by_node[int(k)].append(float(s))
     nodes = sorted(by_node)
-    return _auc([int(k in byzantine) for k in nodes], [float(np.mean(by_node[k])) for k in nodes], "nodes")
+    with np.errstate(over="ignore"):  # the mean of scores stored as the largest float is +inf: still the top rank
+        means = [float(np.mean(by_node[k])) for k in nodes]
+    return _auc([int(k in byzantine) for k in nodes], means, "nodes")

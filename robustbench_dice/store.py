@@ -25,7 +25,8 @@ from .scenario import Scenario
 
 # Bump when a change to the engine, a plugin or a metric changes the numbers a scenario produces:
 # stored records of other versions are then recomputed instead of reused.
-RESULTS_VERSION = "2"  # 2: hand-written backward pass for dense models (rounding-level changes)
+RESULTS_VERSION = "3"  # 2: hand-written backward pass for dense models (rounding-level changes); 3: detection AUC
+# ranks scores that overflowed to +-inf (it was n/a), and a NaN score makes it undefined (it was left out)
 
 
 def scenario_key(scenario: Scenario) -> str:

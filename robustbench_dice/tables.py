@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -71,7 +72,9 @@ def influence_auc(result: dict[str, Any]) -> Auc:
         return Auc(None, UNTRACKED)
     if not rows:
         return Auc(None, "the run diverged: its influence is not finite" if result.get("diverged") else "no edges")
-    return edge_auc(([j, k, -v] for j, k, v in rows if v is not None), set(result.get("byzantine", [])))
+    # None is a NaN the record could not hold in JSON: the AUC is undefined, said so, not taken over the rest
+    scores = ([j, k, math.nan if v is None else -v] for j, k, v in rows)
+    return edge_auc(scores, set(result.get("byzantine", [])))
 
 
 def summary_rows(records: list[Record]) -> list[dict[str, Any]]:
