@@ -70,9 +70,10 @@ def influence_auc(result: dict[str, Any]) -> Auc:
     rows = result.get("proximal_influence") or []
     if not result.get("scenario", {}).get("track_influence"):
         return Auc(None, UNTRACKED)
-    if not rows:
+    nan = any(v is None for _, _, v in rows)  # None: a NaN the record could not hold in JSON
+    if not rows or (nan and result.get("diverged")):
         return Auc(None, "the run diverged: its influence is not finite" if result.get("diverged") else "no edges")
-    # None is a NaN the record could not hold in JSON: the AUC is undefined, said so, not taken over the rest
+    # the AUC is then undefined, and says so, rather than taken over the other edges
     scores = ([j, k, math.nan if v is None else -v] for j, k, v in rows)
     return edge_auc(scores, set(result.get("byzantine", [])))
 

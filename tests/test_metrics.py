@@ -194,3 +194,5 @@ def test_influence_auc_of_a_stored_record_reads_the_largest_float_as_overflow_an
     )
     with_nan = influence_auc({**record, "proximal_influence": [*rows[:4], [3, 4, None]]})
     assert with_nan.value is None and with_nan.reason == "1 edges have NaN suspicion scores"
+    diverged = influence_auc({**record, "diverged": True, "proximal_influence": [*rows[:4], [3, 4, None]]})
+    assert diverged.value is None and diverged.reason == "the run diverged: its influence is not finite"
