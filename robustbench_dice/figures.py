@@ -472,7 +472,8 @@ def topology_influence(records: list[dict[str, Any]], out: Path) -> list[Path]:
     chosen: dict[str, dict[str, Any]] = {}
     # one representative run per topology: label flipping, no defense, lowest seed (then the first in sort order)
     candidates = sorted(
-        (r for r in records if r["result"].get("proximal_influence")),
+        # runs with some finite influence (a diverged run's rows hold None: a NaN JSON cannot)
+        (r for r in records if any(v is not None for _, _, v in r["result"].get("proximal_influence") or [])),
         key=lambda r: (
             r["scenario"]["attack"] != "label_flip",
             r["scenario"]["defense"] != "gossip",

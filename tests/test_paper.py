@@ -149,3 +149,15 @@ def test_load_suite_names_paper_among_the_builtins(suite, tmp_path):
 
     with pytest.raises(ConfigError, match="built-in: quick, full, paper"):
         load_suite("nonexistent-suite")
+
+
+def test_topology_figure_leaves_out_a_tracked_run_whose_influence_is_all_nan(tmp_path):
+    """A diverged tracked run stores its edges' NaN influence as None: there is nothing to colour, so no figure."""
+    from robustbench_dice import Scenario
+    from robustbench_dice.figures import topology_influence
+
+    scenario = Scenario(nodes=6, byzantine=1, rounds=2, track_influence=True).to_dict()
+    diverged = {"key": "k", "scenario": scenario, "result": {"byzantine": [0], "proximal_influence": [[1, 0, None]]}}
+    assert topology_influence([diverged], tmp_path) == []
+    finite = {"key": "k", "scenario": scenario, "result": {"byzantine": [0], "proximal_influence": [[1, 0, -0.5]]}}
+    assert [p.suffix for p in topology_influence([finite], tmp_path)] == [".png", ".pdf"]
