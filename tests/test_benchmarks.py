@@ -1,8 +1,7 @@
 """The benchmark scripts run at a tiny size and report the ratios the README quotes.
 
 Their timings are not asserted (a loaded machine moves them); what is checked is that each script runs from a
-clean checkout, reports every documented key, and that the keys hang together. ``defenses.py`` and
-``order_stats.py`` are run in their modules' tests.
+clean checkout, reports every documented key, and that the keys hang together.
 """
 
 import json
@@ -67,6 +66,22 @@ def test_influence_benchmark_reports_each_cost_in_plain_rounds():
 def test_influence_benchmark_overhead_only_skips_the_estimates():
     (row,) = _json_rows("influence.py", "--nodes", "6", "--rounds", "2", "--repeats", "1", "--overhead-only")
     assert "proximal_influence_overhead" in row and not any(k.startswith("estimate_") for k in row)
+
+
+def test_order_statistics_benchmark_reports_its_ratios():
+    (row,) = _json_rows("order_stats.py", "--nodes", "8", "--repeats", "1")
+    assert row["n_nodes"] == 8 and row["candidates_per_node"] == 4
+    assert all(row[k] > 0 for k in ("sort_speedup", "median_speedup", "median_round_speedup"))
+
+
+def test_defense_cost_benchmark_reports_every_defense_against_gossip():
+    from robustbench_dice.registry import DEFENSES, load_builtin_plugins
+
+    load_builtin_plugins()
+    rows = {row["defense"]: row for row in _json_rows("defenses.py", "--nodes", "8", "--repeats", "1", "--rounds", "5")}
+    assert set(rows) == set(DEFENSES) and rows["gossip"]["vs_gossip"] == 1.0
+    assert "needs more than" in rows["krum"]["declined"]  # 8 nodes, exponential: 4 models per neighbourhood
+    assert all(row["round_ms"] > 0 for name, row in rows.items() if name != "krum")
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from robustbench_dice import Scenario, simulate
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
+DOC_FILES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in DOCS.glob("*.md"))]
 
 
 def _python_blocks(path: Path) -> list[str]:
@@ -664,7 +665,7 @@ def _github_anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
-@pytest.mark.parametrize("doc", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))])
+@pytest.mark.parametrize("doc", DOC_FILES)
 def test_markdown_links_reach_a_file_and_anchors_a_heading(doc):
     path = ROOT / doc
     text = path.read_text()
@@ -718,7 +719,7 @@ def _shell_commands(text: str) -> list[str]:
     return commands
 
 
-@pytest.mark.parametrize("doc", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))])
+@pytest.mark.parametrize("doc", DOC_FILES)
 def test_every_command_in_the_docs_shell_blocks_is_accepted_by_the_cli(doc, capsys):
     """A renamed flag or subcommand leaves no stale command in a copy-paste block."""
     from robustbench_dice.cli import build_parser

@@ -90,22 +90,3 @@ def test_order_statistics_of_irregular_neighbourhoods_match_numpy():
         valid = np.sort(candidates[node, :count].numpy(), axis=0)
         np.testing.assert_allclose(median[node].numpy(), np.median(valid, axis=0), rtol=0, atol=1e-15)
         np.testing.assert_allclose(trimmed[node].numpy(), valid[1 : count - 1].mean(0), rtol=1e-13)
-
-
-def test_benchmark_script_reports_its_ratios():
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).parents[1] / "benchmarks" / "order_stats.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--json", "--nodes", "8", "--repeats", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    row = json.loads(done.stdout)
-    assert row["n_nodes"] == 8 and row["candidates_per_node"] == 4
-    assert all(row[k] > 0 for k in ("sort_speedup", "median_speedup", "median_round_speedup"))
